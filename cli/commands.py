@@ -1,0 +1,226 @@
+"""One function per command.  Each validates, calls the engine, prints."""
+import argparse
+import errno
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+from bucketdisk.errors import UserError
+from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
+from bucketdisk.store import open_store
+from bucketdisk.volume import layout
+from bucketdisk.volume.record import validate_geometry
+from bucketdisk.volume.volume import Volume, create_volume, read_record
+
+from .units import format_size
+
+UNMOUNT_WAIT_SECONDS = 3600
+
+
+def create(args: argparse.Namespace) -> int:
+    validate_geometry(args.size, args.block_size)
+    store = open_store(args.url, create=True)
+    record = create_volume(store, args.size, args.block_size, force=args.force)
+    print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
+          f"of {format_size(record.block_size)} (uuid {record.uuid})")
+    return 0
+
+
+# -- mount ------------------------------------------------------------------------
+
+
+def _check_mountpoint(path: str) -> None:
+    kind = fstype_at(path)
+    if kind == FSTYPE:
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                raise UserError(f"{path} holds a dead bucketdisk mount; run 'bucketdisk unmount {path}'") from None
+        raise UserError(f"{path} is already a bucketdisk mount")
+    if kind is not None:
+        raise UserError(f"{path} is already mounted ({kind})")
+    if not os.path.exists(path):
+        raise UserError(f"mountpoint does not exist: {path}")
+    if not os.path.isdir(path):
+        raise UserError(f"mountpoint is not a directory: {path}")
+
+
+def mount(args: argparse.Namespace) -> int:
+    if args.threads < 1 or args.threads > 256:
+        raise UserError("--threads must be from 1 to 256")
+    if args.readahead < 0:
+        raise UserError("--readahead cannot be negative")
+    args.mountpoint = os.path.abspath(args.mountpoint)
+    _check_mountpoint(args.mountpoint)
+    if args.foreground:
+        return _serve(args)
+    return _spawn_daemon(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bucketdisk.fs.mount import MountOptions, serve
+
+    ready = args.ready_fd
+
+    def on_ready() -> None:
+        if ready is not None:
+            os.write(ready, b"ok\n")
+            os.close(ready)
+
+    options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
+                           read_only=args.read_only, force=args.force)
+    try:
+        serve(args.url, args.mountpoint, options, on_ready)
+    except BaseException as e:
+        if ready is not None:
+            try:  # tell the waiting parent why, in one line
+                os.write(ready, f"{_one_line(e)}\n".encode())
+            except OSError:
+                pass
+        raise
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _default_log(mountpoint: str) -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    name = mountpoint.strip("/").replace("/", "_") or "root"
+    return os.path.join(state, "bucketdisk", f"{name}.log")
+
+
+def _spawn_daemon(args: argparse.Namespace) -> int:
+    log_path = os.path.abspath(args.log or _default_log(args.mountpoint))
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "bucketdisk.cli.main"] + (["--debug"] if args.debug else [])
+    command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
+                "--cache-size", str(args.cache_size), "--threads", str(args.threads),
+                "--readahead", str(args.readahead)]
+    command += ["--read-only"] if args.read_only else []
+    command += ["--force"] if args.force else []
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 pass_fds=(write_end,), start_new_session=True, cwd="/")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.readline().decode(errors="replace").strip()
+    if answer == "ok":
+        return 0
+    child.wait()
+    raise UserError(answer or f"the mount daemon exited with status {child.returncode}; see {log_path}")
+
+
+# -- unmount ------------------------------------------------------------------------
+
+
+def unmount(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.mountpoint)
+    kind = fstype_at(path)
+    if kind is None:
+        raise UserError(f"{path} is not mounted")
+    if kind != FSTYPE:
+        raise UserError(f"{path} is not a bucketdisk mount (it is {kind})")
+    try:
+        pid = _read_stats(path).get("pid")
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        _fusermount(path, lazy=True)
+        print(f"{path}: cleaned up a mount whose daemon had died")
+        return 0
+    _flush(path)
+    _fusermount(path, lazy=False)
+    _wait_for_exit(pid)
+    return 0
+
+
+def _flush(path: str) -> None:
+    """fsync through the mount, so failures are reported while data is safe."""
+    fd = os.open(os.path.join(path, "file"), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        raise UserError(f"could not store all data ({e.strerror}); {path} stays mounted, "
+                        "its unsaved data kept in memory; retry when the store is reachable") from None
+    finally:
+        os.close(fd)
+
+
+def _fusermount(path: str, *, lazy: bool) -> None:
+    command = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [path]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
+        raise UserError(f"cannot unmount {path}: {reason}")
+
+
+def _wait_for_exit(pid: int | None) -> None:
+    if not pid:
+        return
+    deadline = time.monotonic() + UNMOUNT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().split(b")")[-1].split()[0] == b"Z":
+                return  # exited, waiting for its parent to reap it
+        time.sleep(0.05)
+    raise UserError(f"the mount daemon (pid {pid}) is still writing after {UNMOUNT_WAIT_SECONDS} s")
+
+
+# -- info and stats -----------------------------------------------------------------
+
+
+def info(args: argparse.Namespace) -> int:
+    store = open_store(args.url)
+    record = read_record(store)
+    if record is None:
+        raise UserError(f"no bucketdisk volume at {args.url}")
+    volume = Volume(store, writable=False)
+    objects, stored = store.usage(layout.BLOCKS)
+    facts = {
+        "url": args.url, "uuid": record.uuid, "format_version": record.format_version,
+        "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
+        "compression": record.compression, "hash": record.hash, "created": record.created,
+        "mapped_blocks": volume.mapped_count(), "objects": objects, "stored_bytes": stored,
+    }
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        for name, value in facts.items():
+            print(f"{name}: {value}")
+    return 0
+
+
+def _read_stats(path: str) -> dict:
+    with open(os.path.join(path, "stats")) as f:
+        text = f.read()
+    values: dict = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        values[name] = int(value) if value.lstrip("-").isdigit() else value
+    return values
+
+
+def stats(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.mountpoint)
+    if fstype_at(path) != FSTYPE:
+        raise UserError(f"{path} is not a bucketdisk mount")
+    values = _read_stats(path)
+    if args.json:
+        print(json.dumps(values, indent=2))
+    else:
+        for name, value in values.items():
+            print(f"{name}: {value}")
+    return 0

@@ -1,0 +1,108 @@
+"""`bucketdisk`: the command line.  Parses, validates, prints; the engine
+does the work."""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from bucketdisk import __version__
+from bucketdisk.errors import StoreError, UserError
+
+from . import commands
+from .units import parse_size
+
+EXAMPLES = {
+    "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M",
+    "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 16",
+    "unmount": "bucketdisk unmount /mnt/disk1",
+    "info": "bucketdisk info file:///srv/disk1 --json",
+    "stats": "bucketdisk stats /mnt/disk1",
+}
+
+
+def _command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=help_text,
+                          epilog=f"example:\n  {EXAMPLES[name]}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bucketdisk",
+        description="A disk that lives in an object store: mount it, format it, loop-mount it.",
+        epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bucketdisk {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log in detail (and show tracebacks)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "create", "create a new volume")
+    p.add_argument("url", help="where the volume lives, e.g. file:///srv/disk1")
+    p.add_argument("--size", type=parse_size, required=True, help="volume size, e.g. 100G")
+    p.add_argument("--block-size", type=parse_size, default=1 << 20,
+                   help="block size, a power of two from 4K to 64M (default 1M)")
+    p.add_argument("--force", action="store_true", help="replace an existing volume (its data is lost)")
+    p.set_defaults(run=commands.create)
+
+    p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`")
+    p.add_argument("url")
+    p.add_argument("mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--cache-size", type=parse_size, default=256 << 20,
+                   help="memory for cached and dirty blocks (default 256M)")
+    p.add_argument("--threads", type=int, default=8, help="parallel uploads and downloads (default 8)")
+    p.add_argument("--readahead", type=int, default=8,
+                   help="blocks fetched ahead of sequential reads (default 8)")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--force", action="store_true",
+                   help="take the volume even if another writable mount seems to hold it")
+    p.add_argument("--log", help="log file of the background daemon "
+                                 "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(run=commands.mount)
+
+    p = _command(sub, "unmount", "flush everything, unmount, and wait for the daemon to exit")
+    p.add_argument("mountpoint")
+    p.set_defaults(run=commands.unmount)
+
+    p = _command(sub, "info", "show a volume's record and what it stores")
+    p.add_argument("url")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=commands.info)
+
+    p = _command(sub, "stats", "show a mounted volume's counters")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=commands.stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args) or 0
+    except UserError as e:
+        return _fail(str(e))
+    except StoreError as e:
+        return _fail(f"storage error: {e}")
+    except OSError as e:
+        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)")
+
+
+def _fail(message: str) -> int:
+    print(f"bucketdisk: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Human sizes: 512, 4K, 1M, 2G, 1T, 1.5G, 64KiB (binary multiples)."""
+import argparse
+import re
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes for a size such as '1G'; argparse turns ValueError into one line."""
+    match = _PATTERN.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use a number with K, M, G or T)")
+    number, unit = match.groups()
+    value = float(number) * _UNITS[unit.upper()]
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)

@@ -1,0 +1,4 @@
+"""The block device layer: byte ranges <-> cached blocks <-> the volume."""
+from .device import BlockDevice, FlushError
+
+__all__ = ["BlockDevice", "FlushError"]

@@ -1,0 +1,369 @@
+"""The block device: byte ranges in, whole blocks down to the volume.
+
+Reads are served from the cache or fetched (with read-ahead when access is
+sequential).  Writes land in the write-back cache; partial blocks are read
+first (read-modify-write).  Flush threads upload dirty blocks once they
+have been quiet for `write_delay` (so a block filled by many small writes
+is uploaded once), or at once when the cache is under pressure or someone
+is waiting in fsync.  `fsync()` returns only when every write acknowledged
+before it is stored and recorded durably in the volume's journal.
+"""
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..codec.block import ZERO_HASH
+from ..errors import StoreError
+from ..stats import Stats
+from ..volume.volume import Volume
+from .cache import CacheIndex, Entry
+
+log = logging.getLogger(__name__)
+
+WRITE_DELAY = 0.2         # seconds a dirty block waits for more writes
+SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
+RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
+MIN_BUFFERS_PER_THREAD = 2
+
+
+class FlushError(StoreError):
+    """Dirty data could not be stored; it stays in the cache and is retried."""
+
+
+class BlockDevice:
+    def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
+                 stats: Stats | None = None) -> None:
+        self.volume = volume
+        self.block_size = volume.block_size
+        self.block_count = volume.block_count
+        self.size = volume.block_count * volume.block_size
+        self.read_only = not volume.writable
+        self.stats = stats or volume.stats
+        buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
+        self._index = CacheIndex(self.block_count, buffers)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._urgent = 0          # fsync callers or writers waiting for room
+        self._closing = False
+        self._stopped = threading.Event()
+        self._readahead = readahead
+        self._next_sequential = -1
+        self._fetchers = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="fetch")
+        self._threads = [threading.Thread(target=self._flush_loop, name=f"flush-{i}", daemon=True)
+                         for i in range(threads if volume.writable else 0)]
+        if volume.writable:
+            self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    # -- reads ------------------------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        first = offset // self.block_size
+        last = (offset + length - 1) // self.block_size
+        if last > first:  # fetch the blocks of one request in parallel
+            self._prefetch(range(first, last + 1), "cache_misses")
+        self._maybe_read_ahead(first, last)
+        parts = []
+        for index, start, stop in self._split(offset, length):
+            parts.append(self._read_block(index, start, stop))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_block(self, index: int, start: int, stop: int) -> bytes:
+        while True:
+            with self._lock:
+                entry = self._index.get(index)
+                if entry is None:
+                    if self.volume.lookup(index) == ZERO_HASH:
+                        return bytes(stop - start)
+                    if not self._index.make_room():
+                        self._wait_for_room()
+                        continue
+                    entry = self._start_load(index)
+                    self.stats.add("cache_misses")
+                elif entry.loading is None:
+                    self.stats.add("cache_hits")
+                    return self._slice(entry, start, stop)
+                event = entry.loading
+            event.wait()
+            with self._lock:
+                if entry.error is not None and entry.loading is None and entry.data is None:
+                    raise entry.error
+
+    @staticmethod
+    def _slice(entry: Entry, start: int, stop: int) -> bytes:
+        if entry.data is None:
+            return bytes(stop - start)
+        return bytes(memoryview(entry.data)[start:stop])
+
+    def _start_load(self, index: int) -> Entry | None:
+        """Insert a loading entry and fetch it in the background.
+
+        Called with the lock held and room for one buffer; None for a block
+        that is all zeros (nothing to fetch).
+        """
+        content_hash = self.volume.lookup(index)
+        if content_hash == ZERO_HASH:
+            return None
+        entry = Entry()
+        entry.loading = threading.Event()
+        self._index.insert(index, entry)
+        self._fetchers.submit(self._load, index, entry, content_hash)
+        return entry
+
+    def _load(self, index: int, entry: Entry, content_hash: bytes) -> None:
+        try:
+            data = self.volume.read_block(content_hash)
+            error = None
+        except Exception as e:  # reported to the reader waiting on it
+            log.error("reading block %d failed: %s", index, e)
+            self.stats.add("errors")
+            data, error = None, e
+        with self._lock:
+            event = entry.loading
+            if error is None:
+                entry.data = data
+            else:
+                entry.error = error
+                self._index.remove(index)  # counts the loading buffer out
+            entry.loading = None
+            self._changed.notify_all()
+        event.set()
+
+    def _maybe_read_ahead(self, first: int, last: int) -> None:
+        sequential = first in (self._next_sequential, self._next_sequential - 1)
+        self._next_sequential = last + 1
+        if not sequential or self._readahead <= 0:
+            return
+        self._prefetch(range(last + 1, min(last + 1 + self._readahead, self.block_count)), "readahead_blocks")
+
+    def _prefetch(self, indexes: range, counter: str) -> None:
+        """Start fetching uncached blocks, as far as the cache has room."""
+        with self._lock:
+            for index in indexes:
+                if index in self._index.entries:
+                    continue
+                if not self._index.make_room():
+                    return
+                if self._start_load(index) is not None:
+                    self.stats.add(counter)
+
+    # -- writes -------------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes) -> int:
+        if offset + len(data) > self.size:
+            raise ValueError("write past the end of the device")
+        view = memoryview(data)
+        done = 0
+        for index, start, stop in self._split(offset, len(data)):
+            self._write_block(index, start, stop, view[done : done + stop - start])
+            done += stop - start
+        return len(data)
+
+    def _write_block(self, index: int, start: int, stop: int, chunk: memoryview) -> None:
+        whole = start == 0 and stop == self.block_size
+        while True:
+            with self._lock:
+                entry = self._index.get(index)
+                if entry is None:
+                    if not self._index.make_room():
+                        self._wait_for_room()
+                        continue
+                    entry = self._new_entry_for_write(index, whole)
+                if entry.loading is None:
+                    self._modify(index, entry, start, stop, chunk, whole)
+                    return
+                event = entry.loading
+            event.wait()
+            if entry.error is not None:
+                raise entry.error
+
+    def _new_entry_for_write(self, index: int, whole: bool) -> Entry:
+        """A writable entry for an uncached block, or a loading one.
+
+        Called with the lock held and room for one buffer.
+        """
+        if not whole:
+            loading = self._start_load(index)
+            if loading is not None:
+                self.stats.add("cache_misses")
+                return loading
+        entry = Entry(bytearray(self.block_size))
+        self._index.insert(index, entry)
+        return entry
+
+    def _modify(self, index: int, entry: Entry, start: int, stop: int, chunk, whole: bool) -> None:
+        if whole and (entry.data is None or entry.shared or not isinstance(entry.data, bytearray)):
+            self._index.add_buffer(entry, bytearray(chunk))
+        else:
+            if entry.data is None:
+                self._index.add_buffer(entry, bytearray(self.block_size))
+            elif entry.shared or not isinstance(entry.data, bytearray):
+                entry.data = bytearray(entry.data)  # the flusher keeps the old buffer
+            entry.data[start:stop] = chunk
+        entry.shared = False
+        self._index.mark_dirty(index, entry)
+        self._changed.notify_all()
+
+    def punch(self, offset: int, length: int) -> None:
+        """Zero a range; whole blocks in it lose their objects."""
+        length = max(0, min(length, self.size - offset))
+        for index, start, stop in self._split(offset, length):
+            if start == 0 and stop == self.block_size:
+                self._punch_block(index)
+            else:
+                self._write_block(index, start, stop, memoryview(bytes(stop - start)))
+
+    def _punch_block(self, index: int) -> None:
+        while True:
+            with self._lock:
+                entry = self._index.get(index)
+                if entry is None:
+                    if self.volume.lookup(index) == ZERO_HASH:
+                        return
+                    entry = Entry()
+                    self._index.insert(index, entry)
+                if entry.loading is None:
+                    self._index.drop_buffer(entry)
+                    entry.shared = False
+                    self._index.mark_dirty(index, entry)
+                    self._changed.notify_all()
+                    return
+                event = entry.loading
+            event.wait()
+
+    def _wait_for_room(self) -> None:
+        """Wait (lock held, released while waiting) until flushes free a buffer.
+
+        The cache may have changed meanwhile, so callers look again after.
+        """
+        self._urgent += 1
+        self._changed.notify_all()
+        try:
+            while not self._index.make_room():
+                self._changed.wait(1.0)
+        finally:
+            self._urgent -= 1
+
+    def _split(self, offset: int, length: int):
+        """(block, start, stop) for each block a byte range touches."""
+        end = offset + length
+        while offset < end:
+            index, start = divmod(offset, self.block_size)
+            stop = min(self.block_size, start + end - offset)
+            yield index, start, stop
+            offset += stop - start
+
+    # -- flushing -------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                index = self._next_to_flush()
+                if index is None:
+                    return
+                entry = self._index.entries[index]
+                entry.flushing = True
+                entry.shared = True
+                version, data = entry.version, entry.data
+            self._flush_one(index, entry, version, data)
+
+    def _next_to_flush(self) -> int | None:
+        """Wait for a dirty block that is due (lock held); None when closing."""
+        while True:
+            queue = self._index.queue
+            if queue:
+                entry = self._index.entries[queue[0]]
+                wait = entry.last_write + WRITE_DELAY - time.monotonic()
+                if wait <= 0 or self._urgent or self._closing:
+                    return queue.popleft()
+                self._changed.wait(wait)
+            elif self._closing:
+                return None
+            else:
+                self._changed.wait()
+
+    def _flush_one(self, index: int, entry: Entry, version: int, data) -> None:
+        try:
+            content_hash = ZERO_HASH if data is None else self.volume.store_block(data)
+            self.volume.commit([(index, content_hash)])
+        except Exception as e:  # kept dirty, retried, and reported to fsync
+            log.error("storing block %d failed, will retry: %s", index, e)
+            self.stats.add("errors")
+            with self._lock:
+                entry.flushing = entry.shared = False
+                entry.error = e
+                self._changed.notify_all()
+            time.sleep(RETRY_DELAY)
+            with self._lock:
+                if entry.dirty and not self._closing and index not in self._index.queue:
+                    self._index.queue.append(index)
+                self._changed.notify_all()
+            return
+        with self._lock:
+            entry.flushing = entry.shared = False
+            entry.error = None
+            entry.flushed_version = version
+            if entry.version == version:
+                self._index.mark_clean(index, entry)
+                if entry.data is None:
+                    self._index.remove(index)
+            else:
+                self._index.queue.append(index)
+            self._changed.notify_all()
+
+    def _sync_loop(self) -> None:
+        while not self._stopped.wait(SYNC_INTERVAL):
+            try:
+                self.volume.sync()
+            except Exception as e:
+                log.error("journal write failed, will retry: %s", e)
+                self.stats.add("errors")
+
+    def fsync(self) -> None:
+        """Return once every write acknowledged so far is durable."""
+        if self.read_only:
+            return
+        with self._lock:
+            waiting = {i: self._index.entries[i] for i in self._index.dirty.iter_set()}
+            targets = {i: (e, e.version) for i, e in waiting.items()}
+            self._urgent += 1
+            self._changed.notify_all()
+            try:
+                for index, (entry, version) in targets.items():
+                    while entry.flushed_version < version:
+                        if entry.error is not None and not entry.flushing:
+                            raise FlushError(f"block {index} could not be stored: {entry.error}")
+                        self._changed.wait(1.0)
+            finally:
+                self._urgent -= 1
+        self.volume.sync()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush everything, stop the threads and close the volume."""
+        try:
+            self.fsync()
+        finally:
+            with self._lock:
+                self._closing = True
+                self._changed.notify_all()
+            self._stopped.set()
+            for thread in self._threads:
+                thread.join()
+            self._fetchers.shutdown(wait=True)
+        self.volume.close()
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            gauges = {
+                "dirty_blocks": self._index.dirty_count(),
+                "cached_blocks": len(self._index.entries),
+                "cache_limit_blocks": self._index.max_buffers,
+            }
+        return {**self.stats.snapshot(), **gauges}

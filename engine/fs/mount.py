@@ -1,0 +1,59 @@
+"""Serving a volume through FUSE until it is unmounted."""
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..device.device import BlockDevice
+from ..store import open_store
+from ..volume.volume import Volume
+from .fuse_lib import FUSE
+from .mountpoints import FSTYPE
+from .operations import DiskOperations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    cache_size: int = 256 << 20
+    threads: int = 8
+    readahead: int = 8
+    read_only: bool = False
+    force: bool = False
+
+
+def render_stats(device: BlockDevice, url: str, started: float) -> str:
+    values = {"pid": os.getpid(), "uptime_seconds": int(time.time() - started),
+              "read_only": int(device.read_only), **device.counters()}
+    lines = [f"volume: {url}"] + [f"{name}: {value}" for name, value in sorted(values.items())]
+    return "\n".join(lines) + "\n"
+
+
+def serve(url: str, mountpoint: str, options: MountOptions,
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Open the volume, mount it, and block until it is unmounted.
+
+    Raises UserError for a refused mount (nothing was changed); raises the
+    final flush's error if dirty data could not be stored at unmount.
+    """
+    store = open_store(url)
+    volume = Volume(store, writable=not options.read_only, force=options.force)
+    device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
+                         readahead=options.readahead)
+    started = time.time()
+    operations = DiskOperations(device, lambda: render_stats(device, url, started), on_ready)
+    fuse_options = {"fsname": url.replace(",", "_"), "subtype": FSTYPE.split(".", 1)[1], "default_permissions": True}
+    if options.read_only:
+        fuse_options["ro"] = True
+    log.info("serving %s on %s", url, mountpoint)
+    try:
+        FUSE(operations, mountpoint, foreground=True, raw_fi=True, **fuse_options)
+    except RuntimeError as e:
+        # libfuse refused the mount before init (it printed why on stderr).
+        device.close()
+        raise OSError(f"libfuse could not mount {mountpoint} (code {e})") from None
+    if operations.close_error is not None:
+        raise operations.close_error
+    log.info("unmounted %s cleanly", mountpoint)

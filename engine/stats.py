@@ -1,0 +1,22 @@
+"""Thread-safe named counters shared by the layers of one mount."""
+import threading
+
+
+class Stats:
+    """Monotonic counters (`add`) and gauges (`set`), read as one snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + amount
+
+    def set(self, name: str, value: int) -> None:
+        with self._lock:
+            self._values[name] = value
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)

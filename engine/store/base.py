@@ -1,0 +1,57 @@
+"""The one small interface every object store implements.
+
+Keys are plain relative paths made of `[0-9a-z_-]` segments joined by `/`
+(no `.`, `..` or empty segments), so they are valid file paths and S3 keys
+alike.  Stores know nothing about volumes, blocks or maps.
+"""
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+
+from ..stats import Stats
+
+
+class ObjectStore(ABC):
+    """get/put/delete/list/head on immutable-by-convention objects."""
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats or Stats()
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises NotFound if it does not exist."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """Store `data` durably under `key`.
+
+        With `if_absent`, an existing object is left alone and False is
+        returned; the check and the write are one atomic step.  Returns True
+        when this call wrote the object.
+        """
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove the objects; missing ones are not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with `prefix`, in lexicographic order."""
+
+    @abstractmethod
+    def head(self, key: str) -> int | None:
+        """The object's size, or None if it does not exist."""
+
+    def usage(self, prefix: str = "") -> tuple[int, int]:
+        """(object count, total bytes) under a prefix."""
+        count = total = 0
+        for key in self.list(prefix):
+            count += 1
+            total += self.head(key) or 0
+        return count, total
+
+    def close(self) -> None:
+        """Release connections and file handles."""
+
+    def describe(self) -> str:
+        """Where the store lives, safe to print (no secrets)."""
+        return type(self).__name__

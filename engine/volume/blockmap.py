@@ -1,0 +1,71 @@
+"""The live block map: block number -> content hash, held compactly.
+
+One flat bytearray of `count * 32` bytes (32 MiB for a 1 TiB volume of 1 MiB
+blocks) rather than a dict of objects.  An all-zero entry means the block is
+all zeros and has no object.  The map is cut into pages of `page_entries`
+entries; pages touched since the last checkpoint are remembered so a
+checkpoint rewrites only those.
+"""
+from __future__ import annotations
+
+from ..codec.block import HASH_SIZE, ZERO_HASH
+
+
+class BlockMap:
+    def __init__(self, count: int, page_entries: int) -> None:
+        self.count = count
+        self.page_entries = page_entries
+        self.page_count = (count + page_entries - 1) // page_entries
+        self._entries = bytearray(count * HASH_SIZE)
+        self._dirty_pages: set[int] = set()
+        self.mapped_count = 0  # entries that are not ZERO_HASH
+
+    def get(self, index: int) -> bytes:
+        start = index * HASH_SIZE
+        return bytes(self._entries[start : start + HASH_SIZE])
+
+    def set(self, index: int, content_hash: bytes) -> bytes:
+        """Point `index` at `content_hash`; returns the hash it replaced."""
+        start = index * HASH_SIZE
+        old = bytes(self._entries[start : start + HASH_SIZE])
+        if old != content_hash:
+            self._entries[start : start + HASH_SIZE] = content_hash
+            self._dirty_pages.add(index // self.page_entries)
+            self.mapped_count += (old == ZERO_HASH) - (content_hash == ZERO_HASH)
+        return old
+
+    def page(self, page: int) -> bytes:
+        start = page * self.page_entries * HASH_SIZE
+        return bytes(self._entries[start : start + self.page_entries * HASH_SIZE])
+
+    def load_page(self, page: int, data: bytes) -> None:
+        start = page * self.page_entries * HASH_SIZE
+        expected = min(self.page_entries, self.count - page * self.page_entries) * HASH_SIZE
+        if len(data) != expected:
+            raise ValueError(f"map page {page} has {len(data)} bytes, expected {expected}")
+        before = sum(1 for h in self._iter_hashes(start, start + expected) if h != ZERO_HASH)
+        self._entries[start : start + expected] = data
+        after = sum(1 for h in self._iter_hashes(start, start + expected) if h != ZERO_HASH)
+        self.mapped_count += after - before
+
+    def take_dirty_pages(self) -> list[int]:
+        pages = sorted(self._dirty_pages)
+        self._dirty_pages.clear()
+        return pages
+
+    def mark_pages_dirty(self, pages: list[int]) -> None:
+        self._dirty_pages.update(pages)
+
+    def referenced(self, hashes: set[bytes]) -> set[bytes]:
+        """The members of `hashes` that some entry still points at."""
+        if not hashes:
+            return set()
+        return {h for h in self._iter_hashes() if h in hashes}
+
+    def distinct(self) -> set[bytes]:
+        return {h for h in self._iter_hashes() if h != ZERO_HASH}
+
+    def _iter_hashes(self, start: int = 0, stop: int | None = None):
+        view = memoryview(self._entries)
+        for offset in range(start, len(view) if stop is None else stop, HASH_SIZE):
+            yield bytes(view[offset : offset + HASH_SIZE])

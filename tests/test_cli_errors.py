@@ -1,0 +1,241 @@
+"""The CLI's refusals: each one exits non-zero with one `bucketdisk: error:`
+line, no traceback, and leaves the store and the mounts as they were."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+
+import pytest
+
+from conftest import (
+    Mount,
+    Volume,
+    assert_cli_error,
+    is_mounted,
+    mounts_at,
+    tree_snapshot,
+)
+
+COMMANDS = ("create", "mount", "unmount", "info", "stats")
+
+
+def _state(vol):
+    return tree_snapshot(vol.path), vol.record_bytes()
+
+
+# ---------------------------------------------------------------- create
+
+def test_create_over_existing_volume_is_refused(bd):
+    vol = bd.create(size="16M", block_size="64K")
+    before = _state(vol)
+    for args in (("--size", "16M", "--block-size", "64K"), ("--size", "32M")):
+        err = assert_cli_error(bd.run("create", vol.url, *args))
+        assert "--force" in err or "exist" in err.lower(), err
+        assert _state(vol) == before
+
+
+def test_create_size_not_multiple_of_block_size(bd, tmp_path):
+    target = tmp_path / "v"
+    assert_cli_error(bd.run("create", f"file://{target}", "--size", "1000K", "--block-size", "64K"))
+    assert not target.exists(), "a refused create left a directory behind"
+
+
+@pytest.mark.parametrize("block_size", ["48K", "3000", "100K", "3M"])
+def test_create_block_size_not_power_of_two(bd, tmp_path, block_size):
+    target = tmp_path / "v"
+    assert_cli_error(bd.run("create", f"file://{target}", "--size", "96M", "--block-size", block_size))
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("block_size", ["2K", "128M", "1"])
+def test_create_block_size_out_of_range(bd, tmp_path, block_size):
+    target = tmp_path / "v"
+    assert_cli_error(bd.run("create", f"file://{target}", "--size", "256M", "--block-size", block_size))
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("option", ["--size", "--block-size"])
+@pytest.mark.parametrize("value", ["12Q", "abc", "-5M", "0", ""])
+def test_create_unparseable_sizes(bd, tmp_path, option, value):
+    target = tmp_path / "v"
+    args = ["create", f"file://{target}", "--size", "64M", "--block-size", "64K"]
+    args[args.index(option) + 1] = value
+    # --opt=VALUE so that "-5M" reaches the size parser instead of looking like an option
+    i = args.index(option)
+    args[i:i + 2] = [f"{option}={value}"]
+    assert_cli_error(bd.run(*args))
+    assert not target.exists()
+
+
+def test_create_with_force_replaces_volume(bd):
+    """The counterpart of the refusal: --force does replace it (new UUID)."""
+    vol = bd.create(size="16M", block_size="64K")
+    old = bd.info(vol)["uuid"]
+    bd.ok("create", vol.url, "--size", "32M", "--block-size", "64K", "--force")
+    new = bd.info(vol)
+    assert new["uuid"] != old and new["size"] == 32 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- mount
+
+@pytest.mark.parametrize("kind", ["empty-dir", "missing-dir"])
+def test_mount_url_without_volume(bd, tmp_path, kind):
+    store = tmp_path / "novol"
+    if kind == "empty-dir":
+        store.mkdir()
+    before = tree_snapshot(store)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    proc = bd.run("mount", f"file://{store}", mp, timeout=60)
+    if proc.returncode == 0:  # clean up the unexpected mount before failing
+        bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(mp)))
+    assert_cli_error(proc)
+    assert not is_mounted(mp)
+    assert store.exists() == (kind == "empty-dir")
+    assert tree_snapshot(store) == before
+    assert os.listdir(mp) == []
+
+
+def test_mount_missing_mountpoint(bd, tmp_path):
+    vol = bd.create(size="16M", block_size="64K")
+    before = _state(vol)
+    mp = tmp_path / "does-not-exist"
+    assert_cli_error(bd.run("mount", vol.url, mp, timeout=60))
+    assert not mp.exists()
+    assert _state(vol) == before
+
+
+def test_mount_mountpoint_is_a_regular_file(bd, tmp_path):
+    vol = bd.create(size="16M", block_size="64K")
+    before = _state(vol)
+    mp = tmp_path / "plainfile"
+    mp.write_bytes(b"not a directory\n")
+    proc = bd.run("mount", vol.url, mp, timeout=60)
+    if proc.returncode == 0:
+        bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(mp)))
+    assert_cli_error(proc)
+    assert not is_mounted(mp)
+    assert mp.read_bytes() == b"not a directory\n"
+    assert _state(vol) == before
+
+
+def test_mount_on_an_already_mounted_point(bd, tmp_path):
+    a = bd.create(size="16M", block_size="64K")
+    b = bd.create(size="16M", block_size="64K")
+    m = bd.mount(a)
+    b_before = _state(b)
+    stacked_before = mounts_at(m.path)
+    proc = bd.run("mount", b.url, m.path, "--cache-size", "32M", timeout=60)
+    assert_cli_error(proc)
+    assert mounts_at(m.path) == stacked_before, "a second mount was stacked on the mountpoint"
+    assert _state(b) == b_before
+    assert bd.stats(m.path)["pid"] == m.pid, "the first mount no longer answers"
+    assert os.stat(m.file).st_size == a.size
+
+
+def test_second_writable_mount_of_same_volume(bd, tmp_path):
+    vol = bd.create(size="16M", block_size="64K")
+    m = bd.mount(vol)
+    lock_before = vol.lock_path().read_bytes()
+    listing_before = sorted(tree_snapshot(vol.path))
+    other = tmp_path / "other"
+    other.mkdir()
+    proc = bd.run("mount", vol.url, other, "--cache-size", "32M", timeout=60)
+    if proc.returncode == 0:
+        bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(other)))
+    err = assert_cli_error(proc)
+    assert "lock" in err.lower() or "mounted" in err.lower() or "in use" in err.lower(), err
+    assert not is_mounted(other)
+    assert vol.lock_path().read_bytes() == lock_before
+    assert sorted(tree_snapshot(vol.path)) == listing_before
+    # the live mount is unharmed
+    assert bd.stats(m.path)["pid"] == m.pid
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"still mine", 4096)
+        os.fsync(fd)
+        assert os.pread(fd, 10, 4096) == b"still mine"
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- unmount
+
+def test_unmount_plain_directory(bd, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    (d / "keep").write_text("x")
+    assert_cli_error(bd.run("unmount", d, timeout=60))
+    assert sorted(os.listdir(d)) == ["keep"]
+
+
+def test_unmount_missing_path(bd, tmp_path):
+    assert_cli_error(bd.run("unmount", tmp_path / "nothing-here", timeout=60))
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_unmount_refuses_a_mount_that_is_not_bucketdisk(bd, tmp_path):
+    t = bd.tmpfs_mount(tmp_path / "tmpfs")
+    (t / "canary").write_text("alive")
+    assert_cli_error(bd.run("unmount", t, timeout=60))
+    assert mounts_at(t) == ["tmpfs"]
+    assert (t / "canary").read_text() == "alive"
+
+
+# ---------------------------------------------------------------- info / stats
+
+def test_info_of_url_without_volume(bd, tmp_path):
+    store = tmp_path / "empty"
+    store.mkdir()
+    assert_cli_error(bd.run("info", f"file://{store}", "--json"))
+    assert os.listdir(store) == []
+
+
+def test_stats_of_a_plain_directory(bd, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    assert_cli_error(bd.run("stats", d, "--json"))
+
+
+# ---------------------------------------------------------------- help / version
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_command_shows_an_example(bd, command):
+    proc = bd.run(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    text = proc.stdout
+    assert text.startswith("usage:"), text[:200]
+    assert re.search(r"example", text, re.I), f"no example in `{command} --help`"
+    example_lines = [ln for ln in text.splitlines()
+                     if f"bucketdisk {command}" in ln and not ln.lstrip().startswith("usage:")]
+    assert example_lines, f"`{command} --help` shows no `bucketdisk {command} ...` example line"
+
+
+def test_top_level_help_lists_commands(bd):
+    proc = bd.run("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout
+
+
+def test_no_command_is_an_error(bd):
+    proc = bd.run()
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+
+
+def test_version(bd):
+    proc = bd.run("--version")
+    assert proc.returncode == 0, proc.stderr
+    expected = importlib.metadata.version("bucketdisk")
+    assert expected in (proc.stdout + proc.stderr)
+    assert "bucketdisk" in (proc.stdout + proc.stderr)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _stub_mount(path):
+    """A Mount-like record for cleaning up a mount that should never have happened."""
+    return Mount(volume=Volume(path=path, size=0, block_size=0), path=path, read_only=False, log=path)
