@@ -2,12 +2,20 @@
 import threading
 
 
+# Counters every mount reports, zero until something happens.
+COUNTERS = (
+    "cache_hits", "cache_misses", "readahead_blocks",
+    "objects_put", "objects_got", "objects_deleted", "bytes_put", "bytes_got",
+    "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints", "errors",
+)
+
+
 class Stats:
     """Monotonic counters (`add`) and gauges (`set`), read as one snapshot."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, int] = {}
+        self._values: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:

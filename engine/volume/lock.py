@@ -29,13 +29,13 @@ def _boot_id() -> str:
 
 
 def _process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, not yet reaped) is dead."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 class MountLock:
