@@ -38,7 +38,7 @@ def _check_mountpoint(path: str) -> None:
         try:
             os.stat(path)
         except OSError as e:
-            if e.errno == errno.ENOTCONN:
+            if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
                 raise UserError(f"{path} holds a dead bucketdisk mount; run 'bucketdisk unmount {path}'") from None
         raise UserError(f"{path} is already a bucketdisk mount")
     if kind is not None:
@@ -132,7 +132,7 @@ def unmount(args: argparse.Namespace) -> int:
     try:
         pid = _read_stats(path).get("pid")
     except OSError as e:
-        if e.errno != errno.ENOTCONN:
+        if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
             raise
         _fusermount(path, lazy=True)
         print(f"{path}: cleaned up a mount whose daemon had died")

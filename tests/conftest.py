@@ -97,9 +97,21 @@ def pid_state(pid: int) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while the process runs (a zombie has exited: it only waits to be reaped)."""
+    """True while any thread of the process runs.
+
+    A zombie has exited (it only waits to be reaped), but a multi-threaded
+    process killed by a signal shows its leader as a zombie while the other
+    threads are still exiting and its file descriptors (e.g. /dev/fuse) are
+    still open, so the thread list must be down to the leader too."""
     state = pid_state(pid)
-    return state is not None and state not in ("Z", "X")
+    if state is None:
+        return False
+    if state not in ("Z", "X"):
+        return True
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def pid_cmdline(pid: int) -> str:

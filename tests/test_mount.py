@@ -192,7 +192,8 @@ def test_fsynced_bytes_survive_kill9(bd):
     assert wait_pid_gone(pid), f"daemon {pid} did not die after SIGKILL"
     with pytest.raises(OSError) as exc:
         os.stat(m.file)
-    assert exc.value.errno == errno.ENOTCONN
+    # "Transport endpoint is not connected" (or, on newer kernels, "connection abort")
+    assert exc.value.errno in (errno.ENOTCONN, errno.ECONNABORTED), exc.value
 
     # cleaning up the dead mount is a success, not an error
     proc = bd.run("unmount", m.path, timeout=120)
