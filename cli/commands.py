@@ -10,7 +10,7 @@ import time
 
 from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
-from bucketdisk.store import open_store
+from bucketdisk.store import S3Options, open_store
 from bucketdisk.volume import layout
 from bucketdisk.volume.record import validate_geometry
 from bucketdisk.volume.volume import Volume, create_volume, read_record
@@ -20,9 +20,35 @@ from .units import format_size
 UNMOUNT_WAIT_SECONDS = 3600
 
 
+def s3_options(args: argparse.Namespace, threads: int = 8) -> S3Options:
+    for name in ("connect_timeout", "read_timeout", "retry_time"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    return S3Options(
+        endpoint=args.endpoint, addressing=args.addressing, region=args.region, profile=args.profile,
+        credentials_file=args.credentials_file, ca_bundle=args.ca_bundle, insecure=args.insecure,
+        storage_class=args.storage_class, sse=args.sse, connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout, retry_time=args.retry_time, pool_size=2 * threads + 8,
+    )
+
+
+# Options a background mount passes on to its daemon: never secrets, only where to find them.
+STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "credentials_file", "ca_bundle",
+               "storage_class", "sse", "connect_timeout", "read_timeout", "retry_time")
+
+
+def _store_argv(args: argparse.Namespace) -> list[str]:
+    argv = []
+    for name in STORE_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv + (["--insecure"] if args.insecure else [])
+
+
 def create(args: argparse.Namespace) -> int:
     validate_geometry(args.size, args.block_size)
-    store = open_store(args.url, create=True)
+    store = open_store(args.url, create=True, s3=s3_options(args))
     record = create_volume(store, args.size, args.block_size, force=args.force)
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
           f"of {format_size(record.block_size)} (uuid {record.uuid})")
@@ -54,6 +80,9 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    s3_options(args, args.threads)  # refuse bad store options before forking
+    if args.insecure and args.url.startswith("s3:"):
+        print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
     _check_mountpoint(args.mountpoint)
     if args.foreground:
@@ -72,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
             os.close(ready)
 
     options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
-                           read_only=args.read_only, force=args.force)
+                           read_only=args.read_only, force=args.force, s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready)
     except BaseException as e:
@@ -105,6 +134,7 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
     command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
                 "--cache-size", str(args.cache_size), "--threads", str(args.threads),
                 "--readahead", str(args.readahead)]
+    command += _store_argv(args)
     command += ["--read-only"] if args.read_only else []
     command += ["--force"] if args.force else []
     with open(log_path, "ab") as log_file:
@@ -183,7 +213,7 @@ def _wait_for_exit(pid: int | None) -> None:
 
 
 def info(args: argparse.Namespace) -> int:
-    store = open_store(args.url)
+    store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")

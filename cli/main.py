@@ -13,21 +13,46 @@ from . import commands
 from .units import parse_size
 
 EXAMPLES = {
-    "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M",
-    "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 16",
+    "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
+              "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
+    "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 16\n"
+             "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1",
     "unmount": "bucketdisk unmount /mnt/disk1",
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
 }
 
 
-def _command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help_text, description=help_text,
+def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=help_text, parents=list(parents),
                           epilog=f"example:\n  {EXAMPLES[name]}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _store_options() -> argparse.ArgumentParser:
+    """Options of the s3:// store, shared by every command that opens a volume."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("s3:// store (credentials come from the environment, "
+                                      "AWS_PROFILE/~/.aws, or --credentials-file)")
+    group.add_argument("--endpoint", help="S3 endpoint URL (default AWS_ENDPOINT_URL, else AWS S3)")
+    group.add_argument("--addressing", choices=("path", "virtual", "auto"), default="auto",
+                       help="bucket in the path or in the host name (default auto)")
+    group.add_argument("--region", help="region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
+    group.add_argument("--profile", help="profile in ~/.aws/credentials and ~/.aws/config")
+    group.add_argument("--credentials-file", help="an AWS-style credentials file, readable only by you")
+    group.add_argument("--ca-bundle", help="CA certificates to trust for HTTPS")
+    group.add_argument("--insecure", action="store_true", help="do not check TLS certificates (warns)")
+    group.add_argument("--storage-class", help="storage class of new objects, e.g. STANDARD_IA")
+    group.add_argument("--sse", help="server-side encryption: AES256, aws:kms or aws:kms:KEYID")
+    group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    group.add_argument("--read-timeout", type=float, default=60.0, help="seconds (default 60)")
+    group.add_argument("--retry-time", type=float, default=300.0,
+                       help="seconds to keep retrying a failing request before reporting it (default 300)")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
+    store = _store_options()
     parser = argparse.ArgumentParser(
         prog="bucketdisk",
         description="A disk that lives in an object store: mount it, format it, loop-mount it.",
@@ -38,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log in detail (and show tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _command(sub, "create", "create a new volume")
+    p = _command(sub, "create", "create a new volume", [store])
     p.add_argument("url", help="where the volume lives, e.g. file:///srv/disk1")
     p.add_argument("--size", type=parse_size, required=True, help="volume size, e.g. 100G")
     p.add_argument("--block-size", type=parse_size, default=1 << 20,
@@ -46,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing volume (its data is lost)")
     p.set_defaults(run=commands.create)
 
-    p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`")
+    p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
     p.add_argument("url")
     p.add_argument("mountpoint")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
@@ -67,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint")
     p.set_defaults(run=commands.unmount)
 
-    p = _command(sub, "info", "show a volume's record and what it stores")
+    p = _command(sub, "info", "show a volume's record and what it stores", [store])
     p.add_argument("url")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
@@ -81,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+    # A mount daemon logs warnings (retries, slow server) to its log file; a
+    # one-shot command keeps its stderr to the one line that matters.
+    quiet = logging.WARNING if args.command == "mount" else logging.CRITICAL
+    logging.basicConfig(level=logging.DEBUG if args.debug else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args) or 0

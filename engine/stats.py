@@ -6,7 +6,9 @@ import threading
 COUNTERS = (
     "cache_hits", "cache_misses", "readahead_blocks",
     "objects_put", "objects_got", "objects_deleted", "bytes_put", "bytes_got",
-    "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints", "errors",
+    "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints",
+    "retries", "request_failures",  # store level: attempts repeated, requests given up on
+    "errors",  # I/O errors seen by the application, and failed flush attempts
 )
 
 

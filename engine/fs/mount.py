@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..device.device import BlockDevice
-from ..store import open_store
+from ..store import S3Options, open_store
 from ..volume.volume import Volume
 from .fuse_lib import FUSE
 from .mountpoints import FSTYPE
@@ -22,6 +22,7 @@ class MountOptions:
     readahead: int = 8
     read_only: bool = False
     force: bool = False
+    s3: S3Options = S3Options()
 
 
 def render_stats(device: BlockDevice, url: str, started: float) -> str:
@@ -38,7 +39,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     Raises UserError for a refused mount (nothing was changed); raises the
     final flush's error if dirty data could not be stored at unmount.
     """
-    store = open_store(url)
+    store = open_store(url, s3=options.s3)
     volume = Volume(store, writable=not options.read_only, force=options.force)
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead)

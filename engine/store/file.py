@@ -42,7 +42,7 @@ class FileStore(ObjectStore):
         except FileNotFoundError:
             raise NotFound(key) from None
         except OSError as e:
-            self.stats.add("errors")
+            self.stats.add("request_failures")
             raise StoreError(f"reading {key}: {e.strerror}") from e
         self.stats.add("objects_got")
         self.stats.add("bytes_got", len(data))
@@ -70,7 +70,7 @@ class FileStore(ObjectStore):
                 tmp = None
             _fsync_dir(parent)
         except OSError as e:
-            self.stats.add("errors")
+            self.stats.add("request_failures")
             raise StoreError(f"writing {key}: {e.strerror}") from e
         finally:
             if tmp is not None:
@@ -121,7 +121,7 @@ class FileStore(ObjectStore):
         except OSError as e:
             os.close(fd)
             _unlink_quietly(tmp)
-            self.stats.add("errors")
+            self.stats.add("request_failures")
             raise StoreError(f"writing temporary file: {e.strerror}") from e
         os.close(fd)
         return tmp

@@ -56,18 +56,24 @@ class MountLock:
         }).encode()
 
     def acquire(self, *, force: bool = False) -> None:
-        if self.store.put(layout.LOCK, self._content(), if_absent=True):
-            return self._start_renewing()
+        """Take the lock or raise UserError naming who holds it.
+
+        The create is conditional (If-None-Match) where the store honours
+        that; reading the holder first and reading our token back after
+        still refuse a second writer on a store that ignores it.
+        """
         holder = self.holder()
-        if holder is not None and not force and not self._is_stale(holder):
-            raise UserError(
-                f"volume is already mounted writable by pid {holder.get('pid')} on "
-                f"{holder.get('host')} since {holder.get('since')}; "
-                "use --force only if that mount is gone"
-            )
-        # Stale or forced: replace it, but only one contender may win.
-        self.store.delete([layout.LOCK])
-        if not self.store.put(layout.LOCK, self._content(), if_absent=True):
+        if holder is not None:
+            if not force and not self._is_stale(holder):
+                raise UserError(
+                    f"volume is already mounted writable by pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {holder.get('since')}; "
+                    "use --force only if that mount is gone"
+                )
+            self.store.delete([layout.LOCK])  # stale or forced
+        self.store.put(layout.LOCK, self._content(), if_absent=True)
+        won = self.holder()
+        if won is None or won.get("token") != self.token:
             raise UserError("another mount took the volume lock at the same moment")
         self._start_renewing()
 

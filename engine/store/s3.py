@@ -1,0 +1,307 @@
+"""The `s3://BUCKET/PREFIX` store: raw S3 REST, signed with SigV4.
+
+One pooled requests session (sized to the worker threads) and a pool of
+signers, since a signer must not be shared by two threads at once.  Every
+request retries 5xx, 429/SlowDown, resets and timeouts with exponential
+backoff and full jitter until `retry_time` runs out; 400/403/404 answers
+are final and become one clear line.  Bodies are always read to the end so
+connections go back to the pool.
+"""
+import base64
+import hashlib
+import logging
+import queue
+import random
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, urlparse
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests_aws4auth import AWS4Auth
+
+from ..errors import NotFound, StoreError, UserError
+from ..stats import Stats
+from .base import ObjectStore
+from .credentials import Credentials, resolve_credentials, resolve_region
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.1     # seconds; doubles each attempt
+BACKOFF_CAP = 10.0     # seconds between attempts at most
+CHECK_BUDGET = 20.0    # seconds the first contact may take before giving up
+DELETE_BATCH = 1000    # DeleteObjects takes at most 1000 keys
+RETRY_STATUS = {500, 502, 503, 504, 429}
+RETRY_CODES = {"RequestTimeout", "SlowDown", "InternalError", "OperationAborted",
+               "ServiceUnavailable", "ConditionalRequestConflict"}
+FINAL_MESSAGES = {
+    "InvalidAccessKeyId": "the access key is not known to the server",
+    "SignatureDoesNotMatch": "the secret key is wrong (the request signature does not match)",
+    "AccessDenied": "access denied",
+    "RequestTimeTooSkewed": "this machine's clock is too far from the server's; correct the time",
+    "NoSuchBucket": "no such bucket",
+    "InvalidBucketName": "invalid bucket name",
+    "AuthorizationHeaderMalformed": "the request was signed for the wrong region; check --region",
+    "PermanentRedirect": "the bucket is in another region or needs another endpoint; check --region",
+}
+_BUCKET_DNS = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint: str | None = None       # default AWS_ENDPOINT_URL, else AWS S3 for the region
+    addressing: str = "auto"          # path | virtual | auto
+    region: str | None = None
+    credentials_file: str | None = None
+    profile: str | None = None
+    ca_bundle: str | None = None
+    insecure: bool = False
+    storage_class: str | None = None
+    sse: str | None = None            # AES256 | aws:kms | aws:kms:KEYID
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry_time: float = 300.0
+    pool_size: int = 32
+
+
+class S3Failure(StoreError):
+    """A final (not retried) answer from the server."""
+
+    def __init__(self, message: str, status: int, code: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _error_code(body: bytes) -> tuple[str, str]:
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return "", ""
+    return root.findtext("Code") or "", root.findtext("Message") or ""
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str, options: S3Options, stats: Stats | None = None,
+                 credentials: Credentials | None = None) -> None:
+        super().__init__(stats)
+        if not bucket:
+            raise UserError("s3:// URLs name a bucket: s3://BUCKET/PREFIX")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.options = options
+        self.region = resolve_region(options.region, options.profile)
+        self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
+        import os
+        endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or \
+            f"https://s3.{self.region}.amazonaws.com"
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise UserError(f"bad endpoint {endpoint!r}: expected http(s)://host[:port]")
+        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
+        self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
+        self._verify: bool | str = options.ca_bundle or not options.insecure
+        if options.insecure:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning("TLS certificate checks are OFF (--insecure) for %s", self.endpoint)
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=options.pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._signers: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _choose_addressing(self, addressing: str, netloc: str) -> bool:
+        if addressing not in ("path", "virtual", "auto"):
+            raise UserError("--addressing must be path, virtual or auto")
+        if addressing == "auto":
+            return netloc.endswith("amazonaws.com") and bool(_BUCKET_DNS.match(self.bucket))
+        return addressing == "virtual"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+
+    # -- requests ------------------------------------------------------------------
+
+    def _url(self, key: str | None) -> str:
+        path = "" if key is None else "/" + quote(self.prefix + key, safe="/-_.~")
+        if self._virtual:
+            scheme, netloc = self.endpoint.split("://", 1)
+            return f"{scheme}://{self.bucket}.{netloc}{path or '/'}"
+        return f"{self.endpoint}/{self.bucket}{path}"
+
+    def _signer(self) -> AWS4Auth:
+        try:
+            return self._signers.get_nowait()
+        except queue.Empty:
+            c = self._credentials
+            return AWS4Auth(c.access_key, c.secret_key, self.region, "s3", session_token=c.session_token)
+
+    def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
+                 headers: dict | None = None, accept: tuple[int, ...] = (200,),
+                 budget: float | None = None) -> requests.Response:
+        """Send one request, retrying what may succeed later; returns an accepted response."""
+        url = self._url(key)
+        deadline = time.monotonic() + (self.options.retry_time if budget is None else budget)
+        attempt = 0
+        while True:
+            signer = self._signer()
+            try:
+                response = self._session.request(
+                    method, url, params=params, data=data, headers=headers, auth=signer,
+                    timeout=(self.options.connect_timeout, self.options.read_timeout), verify=self._verify,
+                )
+                response.content  # read the body to the end: the connection returns to the pool
+            except requests.exceptions.SSLError as e:
+                raise StoreError(f"TLS failure talking to {self.endpoint}: {_reason(e)}") from None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                failure = f"cannot reach {self.endpoint}: {_reason(e)}"
+            else:
+                if response.status_code in accept:
+                    return response
+                code, message = _error_code(response.content)
+                if response.status_code not in RETRY_STATUS and code not in RETRY_CODES:
+                    raise self._final(method, key, response.status_code, code, message)
+                failure = f"{self.endpoint} answered {response.status_code} {code}".rstrip()
+            finally:
+                self._signers.put(signer)
+            attempt += 1
+            delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt))
+            if time.monotonic() + delay > deadline:
+                self.stats.add("request_failures")
+                raise StoreError(f"{failure} (gave up after {attempt} attempts)")
+            self.stats.add("retries")
+            log.warning("%s %s: %s; retrying in %.1fs", method, key or "/", failure, delay)
+            time.sleep(delay)
+
+    def _final(self, method: str, key: str | None, status: int, code: str, message: str) -> S3Failure:
+        explained = FINAL_MESSAGES.get(code)
+        where = f"s3://{self.bucket}/{self.prefix}{key or ''}"
+        if explained:
+            text = f"{explained} ({status} {code}) for {where}"
+        else:
+            text = f"{method} {where}: {status} {code or 'error'} {message}".rstrip()
+        return S3Failure(text, status, code)
+
+    # -- the interface ----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Reach the bucket once, failing fast with one clear line."""
+        budget = min(self.options.retry_time, CHECK_BUDGET)
+        self._request("GET", None, params={"list-type": "2", "max-keys": "1", "prefix": self.prefix},
+                      budget=budget)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self._request("GET", key)
+        except S3Failure as e:
+            if e.status == 404 and e.code in ("NoSuchKey", ""):
+                raise NotFound(key) from None
+            raise
+        data = response.content
+        self.stats.add("objects_got")
+        self.stats.add("bytes_got", len(data))
+        return data
+
+    def head(self, key: str) -> int | None:
+        response = self._request("HEAD", key, accept=(200, 404))
+        if response.status_code == 404:
+            return None
+        return int(response.headers.get("Content-Length", 0))
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+                   "Content-Type": "application/octet-stream"}
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        if self.options.storage_class:
+            headers["x-amz-storage-class"] = self.options.storage_class
+        if self.options.sse:
+            algorithm, _, kms_key = self.options.sse.partition(":kms:") if self.options.sse.startswith("aws:kms:") \
+                else (self.options.sse, "", "")
+            headers["x-amz-server-side-encryption"] = "aws:kms" if kms_key else algorithm
+            if kms_key:
+                headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key
+        response = self._request("PUT", key, data=data, headers=headers, accept=(200, 412))
+        if response.status_code == 412:
+            return False
+        self.stats.add("objects_put")
+        self.stats.add("bytes_put", len(data))
+        return True
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), DELETE_BATCH):
+            self._delete_batch(keys[start : start + DELETE_BATCH])
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        root = ET.Element("Delete")
+        ET.SubElement(root, "Quiet").text = "true"
+        for key in keys:
+            ET.SubElement(ET.SubElement(root, "Object"), "Key").text = self.prefix + key
+        body = ET.tostring(root, xml_declaration=True, encoding="UTF-8")
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                   "Content-Type": "application/xml"}
+        response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers)
+        failed = []
+        for error in ET.fromstring(response.content):
+            if _local(error.tag) == "Error":
+                code = next((c.text for c in error if _local(c.tag) == "Code"), "")
+                if code != "NoSuchKey":
+                    failed.append(code)
+        if failed:
+            self.stats.add("request_failures")
+            raise StoreError(f"deleting {len(failed)} objects failed ({failed[0]})")
+        self.stats.add("objects_deleted", len(keys))
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return (key for key, _ in self._list_objects(prefix))
+
+    def usage(self, prefix: str = "") -> tuple[int, int]:
+        count = total = 0
+        for _, size in self._list_objects(prefix):
+            count += 1
+            total += size
+        return count, total
+
+    def _list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        params = {"list-type": "2", "prefix": self.prefix + prefix, "max-keys": "1000"}
+        while True:
+            root = ET.fromstring(self._request("GET", None, params=params).content)
+            token = None
+            truncated = False
+            for child in root:
+                tag = _local(child.tag)
+                if tag == "Contents":
+                    fields = {_local(c.tag): c.text for c in child}
+                    yield fields["Key"][len(self.prefix):], int(fields.get("Size") or 0)
+                elif tag == "IsTruncated":
+                    truncated = child.text == "true"
+                elif tag == "NextContinuationToken":
+                    token = child.text
+            if not truncated or not token:
+                return
+            params["continuation-token"] = token
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _reason(e: Exception) -> str:
+    """The innermost, human part of a requests exception."""
+    text = str(e)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
+                   "Remote end closed connection", "Connection aborted", "certificate verify failed"):
+        if marker in text:
+            return marker.lower()
+    return type(e).__name__
