@@ -2,7 +2,7 @@
 
 Binary layouts (all little-endian, each wrapped by the codec's framing):
 
-  page     raw entries, 32 bytes each; named by its BLAKE2b-256, stored once;
+  page     raw entries, 32 bytes each; named by its BLAKE3-256, stored once;
            an all-zero page has no object.
   root     b"BDKR" u32 version, u64 seq, u64 block count, u32 page entries,
            u32 page count, 16-byte volume UUID, then one 32-byte page hash
