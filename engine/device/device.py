@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 WRITE_DELAY = 0.2         # seconds a dirty block waits for more writes
 SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
+CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
 MIN_BUFFERS_PER_THREAD = 2
 
 
@@ -345,19 +346,36 @@ class BlockDevice:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flush everything, stop the threads and close the volume."""
-        try:
-            self.fsync()
-        finally:
-            with self._lock:
-                self._closing = True
-                self._changed.notify_all()
-            self._stopped.set()
-            for thread in self._threads:
-                thread.join()
-            self._fetchers.shutdown(wait=True)
-        self.volume.close()
+    def close(self, retry_delay: float = CLOSE_RETRY_DELAY) -> None:
+        """Flush everything, stop the threads and close the volume.
+
+        Data the store will not take is never dropped: this keeps retrying
+        (and logging) until it is stored, the way the flush threads do, so
+        an unmount during an outage waits for the store to come back.
+        """
+        while True:
+            try:
+                self.fsync()
+                self.volume.sync()
+                break
+            except StoreError as e:
+                log.error("unmount: %d dirty blocks not stored yet (%s); retrying in %.0f s",
+                          self._index.dirty_count(), e, retry_delay)
+                time.sleep(retry_delay)
+        with self._lock:
+            self._closing = True
+            self._changed.notify_all()
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join()
+        self._fetchers.shutdown(wait=True)
+        while True:
+            try:
+                self.volume.close()
+                return
+            except StoreError as e:
+                log.error("unmount: final checkpoint failed (%s); retrying in %.0f s", e, retry_delay)
+                time.sleep(retry_delay)
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import NotFound, UserError
+from ..errors import NotFound, StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -241,15 +241,24 @@ class Volume:
             self.stats.add("blocks_collected", len(dead))
 
     def close(self) -> None:
-        """Checkpoint (writable mounts) and give the volume lock back."""
-        try:
-            if self.writable:
-                self.sync()
+        """Make everything durable, checkpoint, and give the volume lock back.
+
+        Raises (holding on to the lock) only if committed changes could not
+        be journalled; a failed checkpoint or lock release after that loses
+        nothing, because the journal and the stale-lock rules cover them.
+        """
+        if self.writable:
+            self.sync()
+            try:
                 self.checkpoint()
-        finally:
-            if self._mount_lock is not None:
+            except StoreError as e:
+                log.warning("checkpoint at unmount failed (%s); the journal holds every change", e)
+        if self._mount_lock is not None:
+            try:
                 self._mount_lock.release()
-            self.store.close()
+            except StoreError as e:
+                log.warning("could not remove the lock (%s); the next mount takes it over as stale", e)
+        self.store.close()
 
     # -- reporting --------------------------------------------------------------
 
