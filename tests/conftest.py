@@ -2,6 +2,10 @@
 
 Everything here drives the real `bucketdisk` console script that sits next to
 the running interpreter, against real FUSE mounts, loop mounts and tools.
+Every test that uses `bd` runs on both stores, `[file]` (file:///tmp-dir) and
+`[s3]` (s3://BUCKET/PREFIX on a real SeaweedFS with SigV4 authentication,
+started once per session and stopped by its PID at the end); a test or module
+narrows that with `@pytest.mark.stores("file")` or `STORES = (...)`.
 Every mount a test makes is registered with a per-test janitor that undoes it
 in reverse order even when the test fails: loop/tmpfs mounts are unmounted by
 path, bucketdisk mounts get `bucketdisk unmount`, then `fusermount3 -u -z` if
@@ -17,10 +21,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ci"))
+from seaweedfs import SeaweedFS  # noqa: E402
 
 CLI = Path(sys.executable).parent / "bucketdisk"
 
@@ -50,10 +59,11 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": 1024 * GiB}[m.group(2)]
 
 
-def run(*args, timeout: float = 120, check: bool = False, cwd=None, input=None):
+def run(*args, timeout: float = 120, check: bool = False, cwd=None, input=None, env=None):
     """Run a command (argv items are str()-ed); returns CompletedProcess."""
     argv = [str(a) for a in args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, input=input)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, input=input,
+                          env=env)
     if check:
         assert proc.returncode == 0, (
             f"command failed ({proc.returncode}): {' '.join(argv)}\n"
@@ -213,39 +223,303 @@ def assert_file_matches(path, model: bytes | bytearray, chunk: int = 4 * MiB) ->
 
 
 # --------------------------------------------------------------------------
-# volumes and mounts
+# stores and volumes
 # --------------------------------------------------------------------------
+#
+# Every test that uses `bd` runs once per store in STORES (ids `[file]`,
+# `[s3]`): the embedded file:// store in the test's tmp dir, and the s3://
+# store on one SeaweedFS for the whole session (SigV4 on), one bucket per
+# test. A volume lives in a *place*: a directory (file) or a bucket prefix
+# (s3); both answer the same questions (keys, bytes, snapshot), in the same
+# key layout (FORMAT.md).
 
-@dataclass
-class Volume:
-    path: Path
-    size: int
-    block_size: int
+STORES = ("file", "s3")
+
+PAGE_KEY_RE = re.compile(r"^map/pages/[0-9a-f]{64}$")
+ROOT_KEY_RE = re.compile(r"^map/roots/[0-9a-f]{16}$")
+JOURNAL_KEY_RE = re.compile(r"^map/journal/[0-9a-f]{16}$")
+FILE_STORE_TMP = ".tmp"  # the file:// store's own scratch dir (temp files before link/rename)
+# directories a file:// volume may hold: the key layout's prefixes and the scratch dir
+FILE_STORE_DIR_RE = re.compile(r"^(blocks(/[0-9a-f]{2})?|map(/(pages|roots|journal))?|\.tmp)$")
+
+
+def key_kind(key: str) -> str | None:
+    """Which documented kind of object a volume key is (FORMAT.md), or None."""
+    if key in ("volume", "lock"):
+        return key
+    if BLOCK_OBJECT_RE.match(key):
+        return "block" if key.split("/")[1] == key.split("/")[2][:2] else None
+    for kind, rx in (("page", PAGE_KEY_RE), ("root", ROOT_KEY_RE), ("journal", JOURNAL_KEY_RE)):
+        if rx.match(key):
+            return kind
+    return None
+
+
+class FilePlace:
+    """A file:// location: a local directory (maybe not there yet)."""
+
+    kind = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"<FilePlace {self.path}>"
 
     @property
     def url(self) -> str:
         return f"file://{self.path}"
 
+    @property
+    def args(self) -> list[str]:
+        return []
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def _walk(self):
+        """(relative dirs, relative non-directories) under the directory."""
+        dirs, files = [], []
+        if not self.path.exists():
+            return dirs, files
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            rel = Path(dirpath).relative_to(self.path)
+            dirs += [(rel / d).as_posix() for d in dirnames]
+            files += [(rel / f).as_posix() for f in filenames]
+        return dirs, files
+
+    def keys(self) -> dict[str, int]:
+        """Every object: key -> size (every non-directory outside the scratch dir)."""
+        _, files = self._walk()
+        return {f: (self.path / f).lstat().st_size for f in files
+                if not f.startswith(FILE_STORE_TMP + "/")}
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.path / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        """Everything in the directory, scratch dir included: relpath -> bytes, None for a directory."""
+        dirs, files = self._walk()
+        snap: dict[str, bytes | None] = {d + "/": None for d in dirs}
+        snap.update({f: (self.path / f).read_bytes() for f in files})
+        return snap
+
+    def stray_entries(self) -> list[str]:
+        """What the directory holds besides objects: anything in the scratch dir, unknown directories."""
+        dirs, files = self._walk()
+        return sorted([f for f in files if f.startswith(FILE_STORE_TMP + "/")]
+                      + [d + "/" for d in dirs if not FILE_STORE_DIR_RE.match(d)])
+
+
+def s3_request(server, method: str, bucket: str, key: str = "", **kw):
+    """One signed request of the test's own (listing, reading the store to check it),
+    retried on 5xx a few times: a hiccup of the server is not what a test checks."""
+    for attempt in range(5):
+        r = server.request(method, bucket, key, **kw)
+        if r.status_code < 500:
+            return r
+        time.sleep(0.2 * (attempt + 1))
+    return r
+
+
+def s3_list(server, bucket: str, prefix: str = "") -> dict[str, int] | None:
+    """key -> size of every object under prefix (ListObjectsV2, all pages); None if no such bucket."""
+    found: dict[str, int] = {}
+    params = {"list-type": "2", "prefix": prefix, "max-keys": "1000"}
+    while True:
+        r = s3_request(server, "GET", bucket, params=params)
+        if r.status_code == 404 and b"NoSuchBucket" in r.content:
+            return None
+        assert r.status_code == 200, f"listing s3://{bucket}/{prefix}: {r.status_code} {r.text[:300]}"
+        root = ET.fromstring(r.content)
+        for el in root.iter():
+            el.tag = el.tag.rsplit("}", 1)[-1]
+        for c in root.findall("Contents"):
+            found[c.findtext("Key")] = int(c.findtext("Size") or 0)
+        if root.findtext("IsTruncated") != "true":
+            return found
+        params["continuation-token"] = root.findtext("NextContinuationToken")
+
+
+class S3Place:
+    """An s3:// location: a prefix in a bucket of the session's SeaweedFS."""
+
+    kind = "s3"
+
+    def __init__(self, server, bucket: str, prefix: str) -> None:
+        self.server, self.bucket, self.prefix = server, bucket, prefix
+
+    def __repr__(self) -> str:
+        return f"<S3Place {self.url} at {self.server.endpoint}>"
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def args(self) -> list[str]:
+        """Store flags for create/mount/info (credentials go in the environment)."""
+        return ["--endpoint", self.server.endpoint, "--addressing", "path"]
+
+    def exists(self) -> bool:
+        """S3 has no directories: a place exists when its bucket does."""
+        return s3_request(self.server, "HEAD", self.bucket).status_code == 200
+
+    def keys(self) -> dict[str, int]:
+        listed = s3_list(self.server, self.bucket, self.prefix + "/") or {}
+        return {k[len(self.prefix) + 1:]: size for k, size in listed.items()}
+
+    def read(self, key: str) -> bytes | None:
+        r = s3_request(self.server, "GET", self.bucket, f"{self.prefix}/{key}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, f"GET {self.url}/{key}: {r.status_code} {r.text[:300]}"
+        return r.content
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        """Every object under the prefix: key -> bytes."""
+        snap = {}
+        for key in self.keys():
+            data = self.read(key)
+            assert data is not None, f"{self.url}/{key} listed but gone"
+            snap[key] = data
+        return snap
+
+    def stray_entries(self) -> list[str]:
+        """Keys that start with the prefix's name but lie outside `prefix/` (e.g. `vol-001.tmp`)."""
+        listed = s3_list(self.server, self.bucket, self.prefix) or {}
+        return sorted(k for k in listed if not k.startswith(self.prefix + "/"))
+
+
+@dataclass
+class Volume:
+    place: FilePlace | S3Place
+    size: int
+    block_size: int
+
+    @property
+    def url(self) -> str:
+        return self.place.url
+
+    @property
+    def store_args(self) -> list[str]:
+        """The store flags every create/mount/info of this volume needs."""
+        return self.place.args
+
+    @property
+    def kind(self) -> str:
+        return self.place.kind
+
+    @property
+    def path(self) -> Path:
+        """The directory of a file:// volume (only for checks about local paths)."""
+        assert self.kind == "file", "test bug: .path of an s3:// volume"
+        return self.place.path
+
+    def keys(self) -> dict[str, int]:
+        """Every object of the volume: key -> size."""
+        return self.place.keys()
+
     def object_keys(self) -> set[str]:
-        """Relative keys of every file under blocks/ (all must look like block objects)."""
-        base = self.path / "blocks"
-        keys = set()
-        if base.exists():
-            for p in base.rglob("*"):
-                if p.is_file():
-                    keys.add(p.relative_to(self.path).as_posix())
-        bad = sorted(k for k in keys if not BLOCK_OBJECT_RE.match(k))
-        assert not bad, f"unexpected files under blocks/: {bad[:5]}"
+        """Keys of every block object (all must be named as FORMAT.md says)."""
+        keys = {k for k in self.place.keys() if k.startswith("blocks/")}
+        bad = sorted(k for k in keys if key_kind(k) != "block")
+        assert not bad, f"unexpected objects under blocks/: {bad[:5]}"
         return keys
 
     def object_bytes(self) -> int:
-        return sum((self.path / k).stat().st_size for k in self.object_keys())
+        return sum(size for k, size in self.place.keys().items() if k.startswith("blocks/"))
 
     def record_bytes(self) -> bytes:
-        return (self.path / "volume").read_bytes()
+        data = self.place.read("volume")
+        assert data is not None, f"no volume record at {self.url}"
+        return data
 
-    def lock_path(self) -> Path:
-        return self.path / "lock"
+    def lock_bytes(self) -> bytes | None:
+        return self.place.read("lock")
+
+    def has_lock(self) -> bool:
+        return "lock" in self.place.keys()
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        """All of the volume's place: key -> bytes (file: directories too, as `dir/` -> None)."""
+        return self.place.snapshot()
+
+    def assert_clean_layout(self) -> dict[str, list[str]]:
+        """The listing after a clean unmount is what FORMAT.md promises: `volume`,
+        `blocks/…`, one or more `map/pages/…`, exactly one `map/roots/…`, no
+        journal, no lock, nothing else (file://: an empty scratch dir, no other
+        directories; s3://: nothing next to the prefix). Returns keys by kind."""
+        by_kind: dict[str, list[str]] = {}
+        unknown = []
+        for key in sorted(self.place.keys()):
+            kind = key_kind(key)
+            if kind is None:
+                unknown.append(key)
+            else:
+                by_kind.setdefault(kind, []).append(key)
+        assert not unknown, f"{self.url}: keys outside the documented layout: {unknown[:10]}"
+        stray = self.place.stray_entries()
+        assert not stray, f"{self.url}: stray entries besides the volume's objects: {stray[:10]}"
+        assert by_kind.get("volume") == ["volume"], f"{self.url}: no volume record"
+        assert not by_kind.get("lock"), f"{self.url}: lock left after a clean unmount"
+        assert not by_kind.get("journal"), f"{self.url}: journals left after a clean unmount: {by_kind['journal'][:5]}"
+        roots = by_kind.get("root", [])
+        assert len(roots) == 1, f"{self.url}: expected exactly one map root, found {roots}"
+        assert by_kind.get("page"), f"{self.url}: no map pages"
+        return by_kind
+
+
+class FileStoreSpace:
+    """Where a test's file:// volumes go: directories in its tmp dir."""
+
+    kind = "file"
+    env = None  # the plain environment
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def place(self, n: int) -> FilePlace:
+        return FilePlace(self.root / f"vol{n}")
+
+    def empty_place(self, n: int) -> FilePlace:
+        """A place that exists and holds nothing (an empty directory)."""
+        place = FilePlace(self.root / f"empty{n}")
+        place.path.mkdir()
+        return place
+
+    def missing_place(self, n: int) -> FilePlace:
+        """A place that does not exist (no such directory)."""
+        return FilePlace(self.root / f"missing{n}")
+
+
+class S3StoreSpace:
+    """Where a test's s3:// volumes go: prefixes in the test's own bucket."""
+
+    kind = "s3"
+
+    def __init__(self, server, bucket: str) -> None:
+        self.server, self.bucket = server, bucket
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment with the server's credentials (and no other AWS settings)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return base | self.server.env()
+
+    def place(self, n: int) -> S3Place:
+        return S3Place(self.server, self.bucket, f"vol-{n:03d}")  # fixed width: no prefix is another's
+
+    def empty_place(self, n: int) -> S3Place:
+        """A prefix with nothing under it, in an existing bucket."""
+        return S3Place(self.server, self.bucket, f"empty-{n:03d}")
+
+    def missing_place(self, n: int) -> S3Place:
+        """A bucket that does not exist."""
+        return S3Place(self.server, f"no-such-{uuid.uuid4().hex[:12]}", f"missing-{n:03d}")
 
 
 @dataclass
@@ -288,38 +562,57 @@ class Janitor:
 
 
 class BD:
-    """The CLI driven for one test; owns the cleanups of what it mounts."""
+    """The CLI driven for one test against one store; owns the cleanups of what it mounts."""
 
-    def __init__(self, tmp_path: Path, janitor: Janitor) -> None:
+    def __init__(self, tmp_path: Path, janitor: Janitor, store: FileStoreSpace | S3StoreSpace) -> None:
         self.tmp = tmp_path
         self.janitor = janitor
+        self.store = store
+        self.mounts: list[Mount] = []
         self._n = 0
 
-    def _name(self, prefix: str) -> Path:
+    def _next(self) -> int:
         self._n += 1
-        return self.tmp / f"{prefix}{self._n}"
+        return self._n
+
+    def _name(self, prefix: str) -> Path:
+        return self.tmp / f"{prefix}{self._next()}"
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """Environment for every command: the store's credentials (s3), else the plain one."""
+        return self.store.env
 
     # ---- raw commands
     def run(self, *args, timeout: float = 120, check: bool = False, cwd=None):
-        return run(CLI, *args, timeout=timeout, check=check, cwd=cwd)
+        return run(CLI, *args, timeout=timeout, check=check, cwd=cwd, env=self.env)
 
     def ok(self, *args, timeout: float = 120):
         return self.run(*args, timeout=timeout, check=True)
 
-    # ---- volumes
-    def create(self, size="64M", block_size: str | None = "64K", path: Path | None = None, extra=()) -> Volume:
-        path = path or self._name("vol")
-        args = ["create", f"file://{path}", "--size", str(size)]
+    # ---- places and volumes
+    def new_place(self) -> FilePlace | S3Place:
+        """A fresh, unused place for a volume in this test's store."""
+        return self.store.place(self._next())
+
+    def empty_place(self) -> FilePlace | S3Place:
+        return self.store.empty_place(self._next())
+
+    def missing_place(self) -> FilePlace | S3Place:
+        return self.store.missing_place(self._next())
+
+    def create(self, size="64M", block_size: str | None = "64K", place=None, extra=()) -> Volume:
+        place = place or self.new_place()
+        args = ["create", place.url, "--size", str(size)]
         if block_size is not None:
             args += ["--block-size", str(block_size)]
-        self.ok(*args, *extra)
-        assert (path / "volume").is_file(), "create left no volume record"
-        return Volume(path=path, size=parse_size(size),
+        self.ok(*args, *place.args, *extra)
+        assert "volume" in place.keys(), "create left no volume record"
+        return Volume(place=place, size=parse_size(size),
                       block_size=parse_size(block_size) if block_size is not None else MiB)
 
-    def info(self, volume: Volume | str) -> dict:
-        url = volume.url if isinstance(volume, Volume) else volume
-        proc = self.ok("info", url, "--json")
+    def info(self, volume: Volume) -> dict:
+        proc = self.ok("info", volume.url, "--json", *volume.store_args)
         return json.loads(proc.stdout)
 
     # ---- mounts
@@ -329,9 +622,11 @@ class BD:
         mp.mkdir(parents=True, exist_ok=True)
         log = self._name("daemon-log-").with_suffix(".txt")
         m = Mount(volume=volume, path=mp, read_only=read_only, log=log)
+        self.mounts.append(m)
         # Registered before the attempt so that even a half-made mount is cleaned up.
         self.janitor.push(f"bucketdisk mount {mp}", lambda: self.cleanup_mount(m))
-        args = ["mount", volume.url, mp, "--log", log]
+        # store flags from the volume when it knows them (test_s3_faults passes its own in extra)
+        args = ["mount", volume.url, mp, "--log", log, *getattr(volume, "store_args", ())]
         if cache_size is not None:
             args += ["--cache-size", cache_size]
         if threads is not None:
@@ -472,6 +767,45 @@ def cli() -> Path:
     return CLI
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stores(*kinds): the stores ('file', 's3') a test using `bd` runs on (default: all)")
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize `store` (and so `bd`) over the stores: ids `[file]`, `[s3]`."""
+    if "store" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is not None:
+        stores = marker.args
+    elif hasattr(metafunc.module, "STORES"):
+        stores = metafunc.module.STORES
+    elif "seaweed" in vars(metafunc.module):
+        # The module runs its own S3 server and volumes (test_s3_faults) and uses
+        # `bd` only to drive mounts: one run, no parameter.
+        return
+    else:
+        stores = STORES
+    unknown = set(stores) - set(STORES)
+    assert stores and not unknown, f"bad stores {stores!r} for {metafunc.definition.nodeid}"
+    metafunc.parametrize("store", list(stores), indirect=True)
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    """One SeaweedFS S3 server (SigV4 on) for the session, started on first use;
+    stopped by its PID at the end, with its data dir removed."""
+    server = SeaweedFS()
+    server.start()
+    pid = server.pid
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert not pid_alive(pid), f"SeaweedFS pid {pid} still running after stop"
+
+
 @pytest.fixture
 def janitor():
     j = Janitor()
@@ -480,8 +814,40 @@ def janitor():
 
 
 @pytest.fixture
-def bd(cli, tmp_path, janitor) -> BD:
-    return BD(tmp_path, janitor)
+def store(request, tmp_path, janitor) -> FileStoreSpace | S3StoreSpace:
+    """Where this test's volumes live: `file` (its tmp dir) or `s3` (a bucket of its own
+    on the session's SeaweedFS, deleted after everything is unmounted)."""
+    kind = getattr(request, "param", "file")
+    if kind == "file":
+        return FileStoreSpace(tmp_path)
+    server = request.getfixturevalue("seaweed")
+    assert server.running(), f"SeaweedFS is not running; its log ends:\n{server._log_tail()}"
+    bucket = f"bd-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(bucket)
+    # pushed first, so it runs last: after every mount of the test is gone
+    janitor.push(f"delete bucket {bucket}", lambda: server.delete_bucket(bucket, force=True))
+    return S3StoreSpace(server, bucket)
+
+
+@pytest.fixture
+def bd(request, cli, store, tmp_path, janitor) -> BD:
+    driver = BD(tmp_path, janitor, store)
+    request.node._bd_driver = driver
+    return driver
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, attach the tails of the test's daemon logs (and the S3 server's)."""
+    report = yield
+    driver = getattr(item, "_bd_driver", None)
+    if report.failed and driver is not None and not getattr(item, "_bd_logs_attached", False):
+        item._bd_logs_attached = True
+        for m in driver.mounts:
+            report.sections.append((f"daemon log {m.log}", BD._log_tail(m.log, 3000)))
+        if driver.store.kind == "s3":
+            report.sections.append(("SeaweedFS log", driver.store.server._log_tail(20)))
+    return report
 
 
 @pytest.fixture

@@ -1,27 +1,32 @@
 """The CLI's refusals: each one exits non-zero with one `bucketdisk: error:`
-line, no traceback, and leaves the store and the mounts as they were."""
+line, no traceback, and leaves the store and the mounts as they were.
+
+Refusals that involve a volume or a store location run on both stores (see
+conftest); pure argument errors, help and the mountpoint-only commands
+(unmount, stats) never reach a store and run once, marked `stores("file")`."""
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import random
 import re
 
 import pytest
 
 from conftest import (
     Mount,
-    Volume,
     assert_cli_error,
     is_mounted,
     mounts_at,
-    tree_snapshot,
 )
 
 COMMANDS = ("create", "mount", "unmount", "info", "stats")
 
+once = pytest.mark.stores("file")  # no store involved: one run is enough
+
 
 def _state(vol):
-    return tree_snapshot(vol.path), vol.record_bytes()
+    return vol.snapshot(), vol.record_bytes()
 
 
 # ---------------------------------------------------------------- create
@@ -30,17 +35,28 @@ def test_create_over_existing_volume_is_refused(bd):
     vol = bd.create(size="16M", block_size="64K")
     before = _state(vol)
     for args in (("--size", "16M", "--block-size", "64K"), ("--size", "32M")):
-        err = assert_cli_error(bd.run("create", vol.url, *args))
+        err = assert_cli_error(bd.run("create", vol.url, *args, *vol.store_args))
         assert "--force" in err or "exist" in err.lower(), err
         assert _state(vol) == before
 
 
+def test_create_over_other_data_is_refused(bd):
+    place = bd.empty_place()
+    _put_foreign(place)
+    before = place.snapshot()
+    err = assert_cli_error(bd.run("create", place.url, "--size", "16M", "--block-size", "64K", *place.args))
+    assert "--force" in err or "exist" in err.lower() or "holds" in err.lower(), err
+    assert place.snapshot() == before
+
+
+@once
 def test_create_size_not_multiple_of_block_size(bd, tmp_path):
     target = tmp_path / "v"
     assert_cli_error(bd.run("create", f"file://{target}", "--size", "1000K", "--block-size", "64K"))
-    assert not target.exists(), "a refused create left a directory behind"
+    assert not target.exists(), "a refused create left a directory behind"  # a local path: file only
 
 
+@once
 @pytest.mark.parametrize("block_size", ["48K", "3000", "100K", "3M"])
 def test_create_block_size_not_power_of_two(bd, tmp_path, block_size):
     target = tmp_path / "v"
@@ -48,6 +64,7 @@ def test_create_block_size_not_power_of_two(bd, tmp_path, block_size):
     assert not target.exists()
 
 
+@once
 @pytest.mark.parametrize("block_size", ["2K", "128M", "1"])
 def test_create_block_size_out_of_range(bd, tmp_path, block_size):
     target = tmp_path / "v"
@@ -55,6 +72,7 @@ def test_create_block_size_out_of_range(bd, tmp_path, block_size):
     assert not target.exists()
 
 
+@once
 @pytest.mark.parametrize("option", ["--size", "--block-size"])
 @pytest.mark.parametrize("value", ["12Q", "abc", "-5M", "0", ""])
 def test_create_unparseable_sizes(bd, tmp_path, option, value):
@@ -72,28 +90,82 @@ def test_create_with_force_replaces_volume(bd):
     """The counterpart of the refusal: --force does replace it (new UUID)."""
     vol = bd.create(size="16M", block_size="64K")
     old = bd.info(vol)["uuid"]
-    bd.ok("create", vol.url, "--size", "32M", "--block-size", "64K", "--force")
+    bd.ok("create", vol.url, "--size", "32M", "--block-size", "64K", "--force", *vol.store_args)
     new = bd.info(vol)
     assert new["uuid"] != old and new["size"] == 32 * 1024 * 1024
 
 
+def test_create_force_refused_while_mounted_then_wipes(bd):
+    """README: --force wipes the place, and still refuses while the volume is mounted."""
+    vol = bd.create(size="16M", block_size="64K")
+    m = bd.mount(vol)
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        os.pwrite(fd, random.Random(12).randbytes(200_000), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    before = _state(vol)
+    assert vol.object_keys(), "fsync stored no block objects"
+    err = assert_cli_error(bd.run("create", vol.url, "--size", "32M", "--block-size", "64K", "--force",
+                                  *vol.store_args))
+    assert "mounted" in err.lower() or "lock" in err.lower(), err
+    assert _state(vol) == before, "a refused create --force changed the volume"
+    assert bd.stats(m.path)["pid"] == m.pid, "the mount no longer answers"
+    bd.unmount(m)
+
+    bd.ok("create", vol.url, "--size", "32M", "--block-size", "64K", "--force", *vol.store_args)
+    assert sorted(vol.keys()) == ["volume"], "create --force left old objects behind"
+    info = bd.info(vol)
+    assert info["size"] == 32 * 1024 * 1024 and info["objects"] == 0 and info["mapped_blocks"] == 0
+
+
 # ---------------------------------------------------------------- mount
 
-@pytest.mark.parametrize("kind", ["empty-dir", "missing-dir"])
+def _place_without_volume(bd, kind):
+    """empty: an existing place with nothing in it (a directory; a prefix of an existing
+    bucket); other-data: one that holds something else; missing: no such directory /
+    no such bucket."""
+    if kind == "missing":
+        return bd.missing_place()
+    place = bd.empty_place()
+    if kind == "other-data":
+        _put_foreign(place)
+    return place
+
+
+FOREIGN_KEY, FOREIGN_DATA = "notes/readme", b"not a bucketdisk volume\n"
+
+
+def _put_foreign(place) -> None:
+    """Store an object that is no part of any volume at the place."""
+    if place.kind == "file":
+        (place.path / "notes").mkdir(parents=True)
+        (place.path / FOREIGN_KEY).write_bytes(FOREIGN_DATA)
+    else:
+        r = place.server.request("PUT", place.bucket, f"{place.prefix}/{FOREIGN_KEY}", data=FOREIGN_DATA)
+        assert r.status_code == 200, r.text
+    assert place.keys() == {FOREIGN_KEY: len(FOREIGN_DATA)}
+
+
+PLACES = ["empty", "other-data", "missing"]
+
+
+@pytest.mark.parametrize("kind", PLACES)
 def test_mount_url_without_volume(bd, tmp_path, kind):
-    store = tmp_path / "novol"
-    if kind == "empty-dir":
-        store.mkdir()
-    before = tree_snapshot(store)
+    place = _place_without_volume(bd, kind)
+    before = place.snapshot()
     mp = tmp_path / "mp"
     mp.mkdir()
-    proc = bd.run("mount", f"file://{store}", mp, timeout=60)
+    proc = bd.run("mount", place.url, mp, *place.args, timeout=60)
     if proc.returncode == 0:  # clean up the unexpected mount before failing
         bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(mp)))
-    assert_cli_error(proc)
+    err = assert_cli_error(proc)
+    if kind == "missing" and place.kind == "s3":
+        assert "bucket" in err.lower(), err
     assert not is_mounted(mp)
-    assert store.exists() == (kind == "empty-dir")
-    assert tree_snapshot(store) == before
+    assert place.exists() == (kind != "missing")
+    assert place.snapshot() == before
     assert os.listdir(mp) == []
 
 
@@ -101,7 +173,7 @@ def test_mount_missing_mountpoint(bd, tmp_path):
     vol = bd.create(size="16M", block_size="64K")
     before = _state(vol)
     mp = tmp_path / "does-not-exist"
-    assert_cli_error(bd.run("mount", vol.url, mp, timeout=60))
+    assert_cli_error(bd.run("mount", vol.url, mp, *vol.store_args, timeout=60))
     assert not mp.exists()
     assert _state(vol) == before
 
@@ -111,7 +183,7 @@ def test_mount_mountpoint_is_a_regular_file(bd, tmp_path):
     before = _state(vol)
     mp = tmp_path / "plainfile"
     mp.write_bytes(b"not a directory\n")
-    proc = bd.run("mount", vol.url, mp, timeout=60)
+    proc = bd.run("mount", vol.url, mp, *vol.store_args, timeout=60)
     if proc.returncode == 0:
         bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(mp)))
     assert_cli_error(proc)
@@ -126,7 +198,7 @@ def test_mount_on_an_already_mounted_point(bd, tmp_path):
     m = bd.mount(a)
     b_before = _state(b)
     stacked_before = mounts_at(m.path)
-    proc = bd.run("mount", b.url, m.path, "--cache-size", "32M", timeout=60)
+    proc = bd.run("mount", b.url, m.path, "--cache-size", "32M", *b.store_args, timeout=60)
     assert_cli_error(proc)
     assert mounts_at(m.path) == stacked_before, "a second mount was stacked on the mountpoint"
     assert _state(b) == b_before
@@ -137,18 +209,19 @@ def test_mount_on_an_already_mounted_point(bd, tmp_path):
 def test_second_writable_mount_of_same_volume(bd, tmp_path):
     vol = bd.create(size="16M", block_size="64K")
     m = bd.mount(vol)
-    lock_before = vol.lock_path().read_bytes()
-    listing_before = sorted(tree_snapshot(vol.path))
+    lock_before = vol.lock_bytes()
+    assert lock_before is not None, "no lock while mounted writable"
+    listing_before = sorted(vol.snapshot())
     other = tmp_path / "other"
     other.mkdir()
-    proc = bd.run("mount", vol.url, other, "--cache-size", "32M", timeout=60)
+    proc = bd.run("mount", vol.url, other, "--cache-size", "32M", *vol.store_args, timeout=60)
     if proc.returncode == 0:
         bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(_stub_mount(other)))
     err = assert_cli_error(proc)
     assert "lock" in err.lower() or "mounted" in err.lower() or "in use" in err.lower(), err
     assert not is_mounted(other)
-    assert vol.lock_path().read_bytes() == lock_before
-    assert sorted(tree_snapshot(vol.path)) == listing_before
+    assert vol.lock_bytes() == lock_before
+    assert sorted(vol.snapshot()) == listing_before
     # the live mount is unharmed
     assert bd.stats(m.path)["pid"] == m.pid
     fd = os.open(m.file, os.O_RDWR)
@@ -162,6 +235,7 @@ def test_second_writable_mount_of_same_volume(bd, tmp_path):
 
 # ---------------------------------------------------------------- unmount
 
+@once
 def test_unmount_plain_directory(bd, tmp_path):
     d = tmp_path / "plain"
     d.mkdir()
@@ -170,11 +244,13 @@ def test_unmount_plain_directory(bd, tmp_path):
     assert sorted(os.listdir(d)) == ["keep"]
 
 
+@once
 def test_unmount_missing_path(bd, tmp_path):
     assert_cli_error(bd.run("unmount", tmp_path / "nothing-here", timeout=60))
     assert not (tmp_path / "nothing-here").exists()
 
 
+@once
 def test_unmount_refuses_a_mount_that_is_not_bucketdisk(bd, tmp_path):
     t = bd.tmpfs_mount(tmp_path / "tmpfs")
     (t / "canary").write_text("alive")
@@ -185,13 +261,18 @@ def test_unmount_refuses_a_mount_that_is_not_bucketdisk(bd, tmp_path):
 
 # ---------------------------------------------------------------- info / stats
 
-def test_info_of_url_without_volume(bd, tmp_path):
-    store = tmp_path / "empty"
-    store.mkdir()
-    assert_cli_error(bd.run("info", f"file://{store}", "--json"))
-    assert os.listdir(store) == []
+@pytest.mark.parametrize("kind", PLACES)
+def test_info_of_url_without_volume(bd, kind):
+    place = _place_without_volume(bd, kind)
+    before = place.snapshot()
+    err = assert_cli_error(bd.run("info", place.url, "--json", *place.args))
+    if kind == "missing" and place.kind == "s3":
+        assert "bucket" in err.lower(), err
+    assert place.exists() == (kind != "missing")
+    assert place.snapshot() == before
 
 
+@once
 def test_stats_of_a_plain_directory(bd, tmp_path):
     d = tmp_path / "plain"
     d.mkdir()
@@ -200,6 +281,7 @@ def test_stats_of_a_plain_directory(bd, tmp_path):
 
 # ---------------------------------------------------------------- help / version
 
+@once
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_of_each_command_shows_an_example(bd, command):
     proc = bd.run(command, "--help")
@@ -213,6 +295,7 @@ def test_help_of_each_command_shows_an_example(bd, command):
     assert example_lines, f"`{command} --help` shows no `bucketdisk {command} ...` example line"
 
 
+@once
 def test_top_level_help_lists_commands(bd):
     proc = bd.run("--help")
     assert proc.returncode == 0, proc.stderr
@@ -220,12 +303,14 @@ def test_top_level_help_lists_commands(bd):
         assert command in proc.stdout
 
 
+@once
 def test_no_command_is_an_error(bd):
     proc = bd.run()
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
 
 
+@once
 def test_version(bd):
     proc = bd.run("--version")
     assert proc.returncode == 0, proc.stderr
@@ -238,4 +323,4 @@ def test_version(bd):
 
 def _stub_mount(path):
     """A Mount-like record for cleaning up a mount that should never have happened."""
-    return Mount(volume=Volume(path=path, size=0, block_size=0), path=path, read_only=False, log=path)
+    return Mount(volume=None, path=path, read_only=False, log=path)

@@ -1,8 +1,9 @@
 """End-to-end tests of one bucketdisk FUSE mount: byte-exact I/O, durability,
 object layout (zero blocks, dedup, punch hole, GC), stats, info, read-only, fio.
 
-Every test drives the real CLI against a real file:// volume and a real FUSE
-mount; expectations are computed from an in-memory model of the disk."""
+Every test drives the real CLI and a real FUSE mount, once per store: a
+file:// volume and an s3:// volume on a real SeaweedFS (see conftest);
+expectations are computed from an in-memory model of the disk."""
 from __future__ import annotations
 
 import errno
@@ -28,7 +29,6 @@ from conftest import (
     nonzero_block_count,
     pid_alive,
     run,
-    tree_snapshot,
     wait_pid_gone,
 )
 
@@ -103,10 +103,11 @@ def test_mount_shape_lock_and_clean_unmount(bd):
     assert st.st_size == vol.size == 96 * MiB
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert m.stats_file.is_file()
-    assert vol.lock_path().exists(), "no lock object while mounted writable"
+    assert vol.has_lock(), "no lock object while mounted writable"
+    assert json.loads(vol.lock_bytes())["pid"] == m.pid, "the lock does not name the daemon"
     assert pid_alive(m.pid)
     bd.unmount(m)  # asserts: exit 0, not mounted, daemon gone
-    assert not vol.lock_path().exists(), "lock left behind after a clean unmount"
+    assert not vol.has_lock(), "lock left behind after a clean unmount"
 
 
 def test_unaligned_io_matches_model_and_survives_remount(bd):
@@ -254,6 +255,7 @@ def test_zero_blocks_have_no_objects_and_identical_blocks_dedup(bd):
         os.close(fd)
 
     bd.unmount(m)
+    vol.assert_clean_layout()
     expected_objects = len(distinct_nonzero_blocks(model, bs))
     expected_mapped = nonzero_block_count(model, bs)
     assert len(vol.object_keys()) == expected_objects
@@ -306,6 +308,7 @@ def test_punch_hole_zeroes_range_and_frees_objects(bd):
         os.close(fd)
     assert_range_matches(m.file, model, 0, 42 * bs)
     bd.unmount(m)
+    vol.assert_clean_layout()
 
     after_keys = vol.object_keys()
     old_contents = distinct_nonzero_blocks(before_model, bs)
@@ -413,7 +416,7 @@ def test_info_json_figures_with_default_options(bd):
     assert after["stored_bytes"] == vol.object_bytes()
 
     # human form works too
-    proc = bd.ok("info", vol.url)
+    proc = bd.ok("info", vol.url, *vol.store_args)
     assert info["uuid"] in proc.stdout
 
 
@@ -427,7 +430,7 @@ def test_read_only_mount_reads_and_refuses_writes(bd):
     finally:
         os.close(fd)
     bd.unmount(m)
-    before = tree_snapshot(vol.path)
+    before = vol.snapshot()
 
     ro = bd.mount(vol, read_only=True)
     st = os.stat(ro.file)
@@ -446,7 +449,7 @@ def test_read_only_mount_reads_and_refuses_writes(bd):
     assert proc.returncode != 0, "punch hole succeeded on a read-only mount"
     assert_range_matches(ro.file, model, 0, 2 * MiB)
     bd.unmount(ro)
-    assert tree_snapshot(vol.path) == before, "a read-only mount changed the store"
+    assert vol.snapshot() == before, "a read-only mount changed the store"
 
 
 def _fio(args, cwd, tag):
@@ -499,14 +502,15 @@ def test_foreground_mount_runs_until_unmount(bd, tmp_path, janitor):
     mp.mkdir()
     out = open(tmp_path / "fg.out", "w")
     proc = subprocess.Popen(
-        [str(CLI), "mount", vol.url, str(mp), "-f", "--cache-size", "32M", "--threads", "4"],
-        stdout=out, stderr=subprocess.STDOUT,
+        [str(CLI), "mount", vol.url, str(mp), "-f", "--cache-size", "32M", "--threads", "4",
+         *vol.store_args],
+        stdout=out, stderr=subprocess.STDOUT, env=bd.env,
     )
 
     def stop():
         try:
             if is_mounted(mp):
-                run(CLI, "unmount", mp, timeout=120)
+                bd.run("unmount", mp, timeout=120)
             if is_mounted(mp):
                 run("fusermount3", "-u", "-z", mp, timeout=60)
             if proc.poll() is None:

@@ -15,7 +15,7 @@ from ._bitmap import Bitmap
 
 class Entry:
     __slots__ = ("data", "dirty", "flushing", "shared", "version", "flushed_version",
-                 "last_write", "loading", "error")
+                 "last_write", "loading", "error", "attempts", "failed_attempt")
 
     def __init__(self, data=None) -> None:
         self.data = data
@@ -27,6 +27,8 @@ class Entry:
         self.last_write = 0.0
         self.loading: threading.Event | None = None
         self.error: BaseException | None = None
+        self.attempts = 0        # upload attempts started
+        self.failed_attempt = 0  # the attempt that set `error`
 
     @property
     def evictable(self) -> bool:

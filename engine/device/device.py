@@ -270,8 +270,9 @@ class BlockDevice:
                 entry = self._index.entries[index]
                 entry.flushing = True
                 entry.shared = True
-                version, data = entry.version, entry.data
-            self._flush_one(index, entry, version, data)
+                entry.attempts += 1
+                attempt, version, data = entry.attempts, entry.version, entry.data
+            self._flush_one(index, entry, attempt, version, data)
 
     def _next_to_flush(self) -> int | None:
         """Wait for a dirty block that is due (lock held); None when closing."""
@@ -288,7 +289,7 @@ class BlockDevice:
             else:
                 self._changed.wait()
 
-    def _flush_one(self, index: int, entry: Entry, version: int, data) -> None:
+    def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data) -> None:
         try:
             content_hash = ZERO_HASH if data is None else self.volume.store_block(data)
             self.volume.commit([(index, content_hash)])
@@ -298,6 +299,7 @@ class BlockDevice:
             with self._lock:
                 entry.flushing = entry.shared = False
                 entry.error = e
+                entry.failed_attempt = attempt
                 self._changed.notify_all()
             time.sleep(RETRY_DELAY)
             with self._lock:
@@ -331,13 +333,15 @@ class BlockDevice:
             return
         with self._lock:
             waiting = {i: self._index.entries[i] for i in self._index.dirty.iter_set()}
-            targets = {i: (e, e.version) for i, e in waiting.items()}
+            # Only an upload that starts after this call may fail it: an error
+            # left from before (say, an outage now over) is retried first.
+            targets = {i: (e, e.version, e.attempts) for i, e in waiting.items()}
             self._urgent += 1
             self._changed.notify_all()
             try:
-                for index, (entry, version) in targets.items():
+                for index, (entry, version, attempts) in targets.items():
                     while entry.flushed_version < version:
-                        if entry.error is not None and not entry.flushing:
+                        if entry.error is not None and entry.failed_attempt > attempts:
                             raise FlushError(f"block {index} could not be stored: {entry.error}")
                         self._changed.wait(1.0)
             finally:
