@@ -225,12 +225,16 @@ def info(args: argparse.Namespace) -> int:
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": volume.mapped_count(), "objects": objects, "stored_bytes": stored,
     }
-    if args.json:
+    _print_facts(facts, args.json)
+    return 0
+
+
+def _print_facts(facts: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(facts, indent=2))
     else:
         for name, value in facts.items():
             print(f"{name}: {value}")
-    return 0
 
 
 def _read_stats(path: str) -> dict:
@@ -247,10 +251,5 @@ def stats(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.mountpoint)
     if fstype_at(path) != FSTYPE:
         raise UserError(f"{path} is not a bucketdisk mount")
-    values = _read_stats(path)
-    if args.json:
-        print(json.dumps(values, indent=2))
-    else:
-        for name, value in values.items():
-            print(f"{name}: {value}")
+    _print_facts(_read_stats(path), args.json)
     return 0

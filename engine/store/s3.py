@@ -10,6 +10,7 @@ connections go back to the pool.
 import base64
 import hashlib
 import logging
+import os
 import queue
 import random
 import re
@@ -107,7 +108,6 @@ class S3Store(ObjectStore):
         self.options = options
         self.region = resolve_region(options.region, options.profile)
         self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
-        import os
         endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or \
             f"https://s3.{self.region}.amazonaws.com"
         parsed = urlparse(endpoint)
@@ -115,7 +115,7 @@ class S3Store(ObjectStore):
             raise UserError(f"bad endpoint {endpoint!r}: expected http(s)://host[:port]")
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
-        self._verify: bool | str = options.ca_bundle or not options.insecure
+        self._verify: bool | str = options.ca_bundle or (False if options.insecure else _system_ca_bundle())
         if options.insecure:
             import urllib3
 
@@ -319,6 +319,17 @@ class S3Store(ObjectStore):
 
     def close(self) -> None:
         self._session.close()
+
+
+def _system_ca_bundle() -> str | bool:
+    """The system's CA store (requests would otherwise trust only certifi's copy)."""
+    import ssl
+
+    for candidate in (os.environ.get("REQUESTS_CA_BUNDLE"), os.environ.get("SSL_CERT_FILE"),
+                      ssl.get_default_verify_paths().cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return True
 
 
 def _reason(e: Exception) -> str:
