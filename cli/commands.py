@@ -84,6 +84,10 @@ def mount(args: argparse.Namespace) -> int:
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
+    # The daemon runs from /, so files named relative to here must travel absolute.
+    for name in ("credentials_file", "ca_bundle"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     _check_mountpoint(args.mountpoint)
     if args.foreground:
         return _serve(args)

@@ -6,6 +6,7 @@ its holder is a dead process on this very machine (same boot id) or when its
 lease has run out; anything else refuses the mount unless forced.
 """
 import json
+import logging
 import os
 import socket
 import threading
@@ -15,6 +16,8 @@ import uuid
 from ..errors import NotFound, UserError
 from ..store.base import ObjectStore
 from . import layout
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 600
 RENEW_SECONDS = 60
@@ -58,9 +61,11 @@ class MountLock:
     def acquire(self, *, force: bool = False) -> None:
         """Take the lock or raise UserError naming who holds it.
 
-        The create is conditional (If-None-Match) where the store honours
-        that; reading the holder first and reading our token back after
-        still refuse a second writer on a store that ignores it.
+        The create is conditional (If-None-Match), which is atomic where the
+        store honours it.  On a store that ignores it, reading the holder
+        first and our token back after refuse any second writer that comes
+        later; two mounts started in the same instant could still both
+        pass, and the renewer then reports the loser loudly.
         """
         holder = self.holder()
         if holder is not None:
@@ -112,5 +117,8 @@ class MountLock:
                 holder = self.holder()
                 if holder is not None and holder.get("token") == self.token:
                     self.store.put(layout.LOCK, self._content())
+                else:
+                    log.error("the volume lock now belongs to pid %s on %s: another writer is mounted; "
+                              "unmount one of them", (holder or {}).get("pid"), (holder or {}).get("host"))
             except Exception:  # a missed renewal is retried; the lease is long
                 pass
