@@ -51,9 +51,10 @@ class Codec:
             return ZERO_HASH, None
         return content_hash(data), self.pack(data)
 
-    def decode_block(self, obj: bytes, expected_hash: bytes, block_size: int) -> bytes:
-        """The block's bytes, after checking framing, length and content hash."""
-        data = self.unpack(obj)
+    def decode_block(self, obj: bytes, expected_hash: bytes, block_size: int):
+        """The block's bytes (bytes or a read-only view into `obj`), after
+        checking framing, length and content hash."""
+        data = self._unpack_view(obj)
         if len(data) != block_size:
             raise CorruptData(f"block {expected_hash.hex()[:16]} has {len(data)} bytes, expected {block_size}")
         if content_hash(data) != expected_hash:
@@ -71,6 +72,11 @@ class Codec:
 
     def unpack(self, obj: bytes) -> bytes:
         """The bytes `pack` was given; raises CorruptData on any damage."""
+        return bytes(self._unpack_view(obj))
+
+    def _unpack_view(self, obj: bytes):
+        """Like `unpack`, but an uncompressed payload stays a view into `obj`
+        (no copy of a whole block on the read path)."""
         try:
             flags, raw_len, payload = unframe(obj)
         except CorruptObject as e:
@@ -78,7 +84,7 @@ class Codec:
         if flags & ~FLAG_ZSTD:
             raise CorruptData(f"unknown object flags {flags:#x}")
         if not flags & FLAG_ZSTD:
-            return bytes(payload)
+            return payload
         data = self._decompress(payload, raw_len)
         if len(data) != raw_len:
             raise CorruptData("decompressed length does not match the header")

@@ -89,15 +89,12 @@ class CacheIndex:
 
     def make_room(self, needed: int = 1) -> bool:
         """Evict clean entries, oldest first, until `needed` buffers fit."""
-        if self.buffers + needed <= self.max_buffers:
-            return True
-        for index in list(self.entries):
-            entry = self.entries[index]
-            if entry.evictable:
-                self.remove(index)
-                if self.buffers + needed <= self.max_buffers:
-                    return True
-        return False
+        while self.buffers + needed > self.max_buffers:
+            victim = next((i for i, e in self.entries.items() if e.evictable), None)
+            if victim is None:
+                return False
+            self.remove(victim)
+        return True
 
     def dirty_count(self) -> int:
         return self.dirty.count()

@@ -332,10 +332,12 @@ class BlockDevice:
         if self.read_only:
             return
         with self._lock:
-            waiting = {i: self._index.entries[i] for i in self._index.dirty.iter_set()}
             # Only an upload that starts after this call may fail it: an error
             # left from before (say, an outage now over) is retried first.
-            targets = {i: (e, e.version, e.attempts) for i, e in waiting.items()}
+            targets = {}
+            for index in self._index.dirty.iter_set():
+                entry = self._index.entries[index]
+                targets[index] = (entry, entry.version, entry.attempts)
             self._urgent += 1
             self._changed.notify_all()
             try:
