@@ -206,9 +206,12 @@ def _wait_for_exit(pid: int | None) -> None:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().split(b")")[-1].split()[0] == b"Z":
-                return  # exited, waiting for its parent to reap it
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().split(b")")[-1].split()[0] == b"Z":
+                    return  # exited, waiting for its parent to reap it
+        except FileNotFoundError:
+            return  # gone between the two looks
         time.sleep(0.05)
     raise UserError(f"the mount daemon (pid {pid}) is still writing after {UNMOUNT_WAIT_SECONDS} s")
 

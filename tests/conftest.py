@@ -202,6 +202,15 @@ def nonzero_block_count(model: bytes | bytearray, block_size: int) -> int:
     return sum(1 for b in block_contents(model, block_size) if b != zero)
 
 
+def fsync_path(path) -> None:
+    """fsync a file by path (fsync on `file` is the durability point)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def assert_file_matches(path, model: bytes | bytearray, chunk: int = 4 * MiB) -> None:
     """Read the whole file (bypassing clean page cache) and compare with the model."""
     fd = os.open(path, os.O_RDONLY)

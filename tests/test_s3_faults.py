@@ -40,6 +40,7 @@ from conftest import (
     Mount,
     assert_cli_error,
     assert_file_matches,
+    fsync_path,
     is_mounted,
     parse_size,
     pid_alive,
@@ -174,14 +175,6 @@ def write_pieces(path, model: bytearray, rng: random.Random, total: int, piece_m
             assert os.pwrite(fd, data, off) == n
             model[off:off + n] = data
             written += n
-    finally:
-        os.close(fd)
-
-
-def fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

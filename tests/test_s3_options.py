@@ -38,6 +38,7 @@ from conftest import (
     Mount,
     assert_cli_error,
     assert_file_matches,
+    fsync_path,
     is_mounted,
 )
 from faultproxy import _close, _header, _read_body, _read_head
@@ -223,14 +224,6 @@ def assert_no_secret(proc: subprocess.CompletedProcess, *secrets: str) -> None:
 
 def wrong(secret: str) -> str:
     return secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
-
-
-def fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_random(path, model: bytearray, rng: random.Random, pieces: int, piece: int = 200 * 1024) -> None:

@@ -69,7 +69,7 @@ class MountLock:
         """
         holder = self.holder()
         if holder is not None:
-            if not force and not self._is_stale(holder):
+            if not force and not self.is_stale(holder):
                 raise UserError(
                     f"volume is already mounted writable by pid {holder.get('pid')} on "
                     f"{holder.get('host')} since {holder.get('since')}; "
@@ -99,7 +99,7 @@ class MountLock:
             self.store.delete([layout.LOCK])
 
     @staticmethod
-    def _is_stale(holder: dict) -> bool:
+    def is_stale(holder: dict) -> bool:
         if not holder:
             return True
         if holder.get("boot_id") == _boot_id() and holder.get("host") == socket.gethostname():

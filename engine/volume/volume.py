@@ -52,7 +52,7 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
             raise UserError(f"{store.describe()} already holds {what}; use --force to replace it")
         lock = MountLock(store)
         holder = lock.holder()
-        if holder is not None and not MountLock._is_stale(holder):
+        if holder is not None and not MountLock.is_stale(holder):
             raise UserError("that volume is mounted; unmount it before replacing it")
         _delete_all(store, existing)
     record = VolumeRecord(size=size, block_size=block_size)
