@@ -49,6 +49,7 @@ class BlockDevice:
         self._closing = False
         self._stopped = threading.Event()
         self._readahead = readahead
+        self._zeros = memoryview(bytes(self.block_size))
         self._next_sequential = -1
         self._fetchers = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="fetch")
         self._threads = [threading.Thread(target=self._flush_loop, name=f"flush-{i}", daemon=True)
@@ -61,26 +62,36 @@ class BlockDevice:
     # -- reads ------------------------------------------------------------------
 
     def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
+        out = bytearray(max(0, min(length, self.size - offset)))
+        self.read_into(offset, memoryview(out))
+        return bytes(out)
+
+    def read_into(self, offset: int, out: memoryview) -> int:
+        """Fill `out` from `offset` on (short at the end of the device);
+        returns the byte count.  Each block is copied once, straight from
+        the cache into the caller's buffer."""
+        length = max(0, min(len(out), self.size - offset))
         if length == 0:
-            return b""
+            return 0
         first = offset // self.block_size
         last = (offset + length - 1) // self.block_size
         if last > first:  # fetch the blocks of one request in parallel
             self._prefetch(range(first, last + 1), "cache_misses")
         self._maybe_read_ahead(first, last)
-        parts = []
+        done = 0
         for index, start, stop in self._split(offset, length):
-            parts.append(self._read_block(index, start, stop))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            self._read_block_into(index, start, stop, out[done : done + stop - start])
+            done += stop - start
+        return length
 
-    def _read_block(self, index: int, start: int, stop: int) -> bytes:
+    def _read_block_into(self, index: int, start: int, stop: int, out: memoryview) -> None:
         while True:
             with self._lock:
                 entry = self._index.get(index)
                 if entry is None:
                     if self.volume.lookup(index) == ZERO_HASH:
-                        return bytes(stop - start)
+                        out[:] = self._zeros[: stop - start]
+                        return
                     if not self._index.make_room():
                         self._wait_for_room()
                         continue
@@ -88,18 +99,16 @@ class BlockDevice:
                     self.stats.add("cache_misses")
                 elif entry.loading is None:
                     self.stats.add("cache_hits")
-                    return self._slice(entry, start, stop)
+                    if entry.data is None:
+                        out[:] = self._zeros[: stop - start]
+                    else:
+                        out[:] = memoryview(entry.data)[start:stop]
+                    return
                 event = entry.loading
             event.wait()
             with self._lock:
                 if entry.error is not None and entry.loading is None and entry.data is None:
                     raise entry.error
-
-    @staticmethod
-    def _slice(entry: Entry, start: int, stop: int) -> bytes:
-        if entry.data is None:
-            return bytes(stop - start)
-        return bytes(memoryview(entry.data)[start:stop])
 
     def _start_load(self, index: int) -> Entry | None:
         """Insert a loading entry and fetch it in the background.
@@ -136,8 +145,12 @@ class BlockDevice:
         event.set()
 
     def _maybe_read_ahead(self, first: int, last: int) -> None:
-        sequential = first in (self._next_sequential, self._next_sequential - 1)
-        self._next_sequential = last + 1
+        # The kernel's own read-ahead sends several requests of one stream
+        # at once, and FUSE threads may take them out of order: a request
+        # within the window around the stream's position still counts.
+        expected = self._next_sequential
+        sequential = expected - self._readahead - 1 <= first <= expected + self._readahead
+        self._next_sequential = max(expected, last + 1) if sequential else last + 1
         if not sequential or self._readahead <= 0:
             return
         self._prefetch(range(last + 1, min(last + 1 + self._readahead, self.block_count)), "readahead_blocks")
@@ -291,7 +304,7 @@ class BlockDevice:
 
     def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data) -> None:
         try:
-            content_hash = ZERO_HASH if data is None else self.volume.store_block(data)
+            content_hash = ZERO_HASH if data is None else self.volume.store_block(data, index)
             self.volume.commit([(index, content_hash)])
         except Exception as e:  # kept dirty, retried, and reported to fsync
             log.error("storing block %d failed, will retry: %s", index, e)

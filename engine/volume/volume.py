@@ -108,20 +108,27 @@ class Volume:
         obj = self.store.get(layout.block_key(content_hash))
         return self.codec.decode_block(obj, content_hash, self.block_size)
 
-    def store_block(self, data) -> bytes:
-        """Upload a block unless identical content is stored; returns its hash.
+    def store_block(self, data, index: int | None = None) -> bytes:
+        """Upload a block and return its hash; `index` is the block it will
+        replace, whose upload is skipped when its content has not changed.
 
         The hash stays registered as in flight until `commit` (or `abandon`)
         so that garbage collection cannot delete the object in between.
+        Identical content maps to the same key, so a plain PUT that replaces
+        an existing object changes nothing; a conditional one (If-None-Match)
+        would cost the server a lookup per block.
         """
         content_hash, obj = self.codec.encode_block(data)
         if obj is None:
             return ZERO_HASH
         with self._lock:
             self._inflight[content_hash] = self._inflight.get(content_hash, 0) + 1
+            unchanged = index is not None and self._map.get(index) == content_hash
+        if unchanged:
+            self.stats.add("blocks_deduplicated")
+            return content_hash
         try:
-            if not self.store.put(layout.block_key(content_hash), obj, if_absent=True):
-                self.stats.add("blocks_deduplicated")
+            self.store.put(layout.block_key(content_hash), obj)
         except BaseException:
             self.abandon([content_hash])
             raise
