@@ -21,8 +21,8 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def fstype_at(path: str) -> str | None:
-    """The filesystem type mounted exactly at `path`, or None."""
+def _entry_at(path: str) -> tuple[list[str], list[str]] | None:
+    """(fields before ' - ', fields after) of the mount exactly at `path`."""
     target = os.path.abspath(path)
     found = None
     with open("/proc/self/mountinfo") as f:
@@ -30,8 +30,20 @@ def fstype_at(path: str) -> str | None:
             left, _, right = line.partition(" - ")
             fields = left.split()
             if len(fields) >= 5 and _unescape(fields[4]) == target:
-                found = right.split()[0]  # the last mount on a path is the visible one
+                found = fields, right.split()  # the last mount on a path is the visible one
     return found
+
+
+def fstype_at(path: str) -> str | None:
+    """The filesystem type mounted exactly at `path`, or None."""
+    entry = _entry_at(path)
+    return entry[1][0] if entry else None
+
+
+def device_at(path: str) -> str | None:
+    """The "major:minor" device number of the mount at `path`, or None."""
+    entry = _entry_at(path)
+    return entry[0][2] if entry else None
 
 
 def is_bucketdisk_mount(path: str) -> bool:

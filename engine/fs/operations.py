@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 DISK = "/file"
 STATS = "/stats"
 MAX_IO = 1 << 20
+MAX_READAHEAD = 4 * MAX_IO  # four requests of the largest size in flight
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
@@ -47,7 +48,7 @@ class DiskOperations(Operations):
     def init_with_config(self, conn, config) -> None:
         if conn is not None:
             conn.max_write = MAX_IO
-            conn.max_readahead = MAX_IO
+            conn.max_readahead = MAX_READAHEAD
         if self.on_ready is not None:
             self.on_ready()
 
@@ -128,13 +129,20 @@ class DiskOperations(Operations):
         return 0
 
     def read(self, path: str, size: int, offset: int, fi) -> bytes:
+        """The copying form (fuse_lib.FUSE calls read_into instead)."""
+        out = bytearray(size)
+        return bytes(out[: self.read_into(path, memoryview(out), offset, fi)])
+
+    def read_into(self, path: str, out: memoryview, offset: int, fi) -> int:
         if path == STATS:
             with self._snapshots_lock:
                 text = self._stats_snapshots.get(fi.fh, b"")
-            return text[offset : offset + size]
-        return self._io(self.device.read, offset, size)
+            chunk = text[offset : offset + len(out)]
+            out[: len(chunk)] = chunk
+            return len(chunk)
+        return self._io(self.device.read_into, offset, out)
 
-    def write(self, path: str, data: bytes, offset: int, fi) -> int:
+    def write(self, path: str, data: memoryview, offset: int, fi) -> int:
         if path != DISK or self.device.read_only:
             raise FuseOSError(errno.EROFS if self.device.read_only else errno.EACCES)
         if offset + len(data) > self.device.size:
