@@ -10,17 +10,19 @@ import time
 
 from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
-from bucketdisk.store import S3Options, open_store
-from bucketdisk.volume import layout
-from bucketdisk.volume.record import validate_geometry
-from bucketdisk.volume.volume import Volume, create_volume, read_record
 
 from .units import format_size
+
+# The storage layers (requests, zstd, ...) are imported by the commands that
+# use them: `unmount` and `stats` then start in a third of the time, and
+# scripts run them after every job.
 
 UNMOUNT_WAIT_SECONDS = 3600
 
 
-def s3_options(args: argparse.Namespace, threads: int = 8) -> S3Options:
+def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
+    from bucketdisk.store import S3Options
+
     for name in ("connect_timeout", "read_timeout", "retry_time"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -47,6 +49,10 @@ def _store_argv(args: argparse.Namespace) -> list[str]:
 
 
 def create(args: argparse.Namespace) -> int:
+    from bucketdisk.store import open_store
+    from bucketdisk.volume.record import validate_geometry
+    from bucketdisk.volume.volume import create_volume
+
     validate_geometry(args.size, args.block_size)
     store = open_store(args.url, create=True, s3=s3_options(args))
     record = create_volume(store, args.size, args.block_size, force=args.force)
@@ -220,6 +226,10 @@ def _wait_for_exit(pid: int | None) -> None:
 
 
 def info(args: argparse.Namespace) -> int:
+    from bucketdisk.store import open_store
+    from bucketdisk.volume import layout
+    from bucketdisk.volume.volume import Volume, read_record
+
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:

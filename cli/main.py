@@ -15,7 +15,7 @@ from .units import parse_size
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
               "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
-    "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 16\n"
+    "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 32\n"
              "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1",
     "unmount": "bucketdisk unmount /mnt/disk1",
     "info": "bucketdisk info file:///srv/disk1 --json",
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20,
                    help="memory for cached and dirty blocks (default 256M)")
-    p.add_argument("--threads", type=int, default=8, help="parallel uploads and downloads (default 8)")
+    p.add_argument("--threads", type=int, default=16, help="parallel uploads and downloads (default 16)")
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
