@@ -74,14 +74,18 @@ class CacheIndex:
             self.buffers += 1
         entry.data = data
 
-    def mark_dirty(self, index: int, entry: Entry) -> None:
+    def mark_dirty(self, index: int, entry: Entry) -> bool:
+        """Record a write; True when the block joined the flush queue."""
         entry.version += 1
         entry.last_write = time.monotonic()
-        if not entry.dirty:
-            entry.dirty = True
-            self.dirty.set(index)
-            if not entry.flushing:
-                self.queue.append(index)
+        if entry.dirty:
+            return False
+        entry.dirty = True
+        self.dirty.set(index)
+        if entry.flushing:
+            return False
+        self.queue.append(index)
+        return True
 
     def mark_clean(self, index: int, entry: Entry) -> None:
         entry.dirty = False

@@ -44,7 +44,10 @@ class BlockDevice:
         buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
         self._index = CacheIndex(self.block_count, buffers)
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        # Two conditions on one lock, so that a write (often 4 KiB) wakes at
+        # most one flush thread, and only when it queues a newly dirty block.
+        self._flushable = threading.Condition(self._lock)  # flush threads wait for due blocks
+        self._changed = threading.Condition(self._lock)    # fsync and writers wait for flushes
         self._urgent = 0          # fsync callers or writers waiting for room
         self._closing = False
         self._stopped = threading.Event()
@@ -220,8 +223,8 @@ class BlockDevice:
                 entry.data = bytearray(entry.data)  # the flusher keeps the old buffer
             entry.data[start:stop] = chunk
         entry.shared = False
-        self._index.mark_dirty(index, entry)
-        self._changed.notify_all()
+        if self._index.mark_dirty(index, entry):
+            self._flushable.notify()
 
     def punch(self, offset: int, length: int) -> None:
         """Zero a range; whole blocks in it lose their objects."""
@@ -244,8 +247,8 @@ class BlockDevice:
                 if entry.loading is None:
                     self._index.drop_buffer(entry)
                     entry.shared = False
-                    self._index.mark_dirty(index, entry)
-                    self._changed.notify_all()
+                    if self._index.mark_dirty(index, entry):
+                        self._flushable.notify()
                     return
                 event = entry.loading
             event.wait()
@@ -256,7 +259,7 @@ class BlockDevice:
         The cache may have changed meanwhile, so callers look again after.
         """
         self._urgent += 1
-        self._changed.notify_all()
+        self._flushable.notify_all()
         try:
             while not self._index.make_room():
                 self._changed.wait(1.0)
@@ -296,11 +299,11 @@ class BlockDevice:
                 wait = entry.last_write + WRITE_DELAY - time.monotonic()
                 if wait <= 0 or self._urgent or self._closing:
                     return queue.popleft()
-                self._changed.wait(wait)
+                self._flushable.wait(wait)
             elif self._closing:
                 return None
             else:
-                self._changed.wait()
+                self._flushable.wait()
 
     def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data) -> None:
         try:
@@ -318,7 +321,7 @@ class BlockDevice:
             with self._lock:
                 if entry.dirty and not self._closing and index not in self._index.queue:
                     self._index.queue.append(index)
-                self._changed.notify_all()
+                    self._flushable.notify()
             return
         with self._lock:
             entry.flushing = entry.shared = False
@@ -330,6 +333,7 @@ class BlockDevice:
                     self._index.remove(index)
             else:
                 self._index.queue.append(index)
+                self._flushable.notify()
             self._changed.notify_all()
 
     def _sync_loop(self) -> None:
@@ -352,7 +356,7 @@ class BlockDevice:
                 entry = self._index.entries[index]
                 targets[index] = (entry, entry.version, entry.attempts)
             self._urgent += 1
-            self._changed.notify_all()
+            self._flushable.notify_all()
             try:
                 for index, (entry, version, attempts) in targets.items():
                     while entry.flushed_version < version:
@@ -383,7 +387,7 @@ class BlockDevice:
                 time.sleep(retry_delay)
         with self._lock:
             self._closing = True
-            self._changed.notify_all()
+            self._flushable.notify_all()
         self._stopped.set()
         for thread in self._threads:
             thread.join()
