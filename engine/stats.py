@@ -7,7 +7,9 @@ COUNTERS = (
     "cache_hits", "cache_misses", "readahead_blocks",
     "objects_put", "objects_got", "objects_deleted", "bytes_put", "bytes_got",
     "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints",
-    "retries", "request_failures",  # store level: attempts repeated, requests given up on
+    # store level: attempts repeated, requests sent again at once for being far
+    # slower than usual, requests given up on
+    "retries", "stragglers", "request_failures",
     "errors",  # I/O errors seen by the application, and failed flush attempts
 )
 

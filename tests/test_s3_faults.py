@@ -286,6 +286,29 @@ def test_stalled_responses_time_out_and_are_retried(s3bd):
     assert_file_matches(m.file, model)
 
 
+def test_straggling_requests_are_sent_again_long_before_the_read_timeout(s3bd):
+    """A stall far longer than the usual request, but well inside the
+    default 60 s --read-timeout: object GETs and PUTs are sent again at
+    once instead of waiting it out (counted as stragglers, not errors)."""
+    s3 = s3bd
+    vol = s3.create(direct=True)
+    model = bytearray(vol.size)
+    m = s3.mount(vol, cache_size="2M")
+    write_pieces(m.file, model, random.Random(4), 2 * MiB)  # the usual latency is learnt here
+    fsync_path(m.file)
+    s3.proxy.set_faults(stall_rate=0.2, stall_seconds=30)
+    write_pieces(m.file, model, random.Random(5), 2 * MiB)
+    fsync_path(m.file)
+    assert_blocks_match(m.file, model, written_blocks(model))
+    assert s3.proxy.counts["stalls"] > 0, s3.proxy.counts
+    st = s3.stats(m)
+    assert st["stragglers"] > 0 and st["errors"] == 0, st
+    s3.proxy.clear()
+    s3.bd.unmount(m)
+    m = s3.mount(vol, direct=True)
+    assert_file_matches(m.file, model)
+
+
 # --------------------------------------------------------------------------
 # d. the server goes away in the middle of writing
 # --------------------------------------------------------------------------

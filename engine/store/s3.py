@@ -33,6 +33,8 @@ from .credentials import Credentials, resolve_credentials, resolve_region
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 0.1     # seconds; doubles each attempt
+STRAGGLER_FACTOR = 4   # an object request this many times slower than usual...
+STRAGGLER_MIN = 0.25   # ...and slower than this many seconds is sent again at once
 BACKOFF_CAP = 10.0     # seconds between attempts at most
 CHECK_BUDGET = 20.0    # seconds the first contact may take before giving up
 DELETE_BATCH = 1000    # DeleteObjects takes at most 1000 keys
@@ -74,6 +76,35 @@ class Reply:
     status: int
     headers: dict
     body: bytes
+
+
+class Stragglers:
+    """When to give up waiting on one object GET or PUT and send it again.
+
+    Object stores have a latency tail: now and then one request of many
+    stalls for a second or more (here: SeaweedFS growing a volume), and a
+    flush or a read-ahead waits for its slowest request.  Block requests
+    are idempotent (the key is the content hash), so an attempt that takes
+    STRAGGLER_FACTOR times the usual time is abandoned and sent again, with
+    the patience doubling on each try up to --read-timeout.  "Usual" is a
+    running average per method, so a slow link raises the bar instead of
+    being cut off.
+    """
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self._usual: dict[str, float] = {}
+
+    def timeout(self, method: str, attempt: int) -> float:
+        usual = self._usual.get(method)
+        if usual is None:
+            return self.ceiling
+        return min(self.ceiling, max(STRAGGLER_MIN, STRAGGLER_FACTOR * usual) * 2 ** attempt)
+
+    def record(self, method: str, seconds: float) -> None:
+        usual = self._usual.get(method)
+        # Races between threads lose an update at worst: this is an estimate.
+        self._usual[method] = seconds if usual is None else 0.9 * usual + 0.1 * seconds
 
 
 class S3Failure(StoreError):
@@ -128,6 +159,7 @@ class S3Store(ObjectStore):
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._signers: queue.SimpleQueue = queue.SimpleQueue()
+        self._stragglers = Stragglers(options.read_timeout)
 
     def _choose_addressing(self, addressing: str, netloc: str) -> bool:
         if addressing not in ("path", "virtual", "auto"):
@@ -157,22 +189,35 @@ class S3Store(ObjectStore):
 
     def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
-                 budget: float | None = None) -> Reply:
-        """Send one request, retrying what may succeed later; returns an accepted response."""
+                 budget: float | None = None, idempotent: bool = False) -> Reply:
+        """Send one request, retrying what may succeed later; returns an accepted response.
+
+        `idempotent` requests (object GETs and plain PUTs) that straggle are
+        sent again at once (see Stragglers)."""
         url = self._url(key)
         deadline = time.monotonic() + (self.options.retry_time if budget is None else budget)
         attempt = 0
         while True:
             signer = self._signer()
+            read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
+            started = time.monotonic()
             try:
-                reply = self._send(method, url, params, data, headers, signer)
+                reply = self._send(method, url, params, data, headers, signer, read_timeout)
             except requests.exceptions.SSLError as e:
                 raise StoreError(f"TLS failure talking to {self.endpoint}: {_reason(e)}") from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                if read_timeout < self.options.read_timeout and isinstance(e, requests.ReadTimeout):
+                    log.info("%s %s straggled past %.2fs; sent again", method, key, read_timeout)
+                    self.stats.add("stragglers")
+                    self.stats.add("retries")
+                    attempt += 1
+                    continue
                 failure = f"cannot reach {self.endpoint}: {_reason(e)}"
             else:
                 if reply.status in accept:
+                    if idempotent:
+                        self._stragglers.record(method, time.monotonic() - started)
                     return reply
                 code, message = _error_code(reply.body)
                 if reply.status not in RETRY_STATUS and code not in RETRY_CODES:
@@ -189,7 +234,7 @@ class S3Store(ObjectStore):
             log.warning("%s %s: %s; retrying in %.1fs", method, key or "/", failure, delay)
             time.sleep(delay)
 
-    def _send(self, method: str, url: str, params, data, headers, signer) -> "Reply":
+    def _send(self, method: str, url: str, params, data, headers, signer, read_timeout: float) -> "Reply":
         """One HTTP exchange, the body read whole.
 
         The body is read straight from urllib3 (decode_content off) rather
@@ -200,7 +245,7 @@ class S3Store(ObjectStore):
         """
         response = self._session.request(
             method, url, params=params, data=data, headers=headers, auth=signer, stream=True,
-            timeout=(self.options.connect_timeout, self.options.read_timeout), verify=self._verify,
+            timeout=(self.options.connect_timeout, read_timeout), verify=self._verify,
         )
         try:
             body = b"" if method == "HEAD" else response.raw.read(decode_content=False)
@@ -227,7 +272,7 @@ class S3Store(ObjectStore):
 
     def get(self, key: str) -> bytes:
         try:
-            response = self._request("GET", key)
+            response = self._request("GET", key, idempotent=True)
         except S3Failure as e:
             if e.status == 404 and e.code in ("NoSuchKey", ""):
                 raise NotFound(key) from None
@@ -258,7 +303,8 @@ class S3Store(ObjectStore):
             headers["x-amz-server-side-encryption"] = "aws:kms" if kms_key else algorithm
             if kms_key:
                 headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key
-        response = self._request("PUT", key, data=data, headers=headers, accept=(200, 412))
+        response = self._request("PUT", key, data=data, headers=headers, accept=(200, 412),
+                                 idempotent=not if_absent)
         if response.status == 412:
             return False
         self.stats.add("objects_put")
