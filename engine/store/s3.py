@@ -146,8 +146,9 @@ class S3Store(ObjectStore):
             raise UserError(f"bad endpoint {endpoint!r}: expected http(s)://host[:port]")
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
-        # Plain http gets no CA path: requests would stat it on every request.
-        self._verify: bool | str = True if parsed.scheme == "http" else \
+        # Plain http has no certificates to check; anything but False makes
+        # requests stat a CA bundle path on every request.
+        self._verify: bool | str = False if parsed.scheme == "http" else \
             options.ca_bundle or (False if options.insecure else _system_ca_bundle())
         if options.insecure:
             import urllib3
