@@ -15,7 +15,8 @@ from ._bitmap import Bitmap
 
 class Entry:
     __slots__ = ("data", "dirty", "flushing", "shared", "version", "flushed_version",
-                 "last_write", "loading", "error", "attempts", "failed_attempt")
+                 "last_write", "loading", "error", "attempts", "failed_attempt", "unlogged",
+                 "log_number", "log_version")
 
     def __init__(self, data=None) -> None:
         self.data = data
@@ -29,6 +30,9 @@ class Entry:
         self.error: BaseException | None = None
         self.attempts = 0        # upload attempts started
         self.failed_attempt = 0  # the attempt that set `error`
+        self.unlogged = 0        # bit n: 4 KiB page n written since it was last logged by an fsync
+        self.log_number = 0      # the last fsync log that took pages of this block...
+        self.log_version = 0     # ...and the version it took them at
 
     @property
     def evictable(self) -> bool:
@@ -89,6 +93,7 @@ class CacheIndex:
 
     def mark_clean(self, index: int, entry: Entry) -> None:
         entry.dirty = False
+        entry.unlogged = 0
         self.dirty.clear(index)
 
     def make_room(self, needed: int = 1) -> bool:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..codec.block import ZERO_HASH
 from ..errors import StoreError
 from ..stats import Stats
+from ..volume.mapstore import LOG_PAGE, Run
 from ..volume.volume import Volume
 from .cache import CacheIndex, Entry
 
@@ -26,6 +27,7 @@ SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
 MIN_BUFFERS_PER_THREAD = 2
+LOG_SHARE = 4             # fsync logs a block's changed pages when they are at most 1/LOG_SHARE of it
 
 
 class FlushError(StoreError):
@@ -51,6 +53,8 @@ class BlockDevice:
         self._urgent = 0          # fsync callers or writers waiting for room
         self._closing = False
         self._stopped = threading.Event()
+        self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
+        self._all_pages = (1 << max(1, self.block_size // LOG_PAGE)) - 1
         self._readahead = readahead
         self._zeros = memoryview(bytes(self.block_size))
         self._next_sequential = -1
@@ -223,8 +227,14 @@ class BlockDevice:
                 entry.data = bytearray(entry.data)  # the flusher keeps the old buffer
             entry.data[start:stop] = chunk
         entry.shared = False
+        entry.unlogged |= self._pages_mask(start, stop)
         if self._index.mark_dirty(index, entry):
             self._flushable.notify()
+
+    @staticmethod
+    def _pages_mask(start: int, stop: int) -> int:
+        first, last = start // LOG_PAGE, (stop - 1) // LOG_PAGE
+        return ((1 << (last - first + 1)) - 1) << first
 
     def punch(self, offset: int, length: int) -> None:
         """Zero a range; whole blocks in it lose their objects."""
@@ -247,6 +257,7 @@ class BlockDevice:
                 if entry.loading is None:
                     self._index.drop_buffer(entry)
                     entry.shared = False
+                    entry.unlogged = self._all_pages  # no pages to log: fsync uploads it
                     if self._index.mark_dirty(index, entry):
                         self._flushable.notify()
                     return
@@ -288,7 +299,8 @@ class BlockDevice:
                 entry.shared = True
                 entry.attempts += 1
                 attempt, version, data = entry.attempts, entry.version, entry.data
-            self._flush_one(index, entry, attempt, version, data)
+                watermark = self.volume.log_number()  # ordered against fsync's next_log by this lock
+            self._flush_one(index, entry, attempt, version, data, watermark)
 
     def _next_to_flush(self) -> int | None:
         """Wait for a dirty block that is due (lock held); None when closing."""
@@ -305,10 +317,15 @@ class BlockDevice:
             else:
                 self._flushable.wait()
 
-    def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data) -> None:
+    def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data, watermark: int) -> None:
         try:
             content_hash = ZERO_HASH if data is None else self.volume.store_block(data, index)
-            self.volume.commit([(index, content_hash)])
+            with self._lock:
+                if entry.log_version <= version:
+                    # logged while this upload ran, with no write since: the
+                    # upload holds those very pages
+                    watermark = max(watermark, entry.log_number)
+            self.volume.commit([(index, content_hash, watermark)])
         except Exception as e:  # kept dirty, retried, and reported to fsync
             log.error("storing block %d failed, will retry: %s", index, e)
             self.stats.add("errors")
@@ -345,16 +362,63 @@ class BlockDevice:
                 self.stats.add("errors")
 
     def fsync(self) -> None:
-        """Return once every write acknowledged so far is durable."""
+        """Return once every write acknowledged so far is durable.
+
+        A block with few changed pages is made durable by logging those
+        pages (all such blocks in one journal object, see volume.py); the
+        others are uploaded whole.  Concurrent calls queue on the log lock
+        and the next one takes all pages logged by then.
+        """
         if self.read_only:
             return
+        with self._log_lock:
+            with self._lock:
+                pieces, logged, uploads = self._plan_fsync()
+                number = self.volume.next_log({index for index, _, _ in pieces}) if pieces else 0
+                for entry, _ in logged:
+                    entry.log_number, entry.log_version = number, entry.version
+            runs = [Run(number, index, first, data) for index, first, data in pieces]
+            try:
+                self._wait_for_uploads(uploads)
+                self.volume.sync(runs, number)
+            except BaseException:
+                if runs:
+                    self.volume.drop_log(number)
+                    with self._lock:  # not logged after all: the next fsync takes them again
+                        for entry, mask in logged:
+                            entry.unlogged |= mask
+                raise
+            if runs:
+                self.stats.add("fsync_log_pages", sum(len(r.data) for r in runs) // LOG_PAGE)
+
+    def _plan_fsync(self):
+        """Split dirty blocks into pages to log and blocks to upload (lock held).
+
+        A dirty block with no unlogged pages was logged by an earlier fsync
+        (whose write has finished: the log lock is held)."""
+        pieces, logged, uploads = [], [], {}
+        limit = max(1, self.block_size // LOG_PAGE // LOG_SHARE)
+        for index in self._index.dirty.iter_set():
+            entry = self._index.entries[index]
+            mask = entry.unlogged
+            if not mask:
+                continue
+            if entry.data is not None and mask.bit_count() <= limit:
+                view = memoryview(entry.data)
+                for first, count in _page_runs(mask):
+                    pieces.append((index, first, bytes(view[first * LOG_PAGE : (first + count) * LOG_PAGE])))
+                logged.append((entry, mask))
+                entry.unlogged = 0
+            else:
+                uploads[index] = (entry, entry.version, entry.attempts)
+        return pieces, logged, uploads
+
+    def _wait_for_uploads(self, targets: dict) -> None:
+        """Wait until each target block's version is stored (upload errors
+        from attempts started before the call are retried, not raised)."""
+        if not targets:
+            return
         with self._lock:
-            # Only an upload that starts after this call may fail it: an error
-            # left from before (say, an outage now over) is retried first.
-            targets = {}
-            for index in self._index.dirty.iter_set():
-                entry = self._index.entries[index]
-                targets[index] = (entry, entry.version, entry.attempts)
             self._urgent += 1
             self._flushable.notify_all()
             try:
@@ -365,6 +429,13 @@ class BlockDevice:
                         self._changed.wait(1.0)
             finally:
                 self._urgent -= 1
+
+    def _upload_everything(self) -> None:
+        """Store every dirty block whole and journal it (for unmount)."""
+        with self._lock:
+            targets = {i: (self._index.entries[i], self._index.entries[i].version, self._index.entries[i].attempts)
+                       for i in self._index.dirty.iter_set()}
+        self._wait_for_uploads(targets)
         self.volume.sync()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -378,8 +449,7 @@ class BlockDevice:
         """
         while True:
             try:
-                self.fsync()
-                self.volume.sync()
+                self._upload_everything()
                 break
             except StoreError as e:
                 log.error("unmount: %d dirty blocks not stored yet (%s); retrying in %.0f s",
@@ -408,3 +478,16 @@ class BlockDevice:
                 "cache_limit_blocks": self._index.max_buffers,
             }
         return {**self.stats.snapshot(), **gauges}
+
+
+def _page_runs(mask: int):
+    """(first page, count) of each run of set bits in `mask`."""
+    page = 0
+    while mask:
+        skip = (mask & -mask).bit_length() - 1
+        mask >>= skip
+        page += skip
+        count = (~mask & (mask + 1)).bit_length() - 1
+        yield page, count
+        mask >>= count
+        page += count

@@ -4,20 +4,28 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
 
   page     raw entries, 32 bytes each; named by its BLAKE3-256, stored once;
            an all-zero page has no object.
-  root     b"BDKR" u32 version, u64 seq, u64 block count, u32 page entries,
-           u32 page count, 16-byte volume UUID, then one 32-byte page hash
-           per page.
-  journal  b"BDKJ" u32 version, u64 seq, 16-byte volume UUID, u32 count,
-           then count x (u64 block number, 32-byte content hash).
+  root     b"BDKR" u32 version (2), u64 seq, u64 block count, u32 page
+           entries, u32 page count, 16-byte volume UUID, u64 log high,
+           u32 live count, u32 mark count, then one 32-byte page hash per
+           page, live count x u64 log number, mark count x (u64 block
+           number, u64 watermark).
+  journal  b"BDKJ" u32 version (2), u64 seq, 16-byte volume UUID, u32 count,
+           u64 log number (0: no pages), u32 run count, then count x (u64
+           block number, 32-byte content hash, u64 watermark), then run count
+           x (u64 block number, u32 first page, u32 page count, page count x
+           4096 bytes).
+  (Version 1 roots and journals lack the log fields and the watermarks.)
 
 A root with sequence S contains every change of every journal with
 sequence <= S; mounting loads the newest root and replays newer journals in
-order.
+order.  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
+"fsync log"): a change's watermark is the log number current when its block
+was read for upload, so pages with a higher log number are newer than it.
 """
 import struct
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..codec._hot import is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
@@ -26,10 +34,16 @@ from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 
-ROOT_HEADER = struct.Struct("<4sIQQII16s")
-JOURNAL_HEADER = struct.Struct("<4sIQ16sI")
-JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}s")
-LAYOUT_VERSION = 1
+ROOT_HEADER_V1 = struct.Struct("<4sIQQII16s")
+ROOT_HEADER = struct.Struct("<4sIQQII16sQII")
+MARK = struct.Struct("<QQ")
+JOURNAL_HEADER_V1 = struct.Struct("<4sIQ16sI")
+JOURNAL_HEADER = struct.Struct("<4sIQ16sIQI")
+JOURNAL_ENTRY_V1 = struct.Struct(f"<Q{HASH_SIZE}s")
+JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}sQ")
+RUN_HEADER = struct.Struct("<QII")
+LOG_PAGE = 4096
+LAYOUT_VERSION = 2
 FETCH_PARALLELISM = 16
 
 
@@ -37,54 +51,130 @@ FETCH_PARALLELISM = 16
 class Root:
     seq: int
     page_hashes: list[bytes]
+    # The fsync log as of this root: the highest log number handed out, the
+    # log numbers whose pages are not all in the map yet, and the watermark
+    # of every block those touch.  Pages of other numbers up to log_high are
+    # merged (or were never acknowledged) and are ignored.
+    log_high: int = 0
+    live: list[int] = field(default_factory=list)
+    marks: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Consecutive 4 KiB pages of one block, as an fsync logged them."""
+    log: int
+    block: int
+    first_page: int
+    data: bytes
+
+
+@dataclass
+class Journal:
+    seq: int
+    changes: list[tuple[int, bytes, int]]  # (block, content hash, watermark)
+    log: int = 0
+    runs: list[Run] | None = None
 
 
 def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: str) -> bytes:
     header = ROOT_HEADER.pack(
         b"BDKR", LAYOUT_VERSION, root.seq, block_count, page_entries, len(root.page_hashes),
-        uuid.UUID(volume_uuid).bytes,
+        uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks),
     )
-    return header + b"".join(root.page_hashes)
+    live = b"".join(struct.pack("<Q", n) for n in sorted(root.live))
+    marks = b"".join(MARK.pack(b, w) for b, w in sorted(root.marks.items()))
+    return header + b"".join(root.page_hashes) + live + marks
 
 
 def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: str) -> Root:
-    if len(data) < ROOT_HEADER.size:
+    if len(data) < ROOT_HEADER_V1.size:
         raise CorruptData("map root is truncated")
-    magic, version, seq, count, entries, pages, vol = ROOT_HEADER.unpack_from(data)
-    if magic != b"BDKR" or version != LAYOUT_VERSION:
+    magic, version, seq, count, entries, pages, vol = ROOT_HEADER_V1.unpack_from(data)
+    if magic != b"BDKR" or version not in (1, 2):
         raise CorruptData("not a map root of a known version")
+    log_high, live_count, mark_count, header = 0, 0, 0, ROOT_HEADER_V1
+    if version == 2:
+        if len(data) < ROOT_HEADER.size:
+            raise CorruptData("map root is truncated")
+        *_, log_high, live_count, mark_count = ROOT_HEADER.unpack_from(data)
+        header = ROOT_HEADER
     if vol != uuid.UUID(volume_uuid).bytes:
         raise CorruptData("map root belongs to another volume")
     if count != block_count or entries != page_entries:
         raise CorruptData("map root does not match the volume geometry")
-    body = data[ROOT_HEADER.size :]
-    if len(body) != pages * HASH_SIZE:
+    body = data[header.size :]
+    if len(body) != pages * HASH_SIZE + live_count * 8 + mark_count * MARK.size:
         raise CorruptData("map root is truncated")
-    return Root(seq, [body[i : i + HASH_SIZE] for i in range(0, len(body), HASH_SIZE)])
+    hashes = [body[i : i + HASH_SIZE] for i in range(0, pages * HASH_SIZE, HASH_SIZE)]
+    at = pages * HASH_SIZE
+    live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
+    marks = dict(MARK.iter_unpack(body[at + live_count * 8 :]))
+    return Root(seq, hashes, log_high, live, marks)
 
 
-def encode_journal(seq: int, changes: dict[int, bytes], volume_uuid: str) -> bytes:
-    header = JOURNAL_HEADER.pack(b"BDKJ", LAYOUT_VERSION, seq, uuid.UUID(volume_uuid).bytes, len(changes))
-    return header + b"".join(JOURNAL_ENTRY.pack(i, h) for i, h in sorted(changes.items()))
+def encode_journal(journal: Journal, volume_uuid: str) -> bytes:
+    runs = journal.runs or []
+    header = JOURNAL_HEADER.pack(b"BDKJ", LAYOUT_VERSION, journal.seq, uuid.UUID(volume_uuid).bytes,
+                                 len(journal.changes), journal.log, len(runs))
+    parts = [header]
+    parts += [JOURNAL_ENTRY.pack(i, h, w) for i, h, w in sorted(journal.changes)]
+    for run in runs:
+        parts.append(RUN_HEADER.pack(run.block, run.first_page, len(run.data) // LOG_PAGE))
+        parts.append(run.data)
+    return b"".join(parts)
 
 
-def decode_journal(data: bytes, volume_uuid: str) -> tuple[int, list[tuple[int, bytes]]]:
-    if len(data) < JOURNAL_HEADER.size:
+def decode_journal(data: bytes, volume_uuid: str) -> Journal:
+    if len(data) < JOURNAL_HEADER_V1.size:
         raise CorruptData("journal entry is truncated")
-    magic, version, seq, vol, count = JOURNAL_HEADER.unpack_from(data)
-    if magic != b"BDKJ" or version != LAYOUT_VERSION:
+    magic, version, seq, vol, count = JOURNAL_HEADER_V1.unpack_from(data)
+    if magic != b"BDKJ" or version not in (1, 2):
         raise CorruptData("not a journal entry of a known version")
     if vol != uuid.UUID(volume_uuid).bytes:
         raise CorruptData("journal entry belongs to another volume")
-    if len(data) != JOURNAL_HEADER.size + count * JOURNAL_ENTRY.size:
+    if version == 1:
+        if len(data) != JOURNAL_HEADER_V1.size + count * JOURNAL_ENTRY_V1.size:
+            raise CorruptData("journal entry is truncated")
+        changes = [(i, h, 0) for i, h in JOURNAL_ENTRY_V1.iter_unpack(data[JOURNAL_HEADER_V1.size :])]
+        return Journal(seq, changes)
+    if len(data) < JOURNAL_HEADER.size:
         raise CorruptData("journal entry is truncated")
-    return seq, list(JOURNAL_ENTRY.iter_unpack(data[JOURNAL_HEADER.size :]))
+    *_, log, run_count = JOURNAL_HEADER.unpack_from(data)
+    at = JOURNAL_HEADER.size + count * JOURNAL_ENTRY.size
+    if len(data) < at:
+        raise CorruptData("journal entry is truncated")
+    changes = list(JOURNAL_ENTRY.iter_unpack(data[JOURNAL_HEADER.size : at]))
+    runs = []
+    for _ in range(run_count):
+        if len(data) < at + RUN_HEADER.size:
+            raise CorruptData("journal entry is truncated")
+        block, first, pages = RUN_HEADER.unpack_from(data, at)
+        at += RUN_HEADER.size
+        if len(data) < at + pages * LOG_PAGE:
+            raise CorruptData("journal entry is truncated")
+        runs.append(Run(log, block, first, bytes(data[at : at + pages * LOG_PAGE])))
+        at += pages * LOG_PAGE
+    if at != len(data):
+        raise CorruptData("journal entry has trailing bytes")
+    return Journal(seq, changes, log, runs)
+
+
+@dataclass
+class Loaded:
+    map: BlockMap
+    root: Root
+    last_seq: int        # the next journal or root must use a larger sequence
+    last_log: int        # the next fsync log number must be larger
+    runs: list[Run]      # logged pages newer than their block in `map`, oldest first
 
 
 class MapStore:
     """Reads and writes one volume's map objects."""
 
-    def __init__(self, store: ObjectStore, codec: Codec, block_count: int, page_entries: int, volume_uuid: str):
+    def __init__(self, store: ObjectStore, codec: Codec, block_count: int, page_entries: int, volume_uuid: str,
+                 block_size: int):
+        self.block_size = block_size
         self.store = store
         self.codec = codec
         self.block_count = block_count
@@ -98,29 +188,38 @@ class MapStore:
     def journal_seqs(self) -> list[int]:
         return sorted(layout.seq_of_key(k) for k in self.store.list(layout.JOURNAL))
 
-    def load(self) -> tuple[BlockMap, Root | None, int]:
-        """The map as of the newest root plus every newer journal.
-
-        Returns the map, the root it started from, and the highest sequence
-        number seen (the next write must use a larger one).
-        """
+    def load(self) -> "Loaded":
+        """The map as of the newest root plus every newer journal, and the
+        logged pages that are newer than their block's content there."""
         blockmap = BlockMap(self.block_count, self.page_entries)
         root_seq = self.latest_root_seq()
-        root = None
+        root = Root(0, [ZERO_HASH] * blockmap.page_count)
         if root_seq is not None:
             root = self.read_root(root_seq)
             self._load_pages(blockmap, root)
-        last = root_seq if root_seq is not None else 0
-        newer = [s for s in self.journal_seqs() if s > last]
+        seqs = self.journal_seqs()
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = list(pool.map(self.read_journal, newer))
-        for seq, changes in zip(newer, journals):
-            for index, content in changes:
-                if index >= self.block_count:
-                    raise CorruptData(f"journal {seq:016x} names block {index} beyond the volume")
-                blockmap.set(index, content)
-            last = seq
-        return blockmap, root, last
+            journals = list(pool.map(self.read_journal, seqs))
+        marks = dict(root.marks)
+        runs: list[Run] = []
+        last_seq, last_log = root.seq, root.log_high
+        for journal in journals:
+            last_seq, last_log = max(last_seq, journal.seq), max(last_log, journal.log)
+            if journal.seq > root.seq:
+                for index, content, watermark in journal.changes:
+                    if index >= self.block_count:
+                        raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
+                    blockmap.set(index, content)
+                    marks[index] = watermark
+            if journal.runs and (journal.log in root.live or journal.log > root.log_high):
+                runs += journal.runs
+        newer = [r for r in runs if r.log > marks.get(r.block, -1)]
+        for run in newer:
+            if run.block >= self.block_count or (run.first_page + len(run.data) // LOG_PAGE) * LOG_PAGE \
+                    > self.block_size:
+                raise CorruptData(f"logged pages of block {run.block} lie beyond it")
+        newer.sort(key=lambda r: r.log)
+        return Loaded(blockmap, root, last_seq, last_log, newer)
 
     def read_root(self, seq: int) -> Root:
         data = self.codec.unpack(self.store.get(layout.root_key(seq)))
@@ -129,15 +228,15 @@ class MapStore:
             raise CorruptData(f"map root {seq:016x} names itself {root.seq:016x}")
         return root
 
-    def read_journal(self, seq: int) -> list[tuple[int, bytes]]:
+    def read_journal(self, seq: int) -> Journal:
         data = self.codec.unpack(self.store.get(layout.journal_key(seq)))
-        found, changes = decode_journal(data, self.uuid)
-        if found != seq:
-            raise CorruptData(f"journal {seq:016x} names itself {found:016x}")
-        return changes
+        journal = decode_journal(data, self.uuid)
+        if journal.seq != seq:
+            raise CorruptData(f"journal {seq:016x} names itself {journal.seq:016x}")
+        return journal
 
-    def write_journal(self, seq: int, changes: dict[int, bytes]) -> None:
-        self.store.put(layout.journal_key(seq), self.codec.pack(encode_journal(seq, changes, self.uuid)))
+    def write_journal(self, journal: Journal) -> None:
+        self.store.put(layout.journal_key(journal.seq), self.codec.pack(encode_journal(journal, self.uuid)))
 
     def write_pages(self, pages: dict[int, bytes]) -> dict[int, bytes]:
         """Store page contents; returns page number -> page hash."""

@@ -6,6 +6,17 @@ hashes in the live map).  `sync()` makes committed changes durable as one
 journal object; `checkpoint()` rewrites changed map pages under a new root
 and then frees objects no entry points at any more.
 
+The fsync log: a durable fsync need not upload every block it dirtied.
+The device may instead hand `sync` the 4 KiB pages written since they were
+last logged; they go into the same journal object, under a log number from
+`next_log()`.  Every commit carries a watermark, the log number current
+when its block's content was read for upload (`log_number()`, read under
+the device's lock so that it orders against `next_log()`): logged pages
+with a higher number are newer than that content.  Mounting applies, for
+each block, the logged pages newer than its watermark, and stores the
+merged blocks.  A root lists the log numbers still needed and the
+watermarks of the blocks they touch, so their journals outlive it.
+
 Ordering rules that keep a crash harmless:
   * a journal is written only after the block objects it names are durable;
   * a root is written only after its pages are durable, and journals it
@@ -24,7 +35,7 @@ from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 from .lock import MountLock
-from .mapstore import MapStore, Root
+from .mapstore import LOG_PAGE, Journal, MapStore, Root, Run
 from .record import VolumeRecord, validate_geometry
 
 log = logging.getLogger(__name__)
@@ -79,23 +90,33 @@ class Volume:
         self.block_size = record.block_size
         self.block_count = record.block_count
         self.codec = Codec(record.compression)
-        self._maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid)
+        self._maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid,
+                              record.block_size)
         self._lock = threading.Lock()          # map, pending changes, in-flight uploads
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
-        self._pending: dict[int, bytes] = {}   # committed, not yet in a journal
+        self._pending: dict[int, tuple[bytes, int]] = {}  # committed, not in a journal: (hash, watermark)
+        self._live: dict[int, set[int]] = {}   # log number -> blocks whose logged pages are not all merged
+        self._log_journals: dict[int, int] = {}  # log number -> sequence of the journal holding its pages
+        self._marks: dict[int, int] = {}       # watermarks of blocks in live logs
         self._inflight: dict[bytes, int] = {}  # hashes being uploaded -> count
         self._candidates: set[bytes] = set()   # hashes that lost a reference
         self._mount_lock = MountLock(store) if writable else None
         if self._mount_lock is not None:
             self._mount_lock.acquire(force=force)
         try:
-            self._map, root, self._seq = self._maps.load()
+            loaded = self._maps.load()
+            if loaded.runs and not writable:
+                raise UserError("this volume holds fsynced writes that were never merged (its last writable "
+                                "mount stopped without unmounting): mount it writable once to merge them")
         except BaseException:
             if self._mount_lock is not None:
                 self._mount_lock.release()
             raise
-        self._root = root or Root(0, [ZERO_HASH] * self._map.page_count)
+        self._map, self._root, self._seq, self._log = loaded.map, loaded.root, loaded.last_seq, loaded.last_log
         self._journals = len([s for s in self._maps.journal_seqs() if s > self._root.seq])
+        self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
+        if loaded.runs:
+            self._merge_logged(loaded.runs)
 
     # -- blocks ---------------------------------------------------------------
 
@@ -139,12 +160,15 @@ class Volume:
             for h in hashes:
                 self._release_inflight(h)
 
-    def commit(self, changes: list[tuple[int, bytes]]) -> None:
-        """Point blocks at stored hashes (or ZERO_HASH) in the live map."""
+    def commit(self, changes: list[tuple[int, bytes, int]]) -> None:
+        """Point blocks at stored hashes (or ZERO_HASH) in the live map;
+        each change carries its watermark (see the fsync log above)."""
         with self._lock:
-            for index, content_hash in changes:
+            for index, content_hash, watermark in changes:
                 old = self._map.set(index, content_hash)
-                self._pending[index] = content_hash
+                self._pending[index] = (content_hash, watermark)
+                if self._live:
+                    self._marks[index] = watermark
                 if old != ZERO_HASH and old != content_hash:
                     self._candidates.add(old)
                 if content_hash != ZERO_HASH:
@@ -157,22 +181,63 @@ class Volume:
         else:
             self._inflight.pop(content_hash, None)
 
+    # -- the fsync log ------------------------------------------------------------
+
+    def log_number(self) -> int:
+        """The watermark for content read for upload now."""
+        return self._log
+
+    def next_log(self, blocks: Iterable[int]) -> int:
+        """A log number for pages of `blocks` about to be logged."""
+        with self._lock:
+            self._log += 1
+            self._live[self._log] = set(blocks)
+            return self._log
+
+    def drop_log(self, number: int) -> None:
+        """Forget a log number whose journal was never written."""
+        with self._lock:
+            self._live.pop(number, None)
+
+    def _merge_logged(self, runs: list[Run]) -> None:
+        """Mount after a crash: store each block with its newer logged pages."""
+        blocks: dict[int, bytearray] = {}
+        for run in runs:
+            if run.block not in blocks:
+                content_hash = self._map.get(run.block)
+                base = bytes(self.block_size) if content_hash == ZERO_HASH else self.read_block(content_hash)
+                blocks[run.block] = bytearray(base)
+            start = run.first_page * LOG_PAGE
+            blocks[run.block][start : start + len(run.data)] = run.data
+        mark = self._log
+        self.commit([(index, self.store_block(data, index), mark) for index, data in blocks.items()])
+        self.sync()
+        self._live.clear()
+        self.checkpoint()
+        log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
+                    sum(len(r.data) // LOG_PAGE for r in runs), len(blocks))
+
     # -- durability -------------------------------------------------------------
 
-    def sync(self) -> None:
-        """Make every committed change durable (one journal object)."""
+    def sync(self, runs: list[Run] | None = None, log_number: int = 0) -> None:
+        """Make every committed change durable (one journal object), with
+        the pages of `runs` under `log_number` if given."""
         with self._sync_lock:
             with self._lock:
                 changes, self._pending = self._pending, {}
-                if not changes:
+                if not changes and not runs:
                     return
                 self._seq += 1
                 seq = self._seq
+            journal = Journal(seq, [(i, h, w) for i, (h, w) in changes.items()], log_number if runs else 0, runs)
             try:
-                self._maps.write_journal(seq, changes)
+                self._maps.write_journal(journal)
             except BaseException:
                 self._restore_pending(changes)
                 raise
+            if runs:
+                with self._lock:
+                    self._log_journals[log_number] = seq
             self._journals += 1
             self.stats.add("journal_writes")
         if self._journals >= CHECKPOINT_JOURNALS:
@@ -192,11 +257,14 @@ class Volume:
                 else:
                     self._seq += 1
                     seq = self._seq
+                    live, dead = self._split_live_logs()
+                    marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
+                    log_high = self._log
             if nothing_new:
                 return self._collect_garbage()
             try:
                 page_hashes = self._maps.write_pages(contents)
-                root = Root(seq, list(self._root.page_hashes))
+                root = Root(seq, list(self._root.page_hashes), log_high, sorted(live), marks)
                 for number, page_hash in page_hashes.items():
                     root.page_hashes[number] = page_hash
                 self._maps.write_root(root)
@@ -210,19 +278,39 @@ class Volume:
             self._root = root
             self._journals = 0
             self.stats.add("checkpoints")
-            self._drop_superseded(old_root, root)
+            with self._lock:
+                keep = {self._log_journals[n] for n in live if n in self._log_journals}
+                for n in dead:
+                    self._live.pop(n, None)
+                    self._log_journals.pop(n, None)
+                if not self._live:
+                    self._marks.clear()
+            self._drop_superseded(old_root, root, keep)
             with self._lock:
                 self._candidates |= candidates
             self._collect_garbage()
 
-    def _restore_pending(self, changes: dict[int, bytes]) -> None:
+    def _restore_pending(self, changes: dict[int, tuple[bytes, int]]) -> None:
         with self._lock:
-            for index, content_hash in changes.items():
-                self._pending.setdefault(index, content_hash)
+            for index, change in changes.items():
+                self._pending.setdefault(index, change)
 
-    def _drop_superseded(self, old: Root, new: Root) -> None:
-        """Delete journals and roots the new root covers, and unused pages."""
-        stale = [layout.journal_key(s) for s in self._maps.journal_seqs() if s <= new.seq]
+    def _split_live_logs(self) -> tuple[dict[int, set[int]], list[int]]:
+        """Log numbers whose pages are not all in the map yet, and the rest
+        (lock held).  A block's pages are in the map once content read for
+        upload after they were logged is committed (watermark >= number)."""
+        live, dead = {}, []
+        for number, blocks in self._live.items():
+            if any(self._marks.get(b, -1) < number for b in blocks):
+                live[number] = blocks
+            else:
+                dead.append(number)
+        return live, dead
+
+    def _drop_superseded(self, old: Root, new: Root, keep: set[int]) -> None:
+        """Delete journals and roots the new root covers (but not the
+        journals of live logged pages), and unused pages."""
+        stale = [layout.journal_key(s) for s in self._maps.journal_seqs() if s <= new.seq and s not in keep]
         stale += [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < new.seq]
         keep = set(new.page_hashes)
         stale += [layout.page_key(h) for h in set(old.page_hashes) - keep if h != ZERO_HASH]

@@ -1,0 +1,116 @@
+"""The fsync log: an fsync of a few changed pages writes those pages into one
+journal object instead of uploading every block it dirtied, and a mount after
+a crash merges them back into their blocks.
+
+Each test kills the daemon with SIGKILL right after fsyncs (before the dirty
+blocks could be uploaded) and checks, through a fresh writable mount, that
+every fsynced byte is there, on both stores; and that content uploaded after
+a page was logged is never rolled back to the older logged page."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+from conftest import KiB, MiB, assert_cli_error, assert_file_matches, wait_pid_gone
+from test_mount import open_rw, write_model
+
+PAGE = 4 * KiB
+
+
+def kill_daemon(bd, m) -> None:
+    pid = bd.stats(m.path)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_pid_gone(pid), f"daemon {pid} did not die after SIGKILL"
+    proc = bd.run("unmount", m.path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def small_writes(fd: int, model: bytearray, rng: random.Random, count: int, end: int) -> None:
+    for _ in range(count):
+        off = rng.randrange(end - PAGE)
+        write_model(fd, model, off, rng.randbytes(rng.choice((1, 512, 3000, PAGE))))
+
+
+def test_small_fsyncs_are_logged_and_merged_after_kill9(bd):
+    vol = bd.create(size="64M", block_size="1M")
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    rng = random.Random(7)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 0, rng.randbytes(16 * MiB))  # whole blocks: uploaded, not logged
+        os.fsync(fd)
+        assert bd.stats(m.path)["fsync_log_pages"] == 0
+        for _ in range(20):
+            small_writes(fd, model, rng, 64, vol.size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert bd.stats(m.path)["fsync_log_pages"] > 0
+    kill_daemon(bd, m)
+
+    before = vol.snapshot()
+    proc = bd.run("mount", vol.url, str(m.path), "--read-only", *vol.store_args)
+    assert "mount it writable once" in assert_cli_error(proc)
+    assert vol.snapshot() == before, "a refused read-only mount changed the volume"
+
+    m = bd.mount(vol, m.path)
+    assert_file_matches(m.file, model)
+    m = bd.remount(m)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    vol.assert_clean_layout()
+
+
+def test_content_uploaded_after_a_logged_page_is_not_rolled_back(bd):
+    vol = bd.create(size="16M", block_size="1M")
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    rng = random.Random(8)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 5 * MiB + 100, rng.randbytes(2000))  # page logged by this fsync
+        os.fsync(fd)
+        logged = bd.stats(m.path)["fsync_log_pages"]
+        assert logged > 0
+        write_model(fd, model, 5 * MiB + 100, rng.randbytes(2000))  # newer, never fsynced...
+        journals = bd.stats(m.path)["journal_writes"]
+        deadline = time.monotonic() + 30
+        while True:  # ...but uploaded and journalled by the background sync
+            st = bd.stats(m.path)
+            if st["dirty_blocks"] == 0 and st["journal_writes"] > journals:
+                break
+            assert time.monotonic() < deadline, f"background flush did not happen: {st}"
+            time.sleep(0.2)
+    finally:
+        os.close(fd)
+    kill_daemon(bd, m)
+    m = bd.mount(vol, m.path)
+    assert_file_matches(m.file, model)
+
+
+def test_checkpoints_while_pages_are_logged_keep_them(bd):
+    """More fsyncs than a checkpoint interval (64 journals), the blocks
+    uploaded now and then under continuous small writes, then a crash."""
+    vol = bd.create(size="32M", block_size="1M")
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    rng = random.Random(9)
+    fd = open_rw(m)
+    try:
+        for round_ in range(150):
+            small_writes(fd, model, rng, 8, vol.size)
+            os.fsync(fd)
+            if round_ % 50 == 49:
+                time.sleep(0.5)  # let some blocks go up whole in between
+    finally:
+        os.close(fd)
+    st = bd.stats(m.path)
+    assert st["checkpoints"] > 0 and st["fsync_log_pages"] > 0, st
+    kill_daemon(bd, m)
+    m = bd.mount(vol, m.path)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    vol.assert_clean_layout()
