@@ -23,6 +23,7 @@ from .cache import CacheIndex, Entry
 log = logging.getLogger(__name__)
 
 WRITE_DELAY = 0.2         # seconds a dirty block waits for more writes
+LOGGED_DELAY = 2.0        # ...and one whose changes an fsync logged (it is durable already)
 SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
@@ -308,7 +309,8 @@ class BlockDevice:
             queue = self._index.queue
             if queue:
                 entry = self._index.entries[queue[0]]
-                wait = entry.last_write + WRITE_DELAY - time.monotonic()
+                delay = LOGGED_DELAY if entry.log_number and not entry.unlogged else WRITE_DELAY
+                wait = entry.last_write + delay - time.monotonic()
                 if wait <= 0 or self._urgent or self._closing:
                     return queue.popleft()
                 self._flushable.wait(wait)
