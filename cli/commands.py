@@ -241,6 +241,7 @@ def info(args: argparse.Namespace) -> int:
         "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": volume.mapped_count(), "objects": objects, "stored_bytes": stored,
+        "unmerged_pages": volume.unmerged_pages,  # fsynced pages a writable mount will merge
     }
     _print_facts(facts, args.json)
     return 0

@@ -27,6 +27,19 @@ def kill_daemon(bd, m) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def settled_snapshot(vol) -> dict:
+    """The volume's objects once the server has finished the requests a
+    killed daemon left in flight (a PUT sent whole may land after the kill)."""
+    snapshot = vol.snapshot()
+    for _ in range(40):
+        time.sleep(0.5)
+        again = vol.snapshot()
+        if again == snapshot:
+            return snapshot
+        snapshot = again
+    raise AssertionError("the volume kept changing after its daemon was killed")
+
+
 def small_writes(fd: int, model: bytearray, rng: random.Random, count: int, end: int) -> None:
     for _ in range(count):
         off = rng.randrange(end - PAGE)
@@ -51,10 +64,11 @@ def test_small_fsyncs_are_logged_and_merged_after_kill9(bd):
     assert bd.stats(m.path)["fsync_log_pages"] > 0
     kill_daemon(bd, m)
 
-    before = vol.snapshot()
+    before = settled_snapshot(vol)
     proc = bd.run("mount", vol.url, str(m.path), "--read-only", *vol.store_args)
     assert "mount it writable once" in assert_cli_error(proc)
     assert vol.snapshot() == before, "a refused read-only mount changed the volume"
+    assert bd.info(vol)["unmerged_pages"] > 0
 
     m = bd.mount(vol, m.path)
     assert_file_matches(m.file, model)
@@ -62,6 +76,7 @@ def test_small_fsyncs_are_logged_and_merged_after_kill9(bd):
     assert_file_matches(m.file, model)
     bd.unmount(m)
     vol.assert_clean_layout()
+    assert bd.info(vol)["unmerged_pages"] == 0
 
 
 def test_content_uploaded_after_a_logged_page_is_not_rolled_back(bd):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..device.device import BlockDevice
+from ..errors import UserError
 from ..store import S3Options, open_store
 from ..volume.volume import Volume
 from .fuse_lib import FUSE
@@ -89,6 +90,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     tune_heap()
     store = open_store(url, s3=options.s3)
     volume = Volume(store, writable=not options.read_only, force=options.force)
+    if volume.unmerged_pages:
+        volume.close()
+        raise UserError("this volume holds fsynced writes that were never merged (its last writable "
+                        "mount stopped without unmounting): mount it writable once to merge them")
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead)
     started = time.time()

@@ -105,18 +105,20 @@ class Volume:
             self._mount_lock.acquire(force=force)
         try:
             loaded = self._maps.load()
-            if loaded.runs and not writable:
-                raise UserError("this volume holds fsynced writes that were never merged (its last writable "
-                                "mount stopped without unmounting): mount it writable once to merge them")
+            self._map, self._root, self._seq, self._log = loaded.map, loaded.root, loaded.last_seq, loaded.last_log
+            self._journals = len([s for s in self._maps.journal_seqs() if s > self._root.seq])
+            self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
+            # Pages an fsync logged that never reached their blocks (the last
+            # writer died): a writable open merges them; a read-only one
+            # would show older data, so its users must refuse to serve it.
+            self.unmerged_pages = sum(len(r.data) for r in loaded.runs) // LOG_PAGE
+            if loaded.runs and writable:
+                self._merge_logged(loaded.runs)
+                self.unmerged_pages = 0
         except BaseException:
             if self._mount_lock is not None:
                 self._mount_lock.release()
             raise
-        self._map, self._root, self._seq, self._log = loaded.map, loaded.root, loaded.last_seq, loaded.last_log
-        self._journals = len([s for s in self._maps.journal_seqs() if s > self._root.seq])
-        self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
-        if loaded.runs:
-            self._merge_logged(loaded.runs)
 
     # -- blocks ---------------------------------------------------------------
 
