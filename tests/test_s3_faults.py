@@ -196,6 +196,14 @@ def assert_blocks_match(path, model, blocks) -> None:
         assert got == bytes(model[b * bs:(b + 1) * bs]), f"block {b} read back wrong under faults"
 
 
+def assert_intact_without_faults(s3: "S3Env", m, vol, model: bytearray) -> None:
+    """Faults off, unmount, mount straight to the server: every byte is right."""
+    s3.proxy.clear()
+    s3.bd.unmount(m)
+    m = s3.mount(vol, direct=True)
+    assert_file_matches(m.file, model)
+
+
 def written_blocks(model: bytearray) -> list[int]:
     bs = parse_size(BLOCK)
     zero = bytes(bs)
@@ -228,10 +236,7 @@ def test_server_errors_are_retried(s3bd):
     assert s3.proxy.counts.get("errors PUT", 0) > 0 and s3.proxy.counts.get("errors GET", 0) > 0, s3.proxy.counts
     assert st["retries"] > 0, st
     assert st["errors"] == 0, st  # every fault was absorbed by a retry
-    s3.proxy.clear()
-    s3.bd.unmount(m)
-    m = s3.mount(vol, direct=True)
-    assert_file_matches(m.file, model)
+    assert_intact_without_faults(s3, m, vol, model)
 
 
 # --------------------------------------------------------------------------
@@ -258,10 +263,7 @@ def test_dropped_connections_never_give_wrong_data(s3bd):
     assert counts.get("drops GET", 0) > 0 and counts.get("drops PUT", 0) > 0, counts
     st = s3.stats(m)
     assert st["retries"] > 0 and st["errors"] == 0, st
-    s3.proxy.clear()
-    s3.bd.unmount(m)
-    m = s3.mount(vol, direct=True)
-    assert_file_matches(m.file, model)
+    assert_intact_without_faults(s3, m, vol, model)
 
 
 # --------------------------------------------------------------------------
@@ -280,10 +282,7 @@ def test_stalled_responses_time_out_and_are_retried(s3bd):
     assert s3.proxy.counts["stalls"] > 0, s3.proxy.counts
     st = s3.stats(m)
     assert st["retries"] > 0 and st["errors"] == 0, st
-    s3.proxy.clear()
-    s3.bd.unmount(m)
-    m = s3.mount(vol, direct=True)
-    assert_file_matches(m.file, model)
+    assert_intact_without_faults(s3, m, vol, model)
 
 
 def test_straggling_requests_are_sent_again_long_before_the_read_timeout(s3bd):
@@ -303,10 +302,7 @@ def test_straggling_requests_are_sent_again_long_before_the_read_timeout(s3bd):
     assert s3.proxy.counts["stalls"] > 0, s3.proxy.counts
     st = s3.stats(m)
     assert st["stragglers"] > 0 and st["errors"] == 0, st
-    s3.proxy.clear()
-    s3.bd.unmount(m)
-    m = s3.mount(vol, direct=True)
-    assert_file_matches(m.file, model)
+    assert_intact_without_faults(s3, m, vol, model)
 
 
 # --------------------------------------------------------------------------

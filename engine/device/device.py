@@ -55,7 +55,7 @@ class BlockDevice:
         self._closing = False
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
-        self._all_pages = (1 << max(1, self.block_size // LOG_PAGE)) - 1
+        self._all_pages = (1 << (self.block_size // LOG_PAGE)) - 1
         self._readahead = readahead
         self._zeros = memoryview(bytes(self.block_size))
         self._next_sequential = -1
@@ -68,11 +68,6 @@ class BlockDevice:
             thread.start()
 
     # -- reads ------------------------------------------------------------------
-
-    def read(self, offset: int, length: int) -> bytes:
-        out = bytearray(max(0, min(length, self.size - offset)))
-        self.read_into(offset, memoryview(out))
-        return bytes(out)
 
     def read_into(self, offset: int, out: memoryview) -> int:
         """Fill `out` from `offset` on (short at the end of the device);
@@ -98,7 +93,7 @@ class BlockDevice:
                 entry = self._index.get(index)
                 if entry is None:
                     if self.volume.lookup(index) == ZERO_HASH:
-                        out[:] = self._zeros[: stop - start]
+                        out[:] = self._zeros[start:stop]
                         return
                     if not self._index.make_room():
                         self._wait_for_room()
@@ -107,10 +102,7 @@ class BlockDevice:
                     self.stats.add("cache_misses")
                 elif entry.loading is None:
                     self.stats.add("cache_hits")
-                    if entry.data is None:
-                        out[:] = self._zeros[: stop - start]
-                    else:
-                        out[:] = memoryview(entry.data)[start:stop]
+                    out[:] = (self._zeros if entry.data is None else memoryview(entry.data))[start:stop]
                     return
                 event = entry.loading
             event.wait()
@@ -368,8 +360,8 @@ class BlockDevice:
 
         A block with few changed pages is made durable by logging those
         pages (all such blocks in one journal object, see volume.py); the
-        others are uploaded whole.  Concurrent calls queue on the log lock
-        and the next one takes all pages logged by then.
+        others are uploaded whole.  Concurrent calls queue on the log lock;
+        each takes every page written by the time it gets it.
         """
         if self.read_only:
             return
@@ -412,7 +404,7 @@ class BlockDevice:
                 logged.append((entry, mask))
                 entry.unlogged = 0
             else:
-                uploads[index] = (entry, entry.version, entry.attempts)
+                uploads[index] = _upload_target(entry)
         return pieces, logged, uploads
 
     def _wait_for_uploads(self, targets: dict) -> None:
@@ -435,8 +427,7 @@ class BlockDevice:
     def _upload_everything(self) -> None:
         """Store every dirty block whole and journal it (for unmount)."""
         with self._lock:
-            targets = {i: (self._index.entries[i], self._index.entries[i].version, self._index.entries[i].attempts)
-                       for i in self._index.dirty.iter_set()}
+            targets = {i: _upload_target(self._index.entries[i]) for i in self._index.dirty.iter_set()}
         self._wait_for_uploads(targets)
         self.volume.sync()
 
@@ -480,6 +471,12 @@ class BlockDevice:
                 "cache_limit_blocks": self._index.max_buffers,
             }
         return {**self.stats.snapshot(), **gauges}
+
+
+def _upload_target(entry: Entry) -> tuple[Entry, int, int]:
+    """What `_wait_for_uploads` waits for: this version stored, by an
+    attempt after the ones started so far."""
+    return entry, entry.version, entry.attempts
 
 
 def _page_runs(mask: int):

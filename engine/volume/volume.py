@@ -217,7 +217,7 @@ class Volume:
         self._live.clear()
         self.checkpoint()
         log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
-                    sum(len(r.data) // LOG_PAGE for r in runs), len(blocks))
+                    self.unmerged_pages, len(blocks))
 
     # -- durability -------------------------------------------------------------
 
