@@ -26,6 +26,18 @@ EXTENSIONS = [
         ["engine/device/_bitmap.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "bucketdisk.device._table",
+        ["engine/device/_table.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "bucketdisk.fs._fuse",
+        ["engine/fs/_fuse.pyx"],
+        include_dirs=["/usr/include/fuse3"],
+        libraries=["fuse3"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

@@ -45,7 +45,7 @@ class BlockDevice:
         self.read_only = not volume.writable
         self.stats = stats or volume.stats
         buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
-        self._index = CacheIndex(self.block_count, buffers)
+        self._index = CacheIndex(self.block_count, buffers, self.block_size)
         self._lock = threading.Lock()
         # Two conditions on one lock, so that a write (often 4 KiB) wakes at
         # most one flush thread, and only when it queues a newly dirty block.
@@ -103,6 +103,7 @@ class BlockDevice:
                 elif entry.loading is None:
                     self.stats.add("cache_hits")
                     out[:] = (self._zeros if entry.data is None else memoryview(entry.data))[start:stop]
+                    self._index.publish(index, entry)  # later reads of it skip Python
                     return
                 event = entry.loading
             event.wait()
@@ -211,6 +212,7 @@ class BlockDevice:
         return entry
 
     def _modify(self, index: int, entry: Entry, start: int, stop: int, chunk, whole: bool) -> None:
+        self._index.withdraw(index, entry)
         if whole and (entry.data is None or entry.shared or not isinstance(entry.data, bytearray)):
             self._index.add_buffer(entry, bytearray(chunk))
         else:
@@ -248,7 +250,7 @@ class BlockDevice:
                     entry = Entry()
                     self._index.insert(index, entry)
                 if entry.loading is None:
-                    self._index.drop_buffer(entry)
+                    self._index.drop_buffer(index, entry)
                     entry.shared = False
                     entry.unlogged = self._all_pages  # no pages to log: fsync uploads it
                     if self._index.mark_dirty(index, entry):
@@ -470,7 +472,15 @@ class BlockDevice:
                 "cached_blocks": len(self._index.entries),
                 "cache_limit_blocks": self._index.max_buffers,
             }
-        return {**self.stats.snapshot(), **gauges}
+        counters = self.stats.snapshot()
+        fast = self._index.table.hits  # blocks FUSE threads served without Python
+        counters["cache_hits"] += fast
+        return {**counters, "fast_path_hits": fast, **gauges}
+
+    def fast_reader(self):
+        """A capsule through which FUSE threads read published blocks
+        without the GIL (see _table.pyx); valid while the device lives."""
+        return self._index.table.reader()
 
 
 def _upload_target(entry: Entry) -> tuple[Entry, int, int]:

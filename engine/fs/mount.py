@@ -11,9 +11,9 @@ from ..device.device import BlockDevice
 from ..errors import UserError
 from ..store import S3Options, open_store
 from ..volume.volume import Volume
-from .fuse_lib import FUSE
+from ._fuse import Session
 from .mountpoints import FSTYPE, device_at
-from .operations import MAX_READAHEAD, DiskOperations
+from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +105,17 @@ def serve(url: str, mountpoint: str, options: MountOptions,
             on_ready()
 
     operations = DiskOperations(device, lambda: render_stats(device, url, started), ready)
-    fuse_options = {"fsname": url.replace(",", "_"), "subtype": FSTYPE.split(".", 1)[1], "default_permissions": True}
-    if options.read_only:
-        fuse_options["ro"] = True
+    fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
+                    "default_permissions"] + (["ro"] if options.read_only else [])
+    session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
+                      max_threads=max(16, options.threads), fast_ino=DISK, fast_reader=device.fast_reader())
     log.info("serving %s on %s", url, mountpoint)
     try:
-        FUSE(operations, mountpoint, foreground=True, raw_fi=True, **fuse_options)
-    except RuntimeError as e:
+        session.run()
+    except OSError:
         # libfuse refused the mount before init (it printed why on stderr).
         device.close()
-        raise OSError(f"libfuse could not mount {mountpoint} (code {e})") from None
+        raise
     if operations.close_error is not None:
         raise operations.close_error
     log.info("unmounted %s cleanly", mountpoint)

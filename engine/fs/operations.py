@@ -15,21 +15,23 @@ from collections.abc import Callable
 
 from ..device.device import BlockDevice
 from ..errors import StoreError
-from .fuse_lib import FuseOSError, Operations
+from ._fuse import Attr, FuseError, Statfs
 
 log = logging.getLogger(__name__)
 
-DISK = "/file"
-STATS = "/stats"
+ROOT, DISK, STATS = 1, 2, 3  # inode numbers (1 is the root by FUSE convention)
+NAMES = {"file": DISK, "stats": STATS}
 MAX_IO = 1 << 20
 MAX_READAHEAD = 4 * MAX_IO  # four requests of the largest size in flight
+ATTR_TIMEOUT = 1.0          # seconds the kernel may keep attributes that never change
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
+SET_ATTR_MODE, SET_ATTR_UID, SET_ATTR_GID, SET_ATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 
 
-class DiskOperations(Operations):
-    use_ns = True
+class DiskOperations:
+    """The operations _fuse.Session calls, by inode number."""
 
     def __init__(self, device: BlockDevice, render_stats: Callable[[], str],
                  on_ready: Callable[[], None] | None = None) -> None:
@@ -45,14 +47,11 @@ class DiskOperations(Operations):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def init_with_config(self, conn, config) -> None:
-        if conn is not None:
-            conn.max_write = MAX_IO
-            conn.max_readahead = MAX_READAHEAD
+    def init(self) -> None:
         if self.on_ready is not None:
             self.on_ready()
 
-    def destroy(self, path: str) -> None:
+    def destroy(self) -> None:
         try:
             self.device.close()
         except BaseException as e:  # reported by the caller of FUSE()
@@ -61,124 +60,116 @@ class DiskOperations(Operations):
 
     # -- metadata -----------------------------------------------------------------
 
-    def getattr(self, path: str, fh=None) -> dict:
-        times = {"st_atime": self.mounted_ns, "st_mtime": self.mounted_ns, "st_ctime": self.mounted_ns}
-        base = {"st_uid": self.uid, "st_gid": self.gid, **times}
-        if path == "/":
-            return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
-        if path == DISK:
+    def lookup(self, parent: int, name: str) -> int:
+        if parent != ROOT:
+            raise FuseError(errno.ENOTDIR)
+        if name not in NAMES:
+            raise FuseError(errno.ENOENT)
+        return NAMES[name]
+
+    def getattr(self, ino: int) -> Attr:
+        if ino == ROOT:
+            return self._attr(ino, stat.S_IFDIR | 0o755, 2, 0, ATTR_TIMEOUT)
+        if ino == DISK:
             mode = 0o400 if self.device.read_only else 0o600
-            return {**base, "st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": self.device.size,
-                    "st_blocks": self.device.size // 512, "st_blksize": self.device.block_size}
-        if path == STATS:
-            return {**base, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1,
-                    "st_size": len(self.render_stats().encode())}
-        raise FuseOSError(errno.ENOENT)
+            return self._attr(ino, stat.S_IFREG | mode, 1, self.device.size, ATTR_TIMEOUT)
+        if ino == STATS:  # its size changes with every read
+            return self._attr(ino, stat.S_IFREG | 0o444, 1, len(self.render_stats().encode()), 0.0)
+        raise FuseError(errno.ENOENT)
 
-    def readdir(self, path: str, fh) -> list[str]:
-        if path != "/":
-            raise FuseOSError(errno.ENOTDIR)
-        return [".", "..", DISK[1:], STATS[1:]]
+    def _attr(self, ino: int, mode: int, nlink: int, size: int, timeout: float) -> Attr:
+        return Attr(ino=ino, mode=mode, nlink=nlink, size=size, uid=self.uid, gid=self.gid,
+                    time_ns=self.mounted_ns, blksize=self.device.block_size, timeout=timeout)
 
-    def statfs(self, path: str) -> dict:
+    def setattr(self, ino: int, to_set: int, size: int) -> Attr:
+        """Size (only to the disk's own), mode and owner are refused; times
+        are accepted and ignored (`touch` on the disk should not fail)."""
+        if to_set & (SET_ATTR_MODE | SET_ATTR_UID | SET_ATTR_GID):
+            raise FuseError(errno.EPERM)
+        if to_set & SET_ATTR_SIZE:
+            if ino != DISK:
+                raise FuseError(errno.EACCES)
+            if size != self.device.size:
+                raise FuseError(errno.EINVAL)  # the disk has a fixed size
+        return self.getattr(ino)
+
+    def readdir(self, ino: int) -> list[tuple[str, int, int]]:
+        if ino != ROOT:
+            raise FuseError(errno.ENOTDIR)
+        return [(".", ROOT, stat.S_IFDIR), ("..", ROOT, stat.S_IFDIR),
+                ("file", DISK, stat.S_IFREG), ("stats", STATS, stat.S_IFREG)]
+
+    def statfs(self) -> Statfs:
         total = self.device.block_count
-        used = self.device.volume.mapped_count()
-        return {"f_bsize": self.device.block_size, "f_frsize": self.device.block_size,
-                "f_blocks": total, "f_bfree": total - used, "f_bavail": total - used,
-                "f_files": 2, "f_ffree": 0, "f_namemax": 255}
-
-    def truncate(self, path: str, length: int, fh=None) -> None:
-        if path != DISK:
-            raise FuseOSError(errno.EACCES)
-        if length != self.device.size:
-            raise FuseOSError(errno.EINVAL)  # the disk has a fixed size
-
-    def chmod(self, path: str, mode: int) -> None:
-        raise FuseOSError(errno.EPERM)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        raise FuseOSError(errno.EPERM)
-
-    def utimens(self, path: str, times=None) -> None:
-        return None  # accepted and ignored: `touch` on the disk should not fail
+        free = total - self.device.volume.mapped_count()
+        return Statfs(block_size=self.device.block_size, blocks=total, free=free,
+                      files=2, free_files=0, name_max=255)
 
     # -- open files -----------------------------------------------------------------
 
-    def open(self, path: str, fi) -> int:
-        writing = fi.flags & (os.O_WRONLY | os.O_RDWR)
-        if path == DISK:
+    def open(self, ino: int, flags: int) -> tuple[int, bool, bool]:
+        """(handle, direct_io, keep_cache)"""
+        writing = flags & (os.O_WRONLY | os.O_RDWR)
+        if ino == DISK:
             if writing and self.device.read_only:
-                raise FuseOSError(errno.EROFS)
-            fi.keep_cache = 1  # every change passes through us, so cached pages stay valid
-            fi.fh = 0
-            return 0
-        if path == STATS:
+                raise FuseError(errno.EROFS)
+            return 0, False, True  # every change passes through us, so cached pages stay valid
+        if ino == STATS:
             if writing:
-                raise FuseOSError(errno.EACCES)
+                raise FuseError(errno.EACCES)
             handle = next(self._handles)
             with self._snapshots_lock:
                 self._stats_snapshots[handle] = self.render_stats().encode()
-            fi.direct_io = 1  # the size changes between reads
-            fi.fh = handle
-            return 0
-        raise FuseOSError(errno.ENOENT)
+            return handle, True, False  # direct: the size changes between reads
+        raise FuseError(errno.EISDIR if ino == ROOT else errno.ENOENT)
 
-    def release(self, path: str, fi) -> int:
+    def release(self, ino: int, fh: int) -> None:
         with self._snapshots_lock:
-            self._stats_snapshots.pop(fi.fh, None)
-        return 0
+            self._stats_snapshots.pop(fh, None)
 
-    def read(self, path: str, size: int, offset: int, fi) -> bytes:
-        """The copying form (fuse_lib.FUSE calls read_into instead)."""
-        out = bytearray(size)
-        return bytes(out[: self.read_into(path, memoryview(out), offset, fi)])
-
-    def read_into(self, path: str, out: memoryview, offset: int, fi) -> int:
-        if path == STATS:
+    def read_into(self, ino: int, fh: int, out: memoryview, offset: int) -> int:
+        if ino == STATS:
             with self._snapshots_lock:
-                text = self._stats_snapshots.get(fi.fh, b"")
+                text = self._stats_snapshots.get(fh, b"")
             chunk = text[offset : offset + len(out)]
             out[: len(chunk)] = chunk
             return len(chunk)
         return self._io(self.device.read_into, offset, out)
 
-    def write(self, path: str, data: memoryview, offset: int, fi) -> int:
-        if path != DISK or self.device.read_only:
-            raise FuseOSError(errno.EROFS if self.device.read_only else errno.EACCES)
+    def write(self, ino: int, fh: int, data: memoryview, offset: int) -> int:
+        if ino != DISK or self.device.read_only:
+            raise FuseError(errno.EROFS if self.device.read_only else errno.EACCES)
         if offset + len(data) > self.device.size:
-            raise FuseOSError(errno.ENOSPC)
+            raise FuseError(errno.ENOSPC)
         return self._io(self.device.write, offset, data)
 
-    def flush(self, path: str, fi) -> int:
-        return 0  # close() is not a durability point; fsync and unmount are
-
-    def fsync(self, path: str, datasync: int, fi) -> int:
+    def fsync(self, ino: int, fh: int, datasync: bool) -> None:
         self._io(self.device.fsync)
-        return 0
 
-    def fallocate(self, path: str, mode: int, offset: int, length: int, fi) -> int:
-        if path != DISK:
-            raise FuseOSError(errno.EOPNOTSUPP)
+    def fallocate(self, ino: int, fh: int, mode: int, offset: int, length: int) -> None:
+        if ino != DISK:
+            raise FuseError(errno.EOPNOTSUPP)
         if self.device.read_only:
-            raise FuseOSError(errno.EROFS)
+            raise FuseError(errno.EROFS)
         if offset < 0 or length <= 0:
-            raise FuseOSError(errno.EINVAL)
+            raise FuseError(errno.EINVAL)
         if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
             if mode & ~(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE):
-                raise FuseOSError(errno.EOPNOTSUPP)
+                raise FuseError(errno.EOPNOTSUPP)
             self._io(self.device.punch, offset, length)
-            return 0
+            return
         if mode & ~FALLOC_FL_KEEP_SIZE:
-            raise FuseOSError(errno.EOPNOTSUPP)
+            raise FuseError(errno.EOPNOTSUPP)
         if offset + length > self.device.size and not mode & FALLOC_FL_KEEP_SIZE:
-            raise FuseOSError(errno.EFBIG)
-        return 0  # every block of the disk already "exists"
+            raise FuseError(errno.EFBIG)
+        # every block of the disk already "exists"
 
     def _io(self, call, *args):
+        """Run a device call; store and OS errors become EIO (logged)."""
         try:
             return call(*args)
         except (StoreError, OSError) as e:
-            if isinstance(e, FuseOSError):
+            if isinstance(e, FuseError):
                 raise
             log.error("I/O error: %s", e)
-            raise FuseOSError(errno.EIO) from None
+            raise FuseError(errno.EIO) from None
