@@ -11,7 +11,8 @@ ports and stops it at the end. With --endpoint it works under a fresh prefix
 in --bucket (which must exist) and deletes what it wrote there at the end.
 
 Workloads, all through the mounted `file` of each system, medians of --runs:
-  raw  16 threads PUT, then GET, 1 MiB objects (requests + requests-aws4auth)
+  raw  16 threads PUT, then GET, 1 MiB objects (urllib3 + a SigV4 signer, one
+       connection per thread)
   W1   durable sequential write of 256 MiB of random data: dd conv=fsync, then
        unmount; the clock stops when the unmount has returned and the daemon
        has exited (s3backer's fsync does not flush, so for it that exit is the
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -56,8 +58,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests_aws4auth import AWS4Auth
+
+from bucketdisk.store.credentials import Credentials
+from bucketdisk.store.sigv4 import EMPTY_SHA256, Signer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -213,8 +219,33 @@ def tail(path: Path, lines: int = 25) -> str:
 
 # ------------------------------------------------------------------- S3 access
 
+class LeanClient:
+    """The raw bench's client: one pooled connection, SigV4 (the signer from
+    bucketdisk.store.sigv4, checked against AWS's examples), no retries."""
+
+    def __init__(self, endpoint: str, signer: Signer) -> None:
+        self.host = endpoint.split("://", 1)[1]
+        self.signer = signer
+        self.pool = urllib3.connection_from_url(endpoint, maxsize=1, retries=False)
+
+    def send(self, method: str, bucket: str, key: str, body: bytes | None) -> tuple[int, bytes]:
+        path = f"/{bucket}/{quote(key, safe='/-_.~')}"
+        payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        headers = self.signer.sign(method, self.host, path, "", {}, payload)
+        r = self.pool.urlopen(method, path, body=body, headers=headers, preload_content=False,
+                              timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
+        try:
+            return r.status, r.read()
+        finally:
+            r.release_conn()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 class S3:
-    """Lean path-style S3 client: bucket admin for the harness, and the raw bench."""
+    """Path-style S3 client (requests): bucket admin for the harness; its
+    lean_client() is the raw bench's."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str):
         self.endpoint = endpoint.rstrip("/")
@@ -232,6 +263,9 @@ class S3:
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         return s
+
+    def lean_client(self) -> "LeanClient":
+        return LeanClient(self.endpoint, Signer(Credentials(self.access_key, self.secret_key), self.region))
 
     def url(self, bucket: str, key: str = "") -> str:
         return f"{self.endpoint}/{bucket}" + (f"/{quote(key, safe='/-_.~')}" if key else "")
@@ -895,26 +929,20 @@ class Harness:
             bodies = [os.urandom(MIB) for _ in range(RAW_THREADS)]
 
             def worker(t: int, method: str, todo: list[str], errors: list) -> None:
-                session, auth = S3.session(pool=1), self.s3.auth()
+                """urllib3 and a SigV4 signer, nothing else: one connection,
+                each body signed (SHA-256) and sent or read in one piece."""
+                client = self.s3.lean_client()
                 try:
                     for key in todo:
-                        if method == "PUT":
-                            r = self.s3.request("PUT", place.bucket, key, data=bodies[t],
-                                                session=session, auth=auth)
-                            ok = r.status_code == 200
-                        else:  # one read of the whole body, not requests' 10 KiB chunks
-                            r = self.s3.request("GET", place.bucket, key, session=session,
-                                                auth=auth, stream=True)
-                            body = r.raw.read()
-                            ok = r.status_code == 200 and len(body) == MIB
-                            r.raw.release_conn()  # fully read: back to the pool
-                        if not ok:
-                            errors.append(f"{method} {key}: HTTP {r.status_code} {r.text[:200]}")
+                        status, body = client.send(method, place.bucket, key,
+                                                   bodies[t] if method == "PUT" else None)
+                        if status != 200 or (method == "GET" and len(body) != MIB):
+                            errors.append(f"{method} {key}: HTTP {status} {body[:200]!r}")
                             return
                 except Exception as e:
                     errors.append(f"{method}: {e}")
                 finally:
-                    session.close()
+                    client.close()
 
             def phase(method: str, todo: list[str]) -> float:
                 errors: list[str] = []

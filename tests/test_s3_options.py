@@ -15,7 +15,8 @@ What is proved:
   (a proxy strips the header): a second writable mount is refused naming the
   holder, and the first mount's data survives;
 - --storage-class and --sse reach the server on every object PUT (recorded
-  by a proxy), and a volume made and written with them reads back.
+  by a proxy), and a volume made and written with them reads back;
+- HTTP_PROXY from the environment carries every request, NO_PROXY bypasses it.
 """
 from __future__ import annotations
 
@@ -101,6 +102,11 @@ class HeaderProxy:
         """(target, headers) of every object PUT seen."""
         with self._lock:
             return [(target, h) for method, target, h in self.requests if method == "PUT"]
+
+    def targets(self) -> list[str]:
+        """The request target of every request seen."""
+        with self._lock:
+            return [target for _, target, _ in self.requests]
 
     # -- machinery ---------------------------------------------------------
     def _spawn(self, fn, *args) -> None:
@@ -502,3 +508,30 @@ def test_storage_class_and_sse_reach_every_put(bd, proxy_factory):
         "the remount read no block through the store"
     bd.unmount(m)
     check_puts(seen, "remount")
+
+
+def test_http_proxy_from_the_environment(bd, proxy_factory, monkeypatch):
+    """HTTP_PROXY carries every request of create, mount and unmount (in
+    absolute form, as to a forward proxy); NO_PROXY naming the server
+    sends them straight to it again."""
+    proxy = proxy_factory()
+    for name in ("http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.endpoint)
+    vol = bd.create(size=SIZE, block_size=BLOCK)
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    write_random(m.file, model, random.Random(43), 8)
+    fsync_path(m.file)
+    bd.unmount(m)
+    targets = proxy.targets()
+    assert any("/blocks/" in t for t in targets), "no block went through the proxy"
+    server = bd.store.server.endpoint
+    assert all(t.startswith(server + "/") for t in targets), \
+        f"a request did not name the server in absolute form: {[t for t in targets if not t.startswith(server)][:3]}"
+
+    monkeypatch.setenv("NO_PROXY", server.split("//", 1)[1].rsplit(":", 1)[0])
+    m = bd.mount(vol, cache_size="4M")
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    assert len(proxy.targets()) == len(targets), "NO_PROXY was not honoured"
