@@ -16,7 +16,7 @@ Slots use open addressing with linear probing and backward-shift deletion
 (no tombstones), sized to a power of two at least twice the cache's
 capacity, so probes stay short.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport int64_t, uint64_t
@@ -183,6 +183,19 @@ cdef class BlockTable:
             return False
         slot.referenced = False
         return True
+
+    def read_into(self, out, uint64_t offset) -> bool:
+        """What a FUSE thread does, callable from Python (tests, benchmarks):
+        fill the writable buffer `out` from `offset` if every block it
+        touches is published."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(out, &view, PyBUF_WRITABLE)
+        try:
+            with nogil:
+                served = table_read(&self.t, <char *>view.buf, view.len, offset)
+        finally:
+            PyBuffer_Release(&view)
+        return served
 
     @property
     def hits(self) -> int:
