@@ -103,6 +103,15 @@ def test_mount_shape_lock_and_clean_unmount(bd):
     assert st.st_size == vol.size == 96 * MiB
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert m.stats_file.is_file()
+    # the tree is fixed: names neither come nor go
+    for attempt in (lambda: os.open(m.path / "new", os.O_CREAT | os.O_WRONLY, 0o600),
+                    lambda: os.mkdir(m.path / "dir"), lambda: os.unlink(m.file),
+                    lambda: os.rename(m.file, m.path / "renamed"), lambda: os.symlink("file", m.path / "link"),
+                    lambda: os.link(m.file, m.path / "hard")):
+        with pytest.raises(PermissionError) as refused:
+            attempt()
+        assert refused.value.errno == errno.EPERM
+    assert sorted(os.listdir(m.path)) == ["file", "stats"]
     assert vol.has_lock(), "no lock object while mounted writable"
     assert json.loads(vol.lock_bytes())["pid"] == m.pid, "the lock does not name the daemon"
     assert pid_alive(m.pid)

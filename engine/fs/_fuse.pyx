@@ -23,7 +23,9 @@ calls a method of the Python `operations` object, with inode numbers:
 The memoryviews are libfuse's own buffers (no copy); they are released when
 the method returns, so keeping one raises rather than reads freed memory.
 A method fails a request by raising FuseError(errno); any other exception
-is logged and answered with EIO.
+is logged and answered with EIO.  The tree is fixed: requests that would
+change it (create, mknod, mkdir, unlink, rmdir, symlink, rename, link) are
+answered EPERM here.
 """
 import errno
 import logging
@@ -35,11 +37,12 @@ from typing import NamedTuple
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.errno cimport ENOMEM, EPERM
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from posix.stat cimport struct_stat
-from posix.types cimport off_t
+from posix.types cimport dev_t, mode_t, off_t
 
 include "../device/fast_read.pxi"
 
@@ -109,6 +112,17 @@ cdef extern from *:
         void (*statfs)(fuse_req_t req, fuse_ino_t ino) noexcept nogil
         void (*fallocate)(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                           fuse_file_info *fi) noexcept nogil
+        void (*mknod)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      dev_t rdev) noexcept nogil
+        void (*mkdir)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) noexcept nogil
+        void (*unlink)(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil
+        void (*rmdir)(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil
+        void (*symlink)(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) noexcept nogil
+        void (*rename)(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                       const char *newname, unsigned int flags) noexcept nogil
+        void (*link)(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) noexcept nogil
+        void (*create)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                       fuse_file_info *fi) noexcept nogil
 
     void *fuse_req_userdata(fuse_req_t req) nogil
     int fuse_reply_err(fuse_req_t req, int err) nogil
@@ -210,6 +224,8 @@ cdef class Session:
         ops.setattr, ops.open, ops.read, ops.write = _setattr, _open, _read, _write
         ops.release, ops.fsync, ops.readdir = _release, _fsync, _readdir
         ops.statfs, ops.fallocate = _statfs, _fallocate
+        ops.mknod, ops.mkdir, ops.unlink, ops.rmdir = _mknod, _mkdir, _unlink, _rmdir
+        ops.symlink, ops.rename, ops.link, ops.create = _symlink, _rename, _link, _create
 
         argv = [b"bucketdisk"] + [item for option in self.options for item in (b"-o", option.encode())]
         cdef fuse_args args
@@ -371,7 +387,7 @@ cdef void _read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
     cdef int code = 0
     cdef size_t count = 0
     if buf == NULL:
-        fuse_reply_err(req, 12)  # ENOMEM
+        fuse_reply_err(req, ENOMEM)
         return
     if ino == state.fast_ino and state.fast != NULL and state.fast.read(state.fast.table, buf, size, off):
         count = size
@@ -426,7 +442,7 @@ cdef void _readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
     cdef struct_stat st
     cdef int code = 0
     if buf == NULL:
-        fuse_reply_err(req, 12)  # ENOMEM
+        fuse_reply_err(req, ENOMEM)
         return
     memset(&st, 0, sizeof(st))
     with gil:
@@ -478,3 +494,39 @@ cdef void _fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
         except BaseException as e:
             code = error_code(e, "fallocate")
     fuse_reply_err(req, code)
+
+
+# -- the fixed tree: no names come or go --------------------------------------------------
+
+cdef void _mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _unlink(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                  const char *newname, unsigned int flags) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                  fuse_file_info *fi) noexcept nogil:
+    fuse_reply_err(req, EPERM)
