@@ -82,8 +82,9 @@ class DiskOperations:
                     time_ns=self.mounted_ns, blksize=self.device.block_size, timeout=timeout)
 
     def setattr(self, ino: int, to_set: int, size: int) -> Attr:
-        """Size (only to the disk's own), mode and owner are refused; times
-        are accepted and ignored (`touch` on the disk should not fail)."""
+        """Mode, owner and size changes are refused (truncating the disk to
+        its own size is accepted); times are accepted and ignored (`touch`
+        on the disk should not fail)."""
         if to_set & (SET_ATTR_MODE | SET_ATTR_UID | SET_ATTR_GID):
             raise FuseError(errno.EPERM)
         if to_set & SET_ATTR_SIZE:
@@ -96,8 +97,8 @@ class DiskOperations:
     def readdir(self, ino: int) -> list[tuple[str, int, int]]:
         if ino != ROOT:
             raise FuseError(errno.ENOTDIR)
-        return [(".", ROOT, stat.S_IFDIR), ("..", ROOT, stat.S_IFDIR),
-                ("file", DISK, stat.S_IFREG), ("stats", STATS, stat.S_IFREG)]
+        return [(".", ROOT, stat.S_IFDIR), ("..", ROOT, stat.S_IFDIR)] + \
+            [(name, ino, stat.S_IFREG) for name, ino in NAMES.items()]
 
     def statfs(self) -> Statfs:
         total = self.device.block_count
