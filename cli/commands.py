@@ -247,6 +247,26 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+def gc(args: argparse.Namespace) -> int:
+    from bucketdisk.store import open_store
+    from bucketdisk.volume import layout
+    from bucketdisk.volume.volume import Volume
+
+    store = open_store(args.url, s3=s3_options(args))
+    volume = Volume(store, writable=True)  # the mount lock: refused while mounted
+    try:
+        before = store.usage(layout.BLOCKS)[1]
+        found = volume.sweep(delete=not args.dry_run)
+        after = store.usage(layout.BLOCKS)[1]
+    finally:
+        volume.close()
+    verb = "found" if args.dry_run else "deleted"
+    facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
+             f"{verb}_old_roots": found.roots, "stored_bytes_before": before, "stored_bytes_after": after}
+    _print_facts(facts, args.json)
+    return 0
+
+
 def _print_facts(facts: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(facts, indent=2))

@@ -20,6 +20,7 @@ EXAMPLES = {
     "unmount": "bucketdisk unmount /mnt/disk1",
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
+    "gc": "bucketdisk gc file:///srv/disk1 --dry-run",
 }
 
 
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
+
+    p = _command(sub, "gc", "delete objects nothing refers to (left by a mount that died); "
+                            "the volume must not be mounted", [store])
+    p.add_argument("url")
+    p.add_argument("--dry-run", action="store_true", help="only count them")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=commands.gc)
 
     p = _command(sub, "stats", "show a mounted volume's counters")
     p.add_argument("mountpoint")

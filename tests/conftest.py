@@ -309,6 +309,10 @@ class FilePlace:
         except FileNotFoundError:
             return None
 
+    def write(self, key: str, data: bytes) -> None:
+        (self.path / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.path / key).write_bytes(data)
+
     def snapshot(self) -> dict[str, bytes | None]:
         """Everything in the directory, scratch dir included: relpath -> bytes, None for a directory."""
         dirs, files = self._walk()
@@ -387,6 +391,10 @@ class S3Place:
             return None
         assert r.status_code == 200, f"GET {self.url}/{key}: {r.status_code} {r.text[:300]}"
         return r.content
+
+    def write(self, key: str, data: bytes) -> None:
+        r = s3_request(self.server, "PUT", self.bucket, f"{self.prefix}/{key}", data=data)
+        assert r.status_code == 200, f"PUT {self.url}/{key}: {r.status_code} {r.text[:300]}"
 
     def snapshot(self) -> dict[str, bytes | None]:
         """Every object under the prefix: key -> bytes."""

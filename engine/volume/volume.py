@@ -27,6 +27,7 @@ Ordering rules that keep a crash harmless:
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..codec.block import ZERO_HASH, Codec
 from ..errors import NotFound, StoreError, UserError
@@ -76,6 +77,14 @@ def _delete_all(store: ObjectStore, keys: list[str]) -> None:
     keys = sorted(keys, key=lambda k: k != layout.RECORD)
     for start in range(0, len(keys), DELETE_BATCH):
         store.delete(keys[start : start + DELETE_BATCH])
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What `Volume.sweep` found nothing refers to."""
+    blocks: int  # block objects no map entry points at
+    pages: int   # map pages the current root does not use
+    roots: int   # roots older than the current one
 
 
 class Volume:
@@ -343,6 +352,35 @@ class Volume:
                 self.store.delete(keys[start : start + DELETE_BATCH])
             self.stats.add("blocks_collected", len(dead))
 
+    def sweep(self, *, delete: bool = True) -> Sweep:
+        """Find, and unless told not to delete, what nothing refers to.
+
+        Checkpoints keep the store tidy as they go; a mount that dies
+        leaves behind block objects it uploaded but never committed, and a
+        checkpoint cut short leaves pages and roots it meant to delete.
+        Only the newest root is ever read, so after a checkpoint of the
+        current map, every block that map does not name, every page its
+        root does not list and every older root is garbage.  Needs the
+        volume open writable: the mount lock keeps out every other writer.
+        """
+        if not self.writable:
+            raise RuntimeError("sweep needs the volume open writable")
+        self.sync()
+        self.checkpoint()
+        with self._lock:
+            referenced = {layout.block_key(h) for h in self._map.distinct() | set(self._inflight)}
+        root = self._root
+        used_pages = {layout.page_key(h) for h in root.page_hashes if h != ZERO_HASH}
+        blocks = [k for k in self.store.list(layout.BLOCKS) if k not in referenced and _is_block_key(k)]
+        pages = [k for k in self.store.list(layout.PAGES) if k not in used_pages]
+        roots = [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < root.seq]
+        if delete:
+            garbage = blocks + pages + roots
+            for start in range(0, len(garbage), DELETE_BATCH):
+                self.store.delete(garbage[start : start + DELETE_BATCH])
+            self.stats.add("blocks_collected", len(blocks))
+        return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots))
+
     def close(self) -> None:
         """Make everything durable, checkpoint, and give the volume lock back.
 
@@ -372,3 +410,12 @@ class Volume:
     def distinct_hashes(self) -> set[bytes]:
         with self._lock:
             return self._map.distinct()
+
+
+def _is_block_key(key: str) -> bool:
+    """Whether `key` is named as block objects are (anything else under
+    blocks/ is not ours to delete)."""
+    try:
+        return layout.block_key(layout.hash_of_block_key(key)) == key
+    except ValueError:
+        return False

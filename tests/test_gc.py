@@ -1,0 +1,76 @@
+"""`bucketdisk gc`: what a mount that died (blocks uploaded, never
+committed) and a checkpoint cut short (map pages and roots it meant to
+delete) leave in the store goes, and nothing else; the data reads back
+the same; a mounted volume is refused.  Both stores, through the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from conftest import MiB, assert_cli_error, assert_file_matches, fsync_path
+
+
+def gc(bd, vol, *extra) -> dict:
+    proc = bd.run("gc", vol.url, "--json", *vol.store_args, *extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_gc_deletes_only_what_nothing_refers_to(bd):
+    vol = bd.create(size="8M", block_size="64K")
+    m = bd.mount(vol)
+    rng = random.Random(5)
+    model = bytearray(vol.size)
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        for _ in range(30):
+            off, data = rng.randrange(vol.size - 100_000), rng.randbytes(100_000)
+            os.pwrite(fd, data, off)
+            model[off : off + len(data)] = data
+    finally:
+        os.close(fd)
+    fsync_path(m.file)
+    bd.unmount(m)
+    clean = vol.keys()
+    (root,) = [k for k in clean if k.startswith("map/roots/")]
+
+    # what a dead mount and an interrupted checkpoint leave behind
+    orphan_hash = rng.randbytes(32).hex()
+    garbage = {f"blocks/{orphan_hash[:2]}/{orphan_hash}": rng.randbytes(70_000),
+               f"map/pages/{rng.randbytes(32).hex()}": rng.randbytes(300),
+               f"map/roots/{int(root.rsplit('/', 1)[1], 16) - 1:016x}": vol.place.read(root)}
+    for key, data in garbage.items():
+        vol.place.write(key, data)
+
+    found = gc(bd, vol, "--dry-run")
+    assert (found["found_blocks"], found["found_map_pages"], found["found_old_roots"]) == (1, 1, 1), found
+    assert set(vol.keys()) == set(clean) | set(garbage), "a dry run changed the store"
+
+    done = gc(bd, vol)
+    assert (done["deleted_blocks"], done["deleted_map_pages"], done["deleted_old_roots"]) == (1, 1, 1), done
+    assert done["stored_bytes_before"] - done["stored_bytes_after"] == 70_000
+    assert vol.keys() == clean, "gc deleted more or less than the garbage"
+    vol.assert_clean_layout()
+    again = gc(bd, vol)
+    assert (again["deleted_blocks"], again["deleted_map_pages"], again["deleted_old_roots"]) == (0, 0, 0)
+
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+
+
+def test_gc_refuses_a_mounted_volume(bd):
+    vol = bd.create(size="4M", block_size="64K")
+    m = bd.mount(vol)
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"x" * MiB, 0)
+    finally:
+        os.close(fd)
+    fsync_path(m.file)
+    before = vol.keys()
+    line = assert_cli_error(bd.run("gc", vol.url, *vol.store_args))
+    assert "mount" in line or "lock" in line, line
+    assert vol.keys() == before, "a refused gc changed the store"
+    bd.unmount(m)
