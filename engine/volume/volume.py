@@ -300,12 +300,21 @@ class Volume:
                 for n in dead:
                     self._live.pop(n, None)
                     self._log_journals.pop(n, None)
-                if not self._live:
-                    self._marks.clear()
+                self._prune_marks()
             self._drop_superseded(old_root, root, keep)
             with self._lock:
                 self._candidates |= candidates
             self._collect_garbage()
+
+    def _prune_marks(self) -> None:
+        """Keep only the watermarks of blocks in live logs (lock held).  A
+        block's older mark is below any log number yet to come, so it
+        answers exactly as no mark does."""
+        if not self._live:
+            self._marks.clear()
+            return
+        logged = set().union(*self._live.values())
+        self._marks = {b: mark for b, mark in self._marks.items() if b in logged}
 
     def _restore_pending(self, changes: dict[int, tuple[bytes, int]]) -> None:
         with self._lock:
