@@ -1,14 +1,19 @@
 """`bucketdisk gc`: what a mount that died (blocks uploaded, never
 committed) and a checkpoint cut short (map pages and roots it meant to
 delete) leave in the store goes, and nothing else; the data reads back
-the same; a mounted volume is refused.  Both stores, through the CLI."""
+the same; a mounted volume is refused.  Both stores, through the CLI:
+planted garbage of each kind, and the real leftovers of a SIGKILL."""
 from __future__ import annotations
 
 import json
 import os
 import random
+import signal
+import time
 
-from conftest import MiB, assert_cli_error, assert_file_matches, fsync_path
+from conftest import (
+    KiB, MiB, assert_cli_error, assert_file_matches, distinct_nonzero_blocks, fsync_path, wait_pid_gone,
+)
 
 
 def gc(bd, vol, *extra) -> dict:
@@ -73,4 +78,39 @@ def test_gc_refuses_a_mounted_volume(bd):
     line = assert_cli_error(bd.run("gc", vol.url, *vol.store_args))
     assert "mount" in line or "lock" in line, line
     assert vol.keys() == before, "a refused gc changed the store"
+    bd.unmount(m)
+
+
+def test_gc_after_kill9_leaves_one_object_per_distinct_block(bd):
+    """Blocks uploaded in the second before a SIGKILL, or replaced by them,
+    are named by no map; after gc the store holds exactly one object per
+    distinct non-zero block the volume reads back."""
+    vol = bd.create(size="8M", block_size="64K")
+    m = bd.mount(vol)
+    rng = random.Random(9)
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        os.pwrite(fd, rng.randbytes(6 * MiB), 0)
+        os.fsync(fd)
+        os.pwrite(fd, rng.randbytes(6 * MiB), MiB)  # uploaded soon, journalled within 5 s
+    finally:
+        os.close(fd)
+    time.sleep(1.0)
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_pid_gone(m.pid)
+    assert bd.run("unmount", m.path).returncode == 0
+
+    m = bd.mount(vol, m.path)  # takes over the dead mount's lock
+    with open(m.file, "rb") as f:
+        content = f.read()
+    bd.unmount(m)
+    distinct = distinct_nonzero_blocks(content, 64 * KiB)
+    assert len(vol.object_keys()) > len(distinct), "the kill left nothing behind to collect"
+
+    done = gc(bd, vol)
+    assert done["deleted_blocks"] > 0
+    assert len(vol.object_keys()) == len(distinct)
+    vol.assert_clean_layout()
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, content)
     bd.unmount(m)
