@@ -286,6 +286,20 @@ cdef void fill_stat(struct_stat *st, attr) noexcept:
     st.st_atim.tv_nsec = st.st_mtim.tv_nsec = st.st_ctim.tv_nsec = attr.time_ns % 1_000_000_000
 
 
+cdef int call_with_buffer(fuse_req_t req, str method, char *buf, size_t size, int access, fuse_ino_t ino,
+                          uint64_t fh, off_t off, size_t *count) noexcept with gil:
+    """`operations.<method>(ino, fh, view, off)` with `buf` as a memoryview,
+    released afterwards; the errno to answer, or 0 and the result in `count`."""
+    view = PyMemoryView_FromMemory(buf, size, access)
+    try:
+        count[0] = getattr(session_of(req).operations, method)(ino, fh, view, off)
+        return 0
+    except BaseException as e:
+        return error_code(e, method)
+    finally:
+        view.release()
+
+
 # -- callbacks (libfuse threads, no GIL on entry) --------------------------------------
 
 cdef void _init(void *userdata, fuse_conn_info *conn) noexcept nogil:
@@ -392,14 +406,7 @@ cdef void _read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
     if ino == state.fast_ino and state.fast != NULL and state.fast.read(state.fast.table, buf, size, off):
         count = size
     else:
-        with gil:
-            view = PyMemoryView_FromMemory(buf, size, PyBUF_WRITE)
-            try:
-                count = (<Session>state.session).operations.read_into(ino, fi.fh, view, off)
-            except BaseException as e:
-                code = error_code(e, "read")
-            finally:
-                view.release()
+        code = call_with_buffer(req, "read_into", buf, size, PyBUF_WRITE, ino, fi.fh, off, &count)
     if code:
         fuse_reply_err(req, code)
     else:
@@ -410,16 +417,8 @@ cdef void _read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
 
 cdef void _write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                  fuse_file_info *fi) noexcept nogil:
-    cdef int code = 0
     cdef size_t count = 0
-    with gil:
-        view = PyMemoryView_FromMemory(<char *>buf, size, PyBUF_READ)
-        try:
-            count = session_of(req).operations.write(ino, fi.fh, view, off)
-        except BaseException as e:
-            code = error_code(e, "write")
-        finally:
-            view.release()
+    cdef int code = call_with_buffer(req, "write", <char *>buf, size, PyBUF_READ, ino, fi.fh, off, &count)
     if code:
         fuse_reply_err(req, code)
     else:
