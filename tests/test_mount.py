@@ -33,7 +33,7 @@ from conftest import (
 )
 
 REQUIRED_STATS = (
-    "pid", "dirty_blocks", "cache_hits", "cache_misses", "objects_put", "objects_got",
+    "pid", "dirty_blocks", "cache_hits", "cache_misses", "fast_path_hits", "objects_put", "objects_got",
     "objects_deleted", "bytes_put", "bytes_got", "errors",
 )
 REQUIRED_INFO = (
