@@ -80,8 +80,6 @@ cdef extern from *:
     struct fuse_conn_info:
         unsigned max_write
         unsigned max_readahead
-        unsigned capable
-        unsigned want
     struct fuse_file_info:
         int flags
         unsigned int direct_io
@@ -143,10 +141,10 @@ cdef extern from *:
     void fuse_session_destroy(fuse_session *se) nogil
     int fuse_set_signal_handlers(fuse_session *se) nogil
     void fuse_remove_signal_handlers(fuse_session *se) nogil
+    void fuse_opt_free_args(fuse_args *args) nogil
     fuse_loop_config *fuse_loop_cfg_create() nogil
     void fuse_loop_cfg_destroy(fuse_loop_config *config) nogil
     void fuse_loop_cfg_set_max_threads(fuse_loop_config *config, unsigned int value) nogil
-    int FUSE_CAP_WRITEBACK_CACHE
 
 DEF STACK_READ = 128 * 1024  # reads up to this size use a buffer on the worker's stack
 
@@ -185,7 +183,6 @@ cdef struct State:
     FastRead *fast
     unsigned max_write
     unsigned max_readahead
-    bint writeback_cache
 
 
 cdef class Session:
@@ -199,8 +196,7 @@ cdef class Session:
     cdef int max_threads
 
     def __init__(self, operations, mountpoint: str, options: list[str], *, max_write: int,
-                 max_readahead: int, max_threads: int = 16, fast_ino: int = 0, fast_reader=None,
-                 writeback_cache: bool = False) -> None:
+                 max_readahead: int, max_threads: int = 16, fast_ino: int = 0, fast_reader=None) -> None:
         self.operations = operations
         self.mountpoint = os.fsencode(mountpoint)
         self.options = options
@@ -208,7 +204,6 @@ cdef class Session:
         self.state.session = <void *>self
         self.state.max_write = max_write
         self.state.max_readahead = max_readahead
-        self.state.writeback_cache = writeback_cache
         self.state.fast_ino = fast_ino
         self.state.fast = NULL
         if fast_reader is not None:
@@ -229,14 +224,15 @@ cdef class Session:
 
         argv = [b"bucketdisk"] + [item for option in self.options for item in (b"-o", option.encode())]
         cdef fuse_args args
-        args.argc = len(argv)
-        args.allocated = 0
-        args.argv = <char **>malloc((args.argc + 1) * sizeof(char *))
+        cdef char **ours = <char **>malloc((len(argv) + 1) * sizeof(char *))
         for i, item in enumerate(argv):
-            args.argv[i] = item
-        args.argv[args.argc] = NULL
+            ours[i] = item
+        ours[len(argv)] = NULL
+        args.argc, args.argv, args.allocated = len(argv), ours, 0
         cdef fuse_session *se = fuse_session_new(&args, &ops, sizeof(ops), &self.state)
-        free(args.argv)
+        if args.allocated:  # libfuse replaced the vector with a copy of its own
+            fuse_opt_free_args(&args)
+        free(ours)
         if se == NULL:
             raise OSError(errno.EINVAL, f"libfuse refused the mount options {self.options}")
         if threading.current_thread() is threading.main_thread():
@@ -306,8 +302,6 @@ cdef void _init(void *userdata, fuse_conn_info *conn) noexcept nogil:
     cdef State *state = <State *>userdata
     conn.max_write = state.max_write
     conn.max_readahead = state.max_readahead
-    if state.writeback_cache and conn.capable & FUSE_CAP_WRITEBACK_CACHE:
-        conn.want |= FUSE_CAP_WRITEBACK_CACHE
     with gil:
         try:
             (<Session>state.session).operations.init()
