@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # Replaying many small journals slows the next mount; fold them into a
 # checkpoint once this many have accumulated.
 CHECKPOINT_JOURNALS = 64
-DELETE_BATCH = 1000
 
 
 def read_record(store: ObjectStore) -> VolumeRecord | None:
@@ -74,9 +73,7 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
 
 def _delete_all(store: ObjectStore, keys: list[str]) -> None:
     # The record goes first so a half-wiped volume is never mistaken for one.
-    keys = sorted(keys, key=lambda k: k != layout.RECORD)
-    for start in range(0, len(keys), DELETE_BATCH):
-        store.delete(keys[start : start + DELETE_BATCH])
+    store.delete(sorted(keys, key=lambda k: k != layout.RECORD))
 
 
 @dataclass(frozen=True)
@@ -337,11 +334,14 @@ class Volume:
         """Delete journals and roots the new root covers (but not the
         journals of live logged pages), and unused pages."""
         stale = [layout.journal_key(s) for s in self._maps.journal_seqs() if s <= new.seq and s not in keep]
-        stale += [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < new.seq]
+        stale += self._roots_before(new)
         keep = set(new.page_hashes)
         stale += [layout.page_key(h) for h in set(old.page_hashes) - keep if h != ZERO_HASH]
-        for start in range(0, len(stale), DELETE_BATCH):
-            self.store.delete(stale[start : start + DELETE_BATCH])
+        self.store.delete(stale)
+
+    def _roots_before(self, root: Root) -> list[str]:
+        """Keys of the roots older than `root` (only the newest is ever read)."""
+        return [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < root.seq]
 
     def _collect_garbage(self) -> None:
         """Delete block objects that lost their last reference.
@@ -356,9 +356,7 @@ class Volume:
                 return
             live = self._map.referenced(candidates) | set(self._inflight)
             dead = candidates - live
-            keys = [layout.block_key(h) for h in dead]
-            for start in range(0, len(keys), DELETE_BATCH):
-                self.store.delete(keys[start : start + DELETE_BATCH])
+            self.store.delete([layout.block_key(h) for h in dead])
             self.stats.add("blocks_collected", len(dead))
 
     def sweep(self, *, delete: bool = True) -> Sweep:
@@ -382,11 +380,9 @@ class Volume:
         used_pages = {layout.page_key(h) for h in root.page_hashes if h != ZERO_HASH}
         blocks = [k for k in self.store.list(layout.BLOCKS) if k not in referenced and _is_block_key(k)]
         pages = [k for k in self.store.list(layout.PAGES) if k not in used_pages]
-        roots = [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < root.seq]
+        roots = self._roots_before(root)
         if delete:
-            garbage = blocks + pages + roots
-            for start in range(0, len(garbage), DELETE_BATCH):
-                self.store.delete(garbage[start : start + DELETE_BATCH])
+            self.store.delete(blocks + pages + roots)
             self.stats.add("blocks_collected", len(blocks))
         return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots))
 
