@@ -51,7 +51,7 @@ def _store_argv(args: argparse.Namespace) -> list[str]:
 def create(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume.record import validate_geometry
-    from bucketdisk.volume.volume import create_volume
+    from bucketdisk.volume.create import create_volume
 
     validate_geometry(args.size, args.block_size)
     store = open_store(args.url, create=True, s3=s3_options(args))
@@ -228,7 +228,8 @@ def _wait_for_exit(pid: int | None) -> None:
 def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
-    from bucketdisk.volume.volume import Volume, read_record
+    from bucketdisk.volume.record import read_record
+    from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)

@@ -5,7 +5,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from ..codec.block import COMPRESSIONS, HASH_NAME
-from ..errors import UserError
+from ..errors import NotFound, UserError
+from ..store.base import ObjectStore
+from .layout import RECORD as RECORD_KEY
 
 FORMAT_NAME = "bucketdisk"
 FORMAT_VERSION = 1
@@ -74,3 +76,13 @@ def validate_geometry(size: int, block_size: int) -> None:
         raise UserError(f"volume size {size} is not a multiple of the block size {block_size}")
     if size // block_size > MAX_BLOCKS:
         raise UserError(f"volume of {size // block_size} blocks is too large; use a larger block size")
+
+
+def read_record(store: ObjectStore) -> VolumeRecord | None:
+    """The volume record in `store`, or None when there is none.
+
+    Raises UserError for a record this version cannot read."""
+    try:
+        return VolumeRecord.from_bytes(store.get(RECORD_KEY))
+    except NotFound:
+        return None

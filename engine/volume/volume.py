@@ -37,43 +37,13 @@ from . import layout
 from .blockmap import BlockMap
 from .lock import MountLock
 from .mapstore import LOG_PAGE, Journal, MapStore, Root, Run
-from .record import VolumeRecord, validate_geometry
+from .record import read_record
 
 log = logging.getLogger(__name__)
 
 # Replaying many small journals slows the next mount; fold them into a
 # checkpoint once this many have accumulated.
 CHECKPOINT_JOURNALS = 64
-
-
-def read_record(store: ObjectStore) -> VolumeRecord | None:
-    try:
-        return VolumeRecord.from_bytes(store.get(layout.RECORD))
-    except NotFound:
-        return None
-
-
-def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False) -> VolumeRecord:
-    """Write a new, empty volume.  With `force`, an old one is wiped first."""
-    validate_geometry(size, block_size)
-    existing = list(store.list())
-    if existing:
-        if not force:
-            what = "a volume" if layout.RECORD in existing else "other data"
-            raise UserError(f"{store.describe()} already holds {what}; use --force to replace it")
-        lock = MountLock(store)
-        holder = lock.holder()
-        if holder is not None and not MountLock.is_stale(holder):
-            raise UserError("that volume is mounted; unmount it before replacing it")
-        _delete_all(store, existing)
-    record = VolumeRecord(size=size, block_size=block_size)
-    store.put(layout.RECORD, record.to_bytes())
-    return record
-
-
-def _delete_all(store: ObjectStore, keys: list[str]) -> None:
-    # The record goes first so a half-wiped volume is never mistaken for one.
-    store.delete(sorted(keys, key=lambda k: k != layout.RECORD))
 
 
 @dataclass(frozen=True)
