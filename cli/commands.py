@@ -243,6 +243,7 @@ def info(args: argparse.Namespace) -> int:
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": volume.mapped_count(), "objects": objects, "stored_bytes": stored,
         "unmerged_pages": volume.unmerged_pages,  # fsynced pages a writable mount will merge
+        "unknown_keys": volume.unknown_keys,  # named as nothing of ours: left alone
     }
     _print_facts(facts, args.json)
     return 0
@@ -251,19 +252,22 @@ def info(args: argparse.Namespace) -> int:
 def gc(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
+    from bucketdisk.volume.sweep import sweep
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
-    volume = Volume(store, writable=True)  # the mount lock: refused while mounted
+    # A dry run reads only; a real one takes the lease (refused while mounted).
+    volume = Volume(store, writable=not args.dry_run)
     try:
         before = store.usage(layout.BLOCKS)[1]
-        found = volume.sweep(delete=not args.dry_run)
+        found = sweep(volume, delete=not args.dry_run)
         after = store.usage(layout.BLOCKS)[1]
     finally:
         volume.close()
     verb = "found" if args.dry_run else "deleted"
     facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
-             f"{verb}_old_roots": found.roots, "stored_bytes_before": before, "stored_bytes_after": after}
+             f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
+             "stored_bytes_before": before, "stored_bytes_after": after}
     _print_facts(facts, args.json)
     return 0
 

@@ -245,17 +245,21 @@ def assert_file_matches(path, model: bytes | bytearray, chunk: int = 4 * MiB) ->
 STORES = ("file", "s3")
 
 PAGE_KEY_RE = re.compile(r"^map/pages/[0-9a-f]{64}$")
-ROOT_KEY_RE = re.compile(r"^map/roots/[0-9a-f]{16}$")
-JOURNAL_KEY_RE = re.compile(r"^map/journal/[0-9a-f]{16}$")
+# roots and journals are named <epoch>-<seq>, leases lock/<epoch> (FORMAT.md)
+ROOT_KEY_RE = re.compile(r"^map/roots/[0-9a-f]{16}-[0-9a-f]{16}$")
+JOURNAL_KEY_RE = re.compile(r"^map/journal/[0-9a-f]{16}-[0-9a-f]{16}$")
+LEASE_KEY_RE = re.compile(r"^lock/[0-9a-f]{16}$")
 FILE_STORE_TMP = ".tmp"  # the file:// store's own scratch dir (temp files before link/rename)
 # directories a file:// volume may hold: the key layout's prefixes and the scratch dir
-FILE_STORE_DIR_RE = re.compile(r"^(blocks(/[0-9a-f]{2})?|map(/(pages|roots|journal))?|\.tmp)$")
+FILE_STORE_DIR_RE = re.compile(r"^(blocks(/[0-9a-f]{2})?|map(/(pages|roots|journal))?|lock|\.tmp)$")
 
 
 def key_kind(key: str) -> str | None:
     """Which documented kind of object a volume key is (FORMAT.md), or None."""
-    if key in ("volume", "lock"):
+    if key == "volume":
         return key
+    if LEASE_KEY_RE.match(key):
+        return "lock"
     if BLOCK_OBJECT_RE.match(key):
         return "block" if key.split("/")[1] == key.split("/")[2][:2] else None
     for kind, rx in (("page", PAGE_KEY_RE), ("root", ROOT_KEY_RE), ("journal", JOURNAL_KEY_RE)):
@@ -455,11 +459,18 @@ class Volume:
         assert data is not None, f"no volume record at {self.url}"
         return data
 
+    def lease_keys(self) -> list[str]:
+        return sorted(k for k in self.place.keys() if LEASE_KEY_RE.match(k))
+
     def lock_bytes(self) -> bytes | None:
-        return self.place.read("lock")
+        """The newest lease object (lock/<epoch>), or None."""
+        keys = self.lease_keys()
+        return self.place.read(keys[-1]) if keys else None
 
     def has_lock(self) -> bool:
-        return "lock" in self.place.keys()
+        """Whether a lease is held (a lease object not marked released)."""
+        data = self.lock_bytes()
+        return data is not None and not json.loads(data).get("released")
 
     def snapshot(self) -> dict[str, bytes | None]:
         """All of the volume's place: key -> bytes (file: directories too, as `dir/` -> None)."""

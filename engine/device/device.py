@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..codec.block import ZERO_HASH
 from ..errors import StoreError
 from ..stats import Stats
+from ..volume.lock import Fenced
 from ..volume.mapstore import LOG_PAGE, Run
 from ..volume.volume import Volume
 from .cache import CacheIndex, Entry
@@ -170,6 +171,7 @@ class BlockDevice:
     # -- writes -------------------------------------------------------------------
 
     def write(self, offset: int, data: bytes) -> int:
+        self._refuse_if_fenced()
         if offset + len(data) > self.size:
             raise ValueError("write past the end of the device")
         view = memoryview(data)
@@ -233,6 +235,7 @@ class BlockDevice:
 
     def punch(self, offset: int, length: int) -> None:
         """Zero a range; whole blocks in it lose their objects."""
+        self._refuse_if_fenced()
         length = max(0, min(length, self.size - offset))
         for index, start, stop in self._split(offset, length):
             if start == 0 and stop == self.block_size:
@@ -258,6 +261,12 @@ class BlockDevice:
                     return
                 event = entry.loading
             event.wait()
+
+    def _refuse_if_fenced(self) -> None:
+        """A mount that lost its lease acknowledges no more writes."""
+        reason = self.volume.fenced
+        if reason is not None:
+            raise Fenced(reason)
 
     def _wait_for_room(self) -> None:
         """Wait (lock held, released while waiting) until flushes free a buffer.
@@ -352,7 +361,9 @@ class BlockDevice:
     def _sync_loop(self) -> None:
         while not self._stopped.wait(SYNC_INTERVAL):
             try:
-                self.volume.sync()
+                self.volume.sync(confirm=False)  # acknowledges nothing
+            except Fenced:
+                return
             except Exception as e:
                 log.error("journal write failed, will retry: %s", e)
                 self.stats.add("errors")
@@ -446,10 +457,27 @@ class BlockDevice:
             try:
                 self._upload_everything()
                 break
+            except Fenced:
+                self._stop_threads()
+                self.volume.abort()
+                raise
             except StoreError as e:
                 log.error("unmount: %d dirty blocks not stored yet (%s); retrying in %.0f s",
                           self._index.dirty_count(), e, retry_delay)
                 time.sleep(retry_delay)
+        self._stop_threads()
+        while True:
+            try:
+                self.volume.close()
+                return
+            except Fenced:
+                self.volume.abort()
+                raise
+            except StoreError as e:
+                log.error("unmount: final checkpoint failed (%s); retrying in %.0f s", e, retry_delay)
+                time.sleep(retry_delay)
+
+    def _stop_threads(self) -> None:
         with self._lock:
             self._closing = True
             self._flushable.notify_all()
@@ -457,13 +485,6 @@ class BlockDevice:
         for thread in self._threads:
             thread.join()
         self._fetchers.shutdown(wait=True)
-        while True:
-            try:
-                self.volume.close()
-                return
-            except StoreError as e:
-                log.error("unmount: final checkpoint failed (%s); retrying in %.0f s", e, retry_delay)
-                time.sleep(retry_delay)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -471,6 +492,7 @@ class BlockDevice:
                 "dirty_blocks": self._index.dirty_count(),
                 "cached_blocks": len(self._index.entries),
                 "cache_limit_blocks": self._index.max_buffers,
+                "fenced": int(self.volume.fenced is not None),
             }
         counters = self.stats.snapshot()
         fast = self._index.table.hits  # blocks FUSE threads served without Python

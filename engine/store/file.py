@@ -6,6 +6,7 @@ directory is fsynced so the new name survives a crash.
 """
 import errno
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -39,7 +40,7 @@ class FileStore(ObjectStore):
         try:
             with open(self._path(key), "rb") as f:
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # a directory holds keys; it is not one
             raise NotFound(key) from None
         except OSError as e:
             self.stats.add("request_failures")
@@ -50,9 +51,10 @@ class FileStore(ObjectStore):
 
     def head(self, key: str) -> int | None:
         try:
-            return os.stat(self._path(key)).st_size
+            st = os.stat(self._path(key))
         except FileNotFoundError:
             return None
+        return None if stat.S_ISDIR(st.st_mode) else st.st_size
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         path = self._path(key)

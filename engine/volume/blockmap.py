@@ -48,6 +48,10 @@ class BlockMap:
         after = sum(1 for h in self._iter_hashes(start, start + expected) if h != ZERO_HASH)
         self.mapped_count += after - before
 
+    def entries(self) -> bytes:
+        """A copy of every entry (count * 32 bytes), for scanning without a lock."""
+        return bytes(self._entries)
+
     def take_dirty_pages(self) -> list[int]:
         pages = sorted(self._dirty_pages)
         self._dirty_pages.clear()
@@ -56,12 +60,6 @@ class BlockMap:
     def mark_pages_dirty(self, pages: list[int]) -> None:
         self._dirty_pages.update(pages)
 
-    def referenced(self, hashes: set[bytes]) -> set[bytes]:
-        """The members of `hashes` that some entry still points at."""
-        if not hashes:
-            return set()
-        return {h for h in self._iter_hashes() if h in hashes}
-
     def distinct(self) -> set[bytes]:
         return {h for h in self._iter_hashes() if h != ZERO_HASH}
 
@@ -69,3 +67,24 @@ class BlockMap:
         view = memoryview(self._entries)
         for offset in range(start, len(view) if stop is None else stop, HASH_SIZE):
             yield bytes(view[offset : offset + HASH_SIZE])
+
+
+def referenced_in(entries: bytes, hashes: set[bytes]) -> set[bytes]:
+    """The members of `hashes` that occur as an entry of `entries` (a copy
+    of a map's entries).  A few hashes are searched for with bytes.find
+    (C speed, about 3 ms per 32 MiB); many, by one pass over the entries."""
+    if not hashes or not entries:
+        return set()
+    if len(hashes) <= 16:
+        return {h for h in hashes if _occurs_aligned(entries, h)}
+    view = memoryview(entries)
+    return {bytes(view[i : i + HASH_SIZE]) for i in range(0, len(view), HASH_SIZE)} & hashes
+
+
+def _occurs_aligned(entries: bytes, content_hash: bytes) -> bool:
+    at = entries.find(content_hash)
+    while at >= 0:
+        if at % HASH_SIZE == 0:
+            return True
+        at = entries.find(content_hash, at + 1)
+    return False

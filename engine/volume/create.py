@@ -2,7 +2,7 @@
 from ..errors import UserError
 from ..store.base import ObjectStore
 from . import layout
-from .lock import MountLock
+from .lock import current_holder
 from .record import VolumeRecord, validate_geometry
 
 
@@ -14,10 +14,9 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         if not force:
             what = "a volume" if layout.RECORD in existing else "other data"
             raise UserError(f"{store.describe()} already holds {what}; use --force to replace it")
-        lock = MountLock(store)
-        holder = lock.holder()
-        if holder is not None and not MountLock.is_stale(holder):
-            raise UserError("that volume is mounted; unmount it before replacing it")
+        holder = current_holder(store)
+        if holder is not None and holder.state() in ("live-here", "held"):
+            raise UserError(f"that volume is mounted by {holder.describe()}; unmount it before replacing it")
         _delete_all(store, existing)
     record = VolumeRecord(size=size, block_size=block_size)
     store.put(layout.RECORD, record.to_bytes())

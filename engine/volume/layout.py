@@ -1,11 +1,27 @@
-"""The key layout of a volume inside its store (documented in FORMAT.md)."""
+"""The key layout of a volume inside its store (documented in FORMAT.md).
+
+Map roots and journals are named by the writer's epoch (the number of the
+lease it mounted under, see lock.py) and a sequence number, both 16 hex
+digits, so keys sort in the order they were written and two writers can
+never write the same name.  Keys of the first format (sequence only) are
+read as epoch 0.
+"""
+import re
 
 RECORD = "volume"
-LOCK = "lock"
+LEASES = "lock/"
+LEGACY_LOCK = "lock"  # the single lock object of record version 1
 BLOCKS = "blocks/"
 PAGES = "map/pages/"
 ROOTS = "map/roots/"
 JOURNAL = "map/journal/"
+
+_HEX16 = "[0-9a-f]{16}"
+_HEX64 = "[0-9a-f]{64}"
+_SEQ_NAME = re.compile(rf"^(?:({_HEX16})-)?({_HEX16})$")
+_LEASE_NAME = re.compile(rf"^({_HEX16})$")
+_BLOCK_KEY = re.compile(rf"^blocks/([0-9a-f]{{2}})/({_HEX64})$")
+_PAGE_KEY = re.compile(rf"^map/pages/{_HEX64}$")
 
 
 def block_key(content_hash: bytes) -> str:
@@ -13,21 +29,58 @@ def block_key(content_hash: bytes) -> str:
     return f"{BLOCKS}{h[:2]}/{h}"
 
 
-def hash_of_block_key(key: str) -> bytes:
-    return bytes.fromhex(key.rsplit("/", 1)[1])
+def hash_of_block_key(key: str) -> bytes | None:
+    """The content hash a block key names, or None for any other key."""
+    m = _BLOCK_KEY.match(key)
+    if m is None or m.group(2)[:2] != m.group(1):
+        return None
+    return bytes.fromhex(m.group(2))
 
 
 def page_key(page_hash: bytes) -> str:
     return PAGES + page_hash.hex()
 
 
-def root_key(seq: int) -> str:
-    return f"{ROOTS}{seq:016x}"
+def hash_of_page_key(key: str) -> bytes | None:
+    return bytes.fromhex(key[len(PAGES):]) if _PAGE_KEY.match(key) else None
 
 
-def journal_key(seq: int) -> str:
-    return f"{JOURNAL}{seq:016x}"
+def root_key(epoch: int, seq: int) -> str:
+    return f"{ROOTS}{epoch:016x}-{seq:016x}"
 
 
-def seq_of_key(key: str) -> int:
-    return int(key.rsplit("/", 1)[1], 16)
+def journal_key(epoch: int, seq: int) -> str:
+    return f"{JOURNAL}{epoch:016x}-{seq:016x}"
+
+
+def lease_key(epoch: int) -> str:
+    return f"{LEASES}{epoch:016x}"
+
+
+def name_of(key: str, prefix: str) -> tuple[int, int] | None:
+    """(epoch, seq) of a root or journal key under `prefix`, or None for a
+    key that is not named as ours (an editor backup, a console "folder")."""
+    if not key.startswith(prefix):
+        return None
+    m = _SEQ_NAME.match(key[len(prefix):])
+    if m is None:
+        return None
+    return int(m.group(1) or "0", 16), int(m.group(2), 16)
+
+
+def epoch_of_lease_key(key: str) -> int | None:
+    if not key.startswith(LEASES):
+        return None
+    m = _LEASE_NAME.match(key[len(LEASES):])
+    return int(m.group(1), 16) if m else None
+
+
+def is_volume_key(key: str) -> bool:
+    """Whether `key` is one the documented layout names: only such keys
+    are ever deleted by bucketdisk."""
+    return (key in (RECORD, LEGACY_LOCK)
+            or hash_of_block_key(key) is not None
+            or hash_of_page_key(key) is not None
+            or name_of(key, ROOTS) is not None
+            or name_of(key, JOURNAL) is not None
+            or epoch_of_lease_key(key) is not None)

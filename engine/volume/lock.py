@@ -1,9 +1,29 @@
-"""The single-writer lock: one `lock` object, created atomically.
+"""The single-writer lease, and the epoch that fences out a superseded writer.
 
-It records who holds the volume (host, boot id, pid, a random token) and a
-lease that the holder renews.  A lock is stale, and may be taken over, when
-its holder is a dead process on this very machine (same boot id) or when its
-lease has run out; anything else refuses the mount unless forced.
+Each writable mount takes a lease object `lock/<epoch>`, created only if
+absent (If-None-Match: *), with an epoch one above every epoch the volume
+has seen.  Exactly one mount can create a given epoch, and every map object
+it writes carries that epoch in its name (layout.py), so two writers never
+write the same key, and readers take the newest epoch's root as the truth.
+
+A holder renews by rewriting its own lease object (no one else writes that
+key) and proves it still holds the volume by finding no `lock/<epoch+1>`:
+it does that after renewing, after each journal it is about to acknowledge
+and before any delete.  A holder that finds a successor, or that has not
+renewed for LEASE_SECONDS (by the CLOCK_BOOTTIME clock, which keeps
+counting through a suspend), is fenced: it raises Fenced and acknowledges
+nothing more.
+
+Taking over a lease that was not released:
+  * held by a live process of this machine and PID namespace: refused,
+    even with --force;
+  * its process is gone (same machine, boot and PID namespace): taken;
+  * anything else (another host, another PID namespace we cannot see
+    into): taken once the lease has expired (with CLOCK_SKEW to spare),
+    or at once with --force.
+A lease object that fenced a live predecessor is kept (as a released
+tombstone) until that predecessor's lease has surely run out, so the
+predecessor still finds it.
 """
 import json
 import logging
@@ -12,21 +32,40 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
-from ..errors import NotFound, UserError
+from ..errors import NotFound, StoreError, UserError
 from ..store.base import ObjectStore
 from . import layout
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 600
-RENEW_SECONDS = 60
+LEASE_SECONDS = 120.0  # a holder that has not renewed for this long stops acknowledging writes
+RENEW_SECONDS = 15.0   # how often the holder renews (several tries fit in one lease)
+CLOCK_SKEW = 30.0      # seconds two machines' clocks may differ; added before a lease counts as expired
+
+
+class Fenced(StoreError):
+    """This mount no longer holds the volume's lease: it must not
+    acknowledge anything more.  The message says why."""
+
+
+def boottime() -> float:
+    """Seconds since boot, counting time spent suspended."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
 
@@ -41,84 +80,238 @@ def _process_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-class MountLock:
-    def __init__(self, store: ObjectStore) -> None:
+@dataclass(frozen=True)
+class Holder:
+    """What a lease object says about the mount that holds (or held) it."""
+    epoch: int
+    fields: dict
+
+    @property
+    def released(self) -> bool:
+        return bool(self.fields.get("released"))
+
+    def describe(self) -> str:
+        f = self.fields
+        return f"pid {f.get('pid')} on {f.get('host')} since {f.get('since')}"
+
+    def state(self, now: float | None = None) -> str:
+        """'released', 'dead', 'expired', 'live-here' (a live process on this
+        machine: never taken over) or 'held' (taken over only with --force)."""
+        f, now = self.fields, time.time() if now is None else now
+        if self.released:
+            return "released"
+        if f.get("host") == socket.gethostname() and f.get("boot_id") == _boot_id() \
+                and f.get("pidns") == _pid_namespace():
+            pid = f.get("pid")
+            if isinstance(pid, int) and pid != os.getpid() and _process_alive(pid):
+                return "live-here"
+            return "dead"
+        expires = f.get("expires")
+        if not isinstance(expires, (int, float)) or expires + CLOCK_SKEW < now:
+            return "expired"
+        return "held"
+
+    def fences_until(self) -> float:
+        """Wall-clock time until which this lease object must be kept: a
+        predecessor it took over from may act until its lease runs out."""
+        if not self.fields.get("fences"):
+            return 0.0
+        return float(self.fields.get("since_epoch_seconds", 0)) + LEASE_SECONDS + CLOCK_SKEW
+
+
+def read_leases(store: ObjectStore) -> list[Holder]:
+    """Every lease object, oldest epoch first.  An unreadable one counts as
+    expired (its holder wrote nothing we can trust)."""
+    holders = []
+    for key in store.list(layout.LEASES):
+        epoch = layout.epoch_of_lease_key(key)
+        if epoch is None:
+            continue
+        try:
+            fields = json.loads(store.get(key))
+            if not isinstance(fields, dict):
+                raise ValueError
+        except NotFound:
+            continue
+        except ValueError:
+            fields = {}
+        holders.append(Holder(epoch, fields))
+    return sorted(holders, key=lambda h: h.epoch)
+
+
+def current_holder(store: ObjectStore) -> Holder | None:
+    """The holder of the newest lease, unless it was released."""
+    leases = read_leases(store)
+    if leases and not leases[-1].released:
+        return leases[-1]
+    return _legacy_holder(store)
+
+
+def _legacy_holder(store: ObjectStore) -> Holder | None:
+    """The lock object of record version 1, read as a lease of epoch 0."""
+    try:
+        fields = json.loads(store.get(layout.LEGACY_LOCK))
+    except NotFound:
+        return None
+    except ValueError:
+        fields = {}
+    return Holder(0, fields if isinstance(fields, dict) else {})
+
+
+class Lease:
+    """A writable mount's hold on its volume (see the module docstring)."""
+
+    def __init__(self, store: ObjectStore, epoch: int, fences: bool) -> None:
         self.store = store
+        self.epoch = epoch
         self.token = uuid.uuid4().hex
+        self._fences = fences
+        self._since = time.time()
+        self._valid_until = boottime() + LEASE_SECONDS
+        self._fenced: str | None = None
+        self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def _content(self) -> bytes:
+    # -- taking and giving back ------------------------------------------------------
+
+    @classmethod
+    def acquire(cls, store: ObjectStore, *, min_epoch: int, force: bool = False) -> "Lease":
+        """Take the volume, or raise UserError naming who holds it.
+
+        `min_epoch` is the highest epoch any map object of the volume
+        carries; the new epoch is above it and above every lease object.
+        """
+        leases = read_leases(store)
+        newest = leases[-1] if leases else _legacy_holder(store)
+        fences = False
+        if newest is not None:
+            state = newest.state()
+            if state == "live-here":
+                raise UserError(f"volume is mounted writable by {newest.describe()} (a live process on "
+                                "this machine); unmount it first")
+            if state == "held" and not force:
+                raise UserError(f"volume is already mounted writable by {newest.describe()}; its lease "
+                                "runs for up to "
+                                f"{LEASE_SECONDS + CLOCK_SKEW:.0f} s after that mount stops renewing it; use "
+                                "--force only if that mount is gone")
+            # A predecessor that may still be running must find our lease object.
+            fences = state in ("held", "expired")
+        epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
+        lease = cls(store, epoch, fences)
+        if not store.put(layout.lease_key(epoch), lease._content(), if_absent=True):
+            raise UserError("another mount took the volume at the same moment")
+        won = read_leases(store)
+        if not won or won[-1].epoch != epoch or won[-1].fields.get("token") != lease.token:
+            # a store that ignores If-None-Match let two mounts through
+            raise UserError("another mount took the volume at the same moment")
+        lease._tidy(leases)
+        if newest is not None and newest.epoch == 0 and not leases:
+            store.delete([layout.LEGACY_LOCK])
+        lease._start_renewing()
+        return lease
+
+    def _content(self, *, released: bool = False) -> bytes:
         return json.dumps({
-            "host": socket.gethostname(),
-            "boot_id": _boot_id(),
-            "pid": os.getpid(),
-            "token": self.token,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "expires": time.time() + LEASE_SECONDS,
+            "host": socket.gethostname(), "boot_id": _boot_id(), "pidns": _pid_namespace(),
+            "pid": os.getpid(), "token": self.token, "epoch": self.epoch,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._since)),
+            "since_epoch_seconds": self._since, "fences": self._fences,
+            "expires": time.time() + LEASE_SECONDS, "released": released,
         }).encode()
 
-    def acquire(self, *, force: bool = False) -> None:
-        """Take the lock or raise UserError naming who holds it.
-
-        The create is conditional (If-None-Match), which is atomic where the
-        store honours it.  On a store that ignores it, reading the holder
-        first and our token back after refuse any second writer that comes
-        later; two mounts started in the same instant could still both
-        pass, and the renewer then reports the loser loudly.
-        """
-        holder = self.holder()
-        if holder is not None:
-            if not force and not self.is_stale(holder):
-                raise UserError(
-                    f"volume is already mounted writable by pid {holder.get('pid')} on "
-                    f"{holder.get('host')} since {holder.get('since')}; "
-                    "use --force only if that mount is gone"
-                )
-            self.store.delete([layout.LOCK])  # stale or forced
-        self.store.put(layout.LOCK, self._content(), if_absent=True)
-        won = self.holder()
-        if won is None or won.get("token") != self.token:
-            raise UserError("another mount took the volume lock at the same moment")
-        self._start_renewing()
-
-    def holder(self) -> dict | None:
-        try:
-            return json.loads(self.store.get(layout.LOCK))
-        except NotFound:
-            return None
-        except ValueError:
-            return {}  # unreadable: treat as stale
+    def _tidy(self, older: list[Holder]) -> None:
+        """Delete older lease objects no superseded writer can still need."""
+        now = time.time()
+        stale = [layout.lease_key(h.epoch) for h in older
+                 if h.epoch < self.epoch and h.fences_until() < now]
+        if stale:
+            self.store.delete(stale)
 
     def release(self) -> None:
+        """Stop renewing and give the volume back.  The lease object stays
+        (marked released) while a predecessor it fenced may still act."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        holder = self.holder()
-        if holder is not None and holder.get("token") == self.token:
-            self.store.delete([layout.LOCK])
+        if self._fenced is not None:
+            return  # not ours any more
+        key = layout.lease_key(self.epoch)
+        if self._fences and time.time() < self._since + LEASE_SECONDS + CLOCK_SKEW:
+            self.store.put(key, self._content(released=True))
+        else:
+            self.store.delete([key])
 
-    @staticmethod
-    def is_stale(holder: dict) -> bool:
-        if not holder:
-            return True
-        if holder.get("boot_id") == _boot_id() and holder.get("host") == socket.gethostname():
-            pid = holder.get("pid")
-            return not isinstance(pid, int) or not _process_alive(pid) or pid == os.getpid()
-        return float(holder.get("expires", 0)) < time.time()
+    # -- proving we still hold it ----------------------------------------------------
+
+    @property
+    def fenced(self) -> str | None:
+        """Why this mount lost the volume, or None while it holds it."""
+        return self._fenced
+
+    def check(self) -> None:
+        """Raise Fenced unless this mount provably still holds the volume:
+        renewed within LEASE_SECONDS and no successor lease exists.  Call
+        after a write that is about to be acknowledged, and before deletes."""
+        if self._fenced is not None:
+            raise Fenced(self._fenced)
+        if boottime() >= self._valid_until:
+            # Not final: a later renewal that finds no newer epoch restores it.
+            raise Fenced(f"this mount has not renewed its lease for {LEASE_SECONDS:.0f} s (is the store "
+                         "reachable?); writes are refused until it does")
+        self.check_successor()
+
+    def _fence(self, reason: str) -> None:
+        with self._check_lock:
+            if self._fenced is None:
+                self._fenced = reason
+                log.error("%s: this mount refuses all further writes (unstored data stays in memory "
+                          "until it is unmounted, and is then lost)", reason)
+        raise Fenced(self._fenced)
+
+    def fence(self, reason: str) -> None:
+        """Mark this mount fenced (a map write found its name taken); raises Fenced."""
+        self._fence(reason)
+
+    # -- renewing --------------------------------------------------------------------
 
     def _start_renewing(self) -> None:
-        self._renewer = threading.Thread(target=self._renew, name="lock-renewer", daemon=True)
+        self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
         self._renewer.start()
 
-    def _renew(self) -> None:
+    def _renew_loop(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
+            if self._fenced is not None:
+                return
             try:
-                holder = self.holder()
-                if holder is not None and holder.get("token") == self.token:
-                    self.store.put(layout.LOCK, self._content())
-                else:
-                    log.error("the volume lock now belongs to pid %s on %s: another writer is mounted; "
-                              "unmount one of them", (holder or {}).get("pid"), (holder or {}).get("host"))
-            except Exception:  # a missed renewal is retried; the lease is long
-                pass
+                self.renew()
+            except Fenced:
+                return
+            except StoreError as e:
+                left = self._valid_until - boottime()
+                log.warning("renewing the lease failed (%s); %.0f s left before writes are refused", e, left)
+
+    def renew(self) -> None:
+        """Extend the lease by LEASE_SECONDS from now (raises Fenced or StoreError)."""
+        started = boottime()
+        expired = started >= self._valid_until
+        self.store.put(layout.lease_key(self.epoch), self._content())
+        if expired:
+            # Our lease ran out: a successor may have come and gone, its lease
+            # object tidied away, so look for any newer epoch at all.
+            self._check_no_newer_epoch()
+        self.check_successor()
+        self._valid_until = started + LEASE_SECONDS
+
+    def check_successor(self) -> None:
+        """Raise Fenced if a lease of the next epoch exists."""
+        if self.store.head(layout.lease_key(self.epoch + 1)) is not None:
+            successor = next((h for h in read_leases(self.store) if h.epoch == self.epoch + 1), None)
+            self._fence(f"the volume was taken over by {successor.describe() if successor else 'another mount'}")
+
+    def _check_no_newer_epoch(self) -> None:
+        newer = [h.epoch for h in read_leases(self.store) if h.epoch > self.epoch]
+        newer += [name[0] for name in map(lambda k: layout.name_of(k, layout.ROOTS), self.store.list(layout.ROOTS))
+                  if name is not None and name[0] > self.epoch]
+        if newer:
+            self._fence(f"the volume was taken over (epoch {min(newer)}) while this mount could not renew its lease")

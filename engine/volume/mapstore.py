@@ -4,21 +4,25 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
 
   page     raw entries, 32 bytes each; named by its BLAKE3-256, stored once;
            an all-zero page has no object.
-  root     b"BDKR" u32 version (2), u64 seq, u64 block count, u32 page
+  root     b"BDKR" u32 version (3), u64 seq, u64 block count, u32 page
            entries, u32 page count, 16-byte volume UUID, u64 log high,
-           u32 live count, u32 mark count, then one 32-byte page hash per
-           page, live count x u64 log number, mark count x (u64 block
-           number, u64 watermark).
-  journal  b"BDKJ" u32 version (2), u64 seq, 16-byte volume UUID, u32 count,
-           u64 log number (0: no pages), u32 run count, then count x (u64
-           block number, 32-byte content hash, u64 watermark), then run count
-           x (u64 block number, u32 first page, u32 page count, page count x
-           4096 bytes).
-  (Version 1 roots and journals lack the log fields and the watermarks.)
+           u32 live count, u32 mark count, u64 epoch, then one 32-byte page
+           hash per page, live count x u64 log number, mark count x (u64
+           block number, u64 watermark).
+  journal  b"BDKJ" u32 version (3), u64 seq, 16-byte volume UUID, u32 count,
+           u64 log number (0: no pages), u32 run count, u64 epoch, then count
+           x (u64 block number, 32-byte content hash, u64 watermark), then run
+           count x (u64 block number, u32 first page, u32 page count, page
+           count x 4096 bytes).
+  (Version 2 lacks the epoch (read as 0); version 1 also the log fields
+  and the watermarks.)
 
-A root with sequence S contains every change of every journal with
-sequence <= S; mounting loads the newest root and replays newer journals in
-order.  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
+Roots and journals are named by (epoch, seq) (layout.py).  The newest root
+is the one with the highest (epoch, seq); it contains every change of every
+journal before it.  Mounting loads it and replays, in order, the journals
+of its own epoch with a higher sequence: journals of older epochs after it
+were written by a writer that had already been superseded, and were never
+acknowledged (lock.py).  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
 "fsync log"): a change's watermark is the log number current when its block
 was read for upload, so pages with a higher log number are newer than it.
 """
@@ -29,26 +33,29 @@ from dataclasses import dataclass, field
 
 from ..codec._hot import is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
-from ..errors import CorruptData
+from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 
 ROOT_HEADER_V1 = struct.Struct("<4sIQQII16s")
-ROOT_HEADER = struct.Struct("<4sIQQII16sQII")
+ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
+ROOT_HEADER = struct.Struct("<4sIQQII16sQIIQ")
 MARK = struct.Struct("<QQ")
 JOURNAL_HEADER_V1 = struct.Struct("<4sIQ16sI")
-JOURNAL_HEADER = struct.Struct("<4sIQ16sIQI")
+JOURNAL_HEADER_V2 = struct.Struct("<4sIQ16sIQI")
+JOURNAL_HEADER = struct.Struct("<4sIQ16sIQIQ")
 JOURNAL_ENTRY_V1 = struct.Struct(f"<Q{HASH_SIZE}s")
 JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}sQ")
 RUN_HEADER = struct.Struct("<QII")
 LOG_PAGE = 4096
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 FETCH_PARALLELISM = 16
 
 
 @dataclass
 class Root:
+    epoch: int
     seq: int
     page_hashes: list[bytes]
     # The fsync log as of this root: the highest log number handed out, the
@@ -71,6 +78,7 @@ class Run:
 
 @dataclass
 class Journal:
+    epoch: int
     seq: int
     changes: list[tuple[int, bytes, int]]  # (block, content hash, watermark)
     log: int = 0
@@ -80,7 +88,7 @@ class Journal:
 def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: str) -> bytes:
     header = ROOT_HEADER.pack(
         b"BDKR", LAYOUT_VERSION, root.seq, block_count, page_entries, len(root.page_hashes),
-        uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks),
+        uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks), root.epoch,
     )
     live = b"".join(struct.pack("<Q", n) for n in sorted(root.live))
     marks = b"".join(MARK.pack(b, w) for b, w in sorted(root.marks.items()))
@@ -91,14 +99,16 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     if len(data) < ROOT_HEADER_V1.size:
         raise CorruptData("map root is truncated")
     magic, version, seq, count, entries, pages, vol = ROOT_HEADER_V1.unpack_from(data)
-    if magic != b"BDKR" or version not in (1, 2):
+    if magic != b"BDKR" or version not in (1, 2, 3):
         raise CorruptData("not a map root of a known version")
-    log_high, live_count, mark_count, header = 0, 0, 0, ROOT_HEADER_V1
-    if version == 2:
-        if len(data) < ROOT_HEADER.size:
+    epoch, log_high, live_count, mark_count, header = 0, 0, 0, 0, ROOT_HEADER_V1
+    if version >= 2:
+        header = ROOT_HEADER_V2 if version == 2 else ROOT_HEADER
+        if len(data) < header.size:
             raise CorruptData("map root is truncated")
-        *_, log_high, live_count, mark_count = ROOT_HEADER.unpack_from(data)
-        header = ROOT_HEADER
+        fields = header.unpack_from(data)
+        log_high, live_count, mark_count = fields[7:10]
+        epoch = fields[10] if version == 3 else 0
     if vol != uuid.UUID(volume_uuid).bytes:
         raise CorruptData("map root belongs to another volume")
     if count != block_count or entries != page_entries:
@@ -110,13 +120,13 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     at = pages * HASH_SIZE
     live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
     marks = dict(MARK.iter_unpack(body[at + live_count * 8 :]))
-    return Root(seq, hashes, log_high, live, marks)
+    return Root(epoch, seq, hashes, log_high, live, marks)
 
 
 def encode_journal(journal: Journal, volume_uuid: str) -> bytes:
     runs = journal.runs or []
     header = JOURNAL_HEADER.pack(b"BDKJ", LAYOUT_VERSION, journal.seq, uuid.UUID(volume_uuid).bytes,
-                                 len(journal.changes), journal.log, len(runs))
+                                 len(journal.changes), journal.log, len(runs), journal.epoch)
     parts = [header]
     parts += [JOURNAL_ENTRY.pack(i, h, w) for i, h, w in sorted(journal.changes)]
     for run in runs:
@@ -129,7 +139,7 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
     if len(data) < JOURNAL_HEADER_V1.size:
         raise CorruptData("journal entry is truncated")
     magic, version, seq, vol, count = JOURNAL_HEADER_V1.unpack_from(data)
-    if magic != b"BDKJ" or version not in (1, 2):
+    if magic != b"BDKJ" or version not in (1, 2, 3):
         raise CorruptData("not a journal entry of a known version")
     if vol != uuid.UUID(volume_uuid).bytes:
         raise CorruptData("journal entry belongs to another volume")
@@ -137,14 +147,17 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
         if len(data) != JOURNAL_HEADER_V1.size + count * JOURNAL_ENTRY_V1.size:
             raise CorruptData("journal entry is truncated")
         changes = [(i, h, 0) for i, h in JOURNAL_ENTRY_V1.iter_unpack(data[JOURNAL_HEADER_V1.size :])]
-        return Journal(seq, changes)
-    if len(data) < JOURNAL_HEADER.size:
+        return Journal(0, seq, changes)
+    header = JOURNAL_HEADER_V2 if version == 2 else JOURNAL_HEADER
+    if len(data) < header.size:
         raise CorruptData("journal entry is truncated")
-    *_, log, run_count = JOURNAL_HEADER.unpack_from(data)
-    at = JOURNAL_HEADER.size + count * JOURNAL_ENTRY.size
+    fields = header.unpack_from(data)
+    log, run_count = fields[5:7]
+    epoch = fields[7] if version == 3 else 0
+    at = header.size + count * JOURNAL_ENTRY.size
     if len(data) < at:
         raise CorruptData("journal entry is truncated")
-    changes = list(JOURNAL_ENTRY.iter_unpack(data[JOURNAL_HEADER.size : at]))
+    changes = list(JOURNAL_ENTRY.iter_unpack(data[header.size : at]))
     runs = []
     for _ in range(run_count):
         if len(data) < at + RUN_HEADER.size:
@@ -157,7 +170,24 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
         at += pages * LOG_PAGE
     if at != len(data):
         raise CorruptData("journal entry has trailing bytes")
-    return Journal(seq, changes, log, runs)
+    return Journal(epoch, seq, changes, log, runs)
+
+
+@dataclass
+class Listing:
+    """The map objects a volume holds, by (epoch, seq), and the keys under
+    map/ and lock/ that are named as nothing of ours (left alone)."""
+    roots: list[tuple[int, int]]
+    journals: list[tuple[int, int]]
+    unknown: list[str]
+
+    @property
+    def newest_root(self) -> tuple[int, int] | None:
+        return max(self.roots) if self.roots else None
+
+    @property
+    def max_epoch(self) -> int:
+        return max([e for e, _ in self.roots + self.journals], default=0)
 
 
 @dataclass
@@ -167,6 +197,14 @@ class Loaded:
     last_seq: int        # the next journal or root must use a larger sequence
     last_log: int        # the next fsync log number must be larger
     runs: list[Run]      # logged pages newer than their block in `map`, oldest first
+    # log number -> (epoch, seq) of the journal holding its pages, for the
+    # live logs of the root and the logs of the journals replayed after it
+    log_journals: dict[int, tuple[int, int]]
+    listing: Listing
+
+
+class KeyTaken(StoreError):
+    """A create-only map write found its name taken by different content."""
 
 
 class MapStore:
@@ -181,62 +219,92 @@ class MapStore:
         self.page_entries = page_entries
         self.uuid = volume_uuid
 
-    def latest_root_seq(self) -> int | None:
-        seqs = [layout.seq_of_key(k) for k in self.store.list(layout.ROOTS)]
-        return max(seqs) if seqs else None
+    def listing(self) -> Listing:
+        roots, journals, unknown = [], [], []
+        for prefix, found in ((layout.ROOTS, roots), (layout.JOURNAL, journals)):
+            for key in self.store.list(prefix):
+                name = layout.name_of(key, prefix)
+                if name is None:
+                    unknown.append(key)
+                else:
+                    found.append(name)
+        unknown += [k for k in self.store.list(layout.LEASES) if layout.epoch_of_lease_key(k) is None]
+        return Listing(sorted(roots), sorted(journals), unknown)
 
-    def journal_seqs(self) -> list[int]:
-        return sorted(layout.seq_of_key(k) for k in self.store.list(layout.JOURNAL))
-
-    def load(self) -> "Loaded":
-        """The map as of the newest root plus every newer journal, and the
-        logged pages that are newer than their block's content there."""
+    def load(self, listing: Listing | None = None) -> "Loaded":
+        """The map as of the newest root plus its epoch's newer journals,
+        and the logged pages that are newer than their block's content."""
+        listing = listing or self.listing()
         blockmap = BlockMap(self.block_count, self.page_entries)
-        root_seq = self.latest_root_seq()
-        root = Root(0, [ZERO_HASH] * blockmap.page_count)
-        if root_seq is not None:
-            root = self.read_root(root_seq)
+        newest = listing.newest_root
+        root = Root(0, 0, [ZERO_HASH] * blockmap.page_count)
+        if newest is not None:
+            root = self.read_root(*newest)
             self._load_pages(blockmap, root)
-        seqs = self.journal_seqs()
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = list(pool.map(self.read_journal, seqs))
+            journals = list(pool.map(lambda name: self.read_journal(*name), listing.journals))
         marks = dict(root.marks)
         runs: list[Run] = []
-        last_seq, last_log = root.seq, root.log_high
+        log_journals: dict[int, tuple[int, int]] = {}
+        last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
+        last_log = root.log_high
         for journal in journals:
-            last_seq, last_log = max(last_seq, journal.seq), max(last_log, journal.log)
-            if journal.seq > root.seq:
+            replayed = journal.epoch == root.epoch and journal.seq > root.seq
+            if replayed:
+                last_log = max(last_log, journal.log)
                 for index, content, watermark in journal.changes:
                     if index >= self.block_count:
                         raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
                     blockmap.set(index, content)
                     marks[index] = watermark
-            if journal.runs and (journal.log in root.live or journal.log > root.log_high):
+            live = (journal.epoch, journal.seq) < (root.epoch, root.seq) and journal.log in root.live
+            if journal.runs and (live or (replayed and journal.log > root.log_high)):
                 runs += journal.runs
+                log_journals[journal.log] = (journal.epoch, journal.seq)
         newer = [r for r in runs if r.log > marks.get(r.block, -1)]
         for run in newer:
             if run.block >= self.block_count or (run.first_page + len(run.data) // LOG_PAGE) * LOG_PAGE \
                     > self.block_size:
                 raise CorruptData(f"logged pages of block {run.block} lie beyond it")
         newer.sort(key=lambda r: r.log)
-        return Loaded(blockmap, root, last_seq, last_log, newer)
+        return Loaded(blockmap, root, last_seq, last_log, newer, log_journals, listing)
 
-    def read_root(self, seq: int) -> Root:
-        data = self.codec.unpack(self.store.get(layout.root_key(seq)))
+    def read_root(self, epoch: int, seq: int) -> Root:
+        data = self.codec.unpack(self.store.get(layout.root_key(epoch, seq)))
         root = decode_root(data, self.block_count, self.page_entries, self.uuid)
-        if root.seq != seq:
-            raise CorruptData(f"map root {seq:016x} names itself {root.seq:016x}")
+        if root.seq != seq or (root.epoch and root.epoch != epoch):
+            raise CorruptData(f"map root {epoch:x}-{seq:x} names itself {root.epoch:x}-{root.seq:x}")
+        root.epoch = epoch  # a version 2 root carries no epoch: its name's (0) holds
         return root
 
-    def read_journal(self, seq: int) -> Journal:
-        data = self.codec.unpack(self.store.get(layout.journal_key(seq)))
+    def read_journal(self, epoch: int, seq: int) -> Journal:
+        data = self.codec.unpack(self.store.get(layout.journal_key(epoch, seq)))
         journal = decode_journal(data, self.uuid)
-        if journal.seq != seq:
-            raise CorruptData(f"journal {seq:016x} names itself {journal.seq:016x}")
+        if journal.seq != seq or (journal.epoch and journal.epoch != epoch):
+            raise CorruptData(f"journal {epoch:x}-{seq:x} names itself {journal.epoch:x}-{journal.seq:x}")
+        journal.epoch = epoch
         return journal
 
     def write_journal(self, journal: Journal) -> None:
-        self.store.put(layout.journal_key(journal.seq), self.codec.pack(encode_journal(journal, self.uuid)))
+        """Store a journal under its own name, never over another (raises KeyTaken)."""
+        self._put_new(layout.journal_key(journal.epoch, journal.seq),
+                      self.codec.pack(encode_journal(journal, self.uuid)))
+
+    def write_root(self, root: Root) -> None:
+        """Store a root under its own name, never over another (raises KeyTaken)."""
+        data = encode_root(root, self.block_count, self.page_entries, self.uuid)
+        self._put_new(layout.root_key(root.epoch, root.seq), self.codec.pack(data))
+
+    def _put_new(self, key: str, data: bytes) -> None:
+        if self.store.put(key, data, if_absent=True):
+            return
+        # Taken: by our own earlier attempt whose answer was lost, or not.
+        try:
+            if self.store.get(key) == data:
+                return
+        except NotFound:
+            pass
+        raise KeyTaken(f"{key} already exists with other content: another writer uses this epoch")
 
     def write_pages(self, pages: dict[int, bytes]) -> dict[int, bytes]:
         """Store page contents; returns page number -> page hash."""
@@ -251,9 +319,11 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return dict(pool.map(put, pages.items()))
 
-    def write_root(self, root: Root) -> None:
-        data = encode_root(root, self.block_count, self.page_entries, self.uuid)
-        self.store.put(layout.root_key(root.seq), self.codec.pack(data))
+    def read_page(self, page_hash: bytes) -> bytes:
+        data = self.codec.unpack(self.store.get(layout.page_key(page_hash)))
+        if content_hash(data) != page_hash:
+            raise CorruptData(f"map page {page_hash.hex()[:16]}… does not match its hash")
+        return data
 
     def _load_pages(self, blockmap: BlockMap, root: Root) -> None:
         if len(root.page_hashes) != blockmap.page_count:
@@ -261,12 +331,8 @@ class MapStore:
 
         def fetch(item):
             number, page_hash = item
-            if page_hash == ZERO_HASH:
-                return
-            data = self.codec.unpack(self.store.get(layout.page_key(page_hash)))
-            if content_hash(data) != page_hash:
-                raise CorruptData(f"map page {number} does not match its hash")
-            blockmap.load_page(number, data)
+            if page_hash != ZERO_HASH:
+                blockmap.load_page(number, self.read_page(page_hash))
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             list(pool.map(fetch, enumerate(root.page_hashes)))

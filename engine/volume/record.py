@@ -10,7 +10,10 @@ from ..store.base import ObjectStore
 from .layout import RECORD as RECORD_KEY
 
 FORMAT_NAME = "bucketdisk"
-FORMAT_VERSION = 1
+# Version 2: writers take a lease of their own epoch (lock/<epoch>) and name
+# map objects by it; version 1 volumes (one `lock` object) are read and
+# upgraded by their first writable mount.
+FORMAT_VERSION = 2
 MIN_BLOCK_SIZE = 4 << 10
 MAX_BLOCK_SIZE = 64 << 20
 MAX_BLOCKS = 1 << 32

@@ -4,7 +4,13 @@ The device above calls, per block: `store_block(data)` (encode and upload;
 returns the content hash), then `commit(changes)` (point block numbers at
 hashes in the live map).  `sync()` makes committed changes durable as one
 journal object; `checkpoint()` rewrites changed map pages under a new root
-and then frees objects no entry points at any more.
+and then frees objects nothing durable names any more.
+
+A writable volume holds the lease (lock.py): its epoch names every map
+object it writes, and its first act is a root of its own epoch, after which
+readers ignore what a superseded writer may still write.  Before it
+acknowledges a sync, and before it deletes anything, it proves it still
+holds the lease; once it does not, every call raises Fenced.
 
 The fsync log: a durable fsync need not upload every block it dirtied.
 The device may instead hand `sync` the 4 KiB pages written since they were
@@ -15,47 +21,46 @@ the device's lock so that it orders against `next_log()`): logged pages
 with a higher number are newer than that content.  Mounting applies, for
 each block, the logged pages newer than its watermark, and stores the
 merged blocks.  A root lists the log numbers still needed and the
-watermarks of the blocks they touch, so their journals outlive it.
+watermarks of the blocks they touch, so their journals outlive it.  Log
+numbers start at epoch << 32, so a superseded writer's never collide.
 
 Ordering rules that keep a crash harmless:
   * a journal is written only after the block objects it names are durable;
   * a root is written only after its pages are durable, and journals it
     covers are deleted only after the root is;
-  * an object is deleted only after a durable root no longer names it and
-    no upload of the same content is in flight.
+  * a block object is deleted only when the durable root does not name it,
+    no journal after that root names it, and no upload of it is in flight
+    (see `_collect`); the scan for that runs without the volume lock, and
+    uploads of content being deleted wait for the delete.
 """
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import NotFound, StoreError, UserError
+from ..errors import StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import BlockMap
-from .lock import MountLock
-from .mapstore import LOG_PAGE, Journal, MapStore, Root, Run
-from .record import read_record
+from .blockmap import referenced_in
+from .lock import Fenced, Lease
+from .mapstore import LOG_PAGE, Journal, KeyTaken, Listing, MapStore, Root, Run
+from .record import FORMAT_VERSION, read_record
 
 log = logging.getLogger(__name__)
 
 # Replaying many small journals slows the next mount; fold them into a
 # checkpoint once this many have accumulated.
 CHECKPOINT_JOURNALS = 64
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """What `Volume.sweep` found nothing refers to."""
-    blocks: int  # block objects no map entry points at
-    pages: int   # map pages the current root does not use
-    roots: int   # roots older than the current one
+LOG_EPOCH_SHIFT = 32  # log numbers of epoch E start at E << 32
 
 
 class Volume:
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None):
+        """Open the volume in `store`: writable takes the lease (UserError
+        if another mount holds it), merges fsynced pages a dead mount left,
+        and writes the epoch's first root."""
         record = read_record(store)
         if record is None:
             raise UserError(f"no bucketdisk volume at {store.describe()} (create one with 'bucketdisk create')")
@@ -68,33 +73,51 @@ class Volume:
         self.codec = Codec(record.compression)
         self._maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid,
                               record.block_size)
-        self._lock = threading.Lock()          # map, pending changes, in-flight uploads
+        self._lock = threading.Lock()          # map, pending changes, uploads in flight, collection sets
+        self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
         self._pending: dict[int, tuple[bytes, int]] = {}  # committed, not in a journal: (hash, watermark)
         self._live: dict[int, set[int]] = {}   # log number -> blocks whose logged pages are not all merged
-        self._log_journals: dict[int, int] = {}  # log number -> sequence of the journal holding its pages
+        self._log_journals: dict[int, tuple[int, int]] = {}  # log number -> (epoch, seq) of its journal
         self._marks: dict[int, int] = {}       # watermarks of blocks in live logs
         self._inflight: dict[bytes, int] = {}  # hashes being uploaded -> count
-        self._candidates: set[bytes] = set()   # hashes that lost a reference
-        self._mount_lock = MountLock(store) if writable else None
-        if self._mount_lock is not None:
-            self._mount_lock.acquire(force=force)
+        self._candidates: set[bytes] = set()   # hashes that lost a reference since the last checkpoint
+        self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
+        self._deleting: set[bytes] = set()     # block objects being deleted right now
+        listing = self._maps.listing()
+        self._lease: Lease | None = None
+        if writable:
+            self._lease = Lease.acquire(store, min_epoch=listing.max_epoch, force=force)
+            listing = self._maps.listing()  # everything written before we took over
+        self.epoch = self._lease.epoch if self._lease else 0
         try:
-            loaded = self._maps.load()
-            self._map, self._root, self._seq, self._log = loaded.map, loaded.root, loaded.last_seq, loaded.last_log
-            self._journals = len([s for s in self._maps.journal_seqs() if s > self._root.seq])
-            self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
-            # Pages an fsync logged that never reached their blocks (the last
-            # writer died): a writable open merges them; a read-only one
-            # would show older data, so its users must refuse to serve it.
-            self.unmerged_pages = sum(len(r.data) for r in loaded.runs) // LOG_PAGE
-            if loaded.runs and writable:
-                self._merge_logged(loaded.runs)
-                self.unmerged_pages = 0
+            self._open(listing)
         except BaseException:
-            if self._mount_lock is not None:
-                self._mount_lock.release()
+            if self._lease is not None:
+                self._lease.release()
             raise
+
+    def _open(self, listing: Listing) -> None:
+        loaded = self._maps.load(listing)
+        self._map, self._root, self._seq = loaded.map, loaded.root, loaded.last_seq
+        self._log = max(loaded.last_log, self.epoch << LOG_EPOCH_SHIFT)
+        self._log_journals = dict(loaded.log_journals)
+        self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
+        self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
+        self.unknown_keys = listing.unknown
+        # Pages an fsync logged that never reached their blocks (the last
+        # writer died): a writable open merges them; a read-only one
+        # would show older data, so its users must refuse to serve it.
+        self.unmerged_pages = sum(len(r.data) for r in loaded.runs) // LOG_PAGE
+        if not self.writable:
+            return
+        if self.record.format_version < FORMAT_VERSION:
+            # older bucketdisk would ignore the lease: make it refuse the volume
+            self.record = dataclasses.replace(self.record, format_version=FORMAT_VERSION)
+            self.store.put(layout.RECORD, self.record.to_bytes())
+        if loaded.runs:
+            self._merge_logged(loaded.runs)
+        self.checkpoint(start=True)
 
     # -- blocks ---------------------------------------------------------------
 
@@ -112,7 +135,8 @@ class Volume:
         replace, whose upload is skipped when its content has not changed.
 
         The hash stays registered as in flight until `commit` (or `abandon`)
-        so that garbage collection cannot delete the object in between.
+        so that collection cannot delete the object in between; content
+        that a collection is deleting right now is uploaded after it.
         Identical content maps to the same key, so a plain PUT that replaces
         an existing object changes nothing; a conditional one (If-None-Match)
         would cost the server a lookup per block.
@@ -121,6 +145,9 @@ class Volume:
         if obj is None:
             return ZERO_HASH
         with self._lock:
+            while content_hash in self._deleting:
+                self._deleted.wait()
+            self._collecting.discard(content_hash)
             self._inflight[content_hash] = self._inflight.get(content_hash, 0) + 1
             unchanged = index is not None and self._map.get(index) == content_hash
         if unchanged:
@@ -150,6 +177,7 @@ class Volume:
                 if old != ZERO_HASH and old != content_hash:
                     self._candidates.add(old)
                 if content_hash != ZERO_HASH:
+                    self._collecting.discard(content_hash)
                     self._release_inflight(content_hash)
 
     def _release_inflight(self, content_hash: bytes) -> None:
@@ -189,77 +217,93 @@ class Volume:
             blocks[run.block][start : start + len(run.data)] = run.data
         mark = self._log
         self.commit([(index, self.store_block(data, index), mark) for index, data in blocks.items()])
-        self.sync()
-        self._live.clear()
-        self.checkpoint()
+        self._live.clear()  # the next root holds every merged block
         log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
                     self.unmerged_pages, len(blocks))
+        self.unmerged_pages = 0
 
     # -- durability -------------------------------------------------------------
 
-    def sync(self, runs: list[Run] | None = None, log_number: int = 0) -> None:
+    @property
+    def fenced(self) -> str | None:
+        """Why this mount may no longer write, or None."""
+        return self._lease.fenced if self._lease is not None else None
+
+    def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> None:
         """Make every committed change durable (one journal object), with
-        the pages of `runs` under `log_number` if given."""
+        the pages of `runs` under `log_number` if given.  With `confirm`
+        (the caller acknowledges something on return), also prove that
+        this mount still holds the lease.  Raises StoreError (Fenced when
+        another mount has the volume)."""
         with self._sync_lock:
+            self._check_not_fenced()
             with self._lock:
                 changes, self._pending = self._pending, {}
-                if not changes and not runs:
-                    return
-                self._seq += 1
-                seq = self._seq
-            journal = Journal(seq, [(i, h, w) for i, (h, w) in changes.items()], log_number if runs else 0, runs)
-            try:
-                self._maps.write_journal(journal)
-            except BaseException:
-                self._restore_pending(changes)
-                raise
-            if runs:
-                with self._lock:
-                    self._log_journals[log_number] = seq
-            self._journals += 1
-            self.stats.add("journal_writes")
+                if changes or runs:
+                    self._seq += 1
+                    seq = self._seq
+            if changes or runs:
+                journal = Journal(self.epoch, seq, [(i, h, w) for i, (h, w) in changes.items()],
+                                  log_number if runs else 0, runs)
+                try:
+                    self._write_map(self._maps.write_journal, journal)
+                except BaseException:
+                    self._restore_pending(changes)
+                    raise
+                if runs:
+                    with self._lock:
+                        self._log_journals[log_number] = (self.epoch, seq)
+                self._journals += 1
+                self.stats.add("journal_writes")
+            if confirm and self._lease is not None:
+                self._lease.check()
         if self._journals >= CHECKPOINT_JOURNALS:
             # The journal is durable: a failed checkpoint must not fail the
             # caller's fsync (nor make it drop a log that is written); the
             # next sync tries again.
             try:
                 self.checkpoint()
+            except Fenced:
+                raise
             except StoreError as e:  # counted as a request failure by the store
                 log.warning("checkpoint failed, will retry: %s", e)
 
-    def checkpoint(self) -> None:
-        """Write changed map pages and a new root, then collect garbage."""
+    def checkpoint(self, *, start: bool = False) -> None:
+        """Write changed map pages and a new root, then delete what it
+        supersedes.  `start`: the epoch's first root, written even when
+        nothing changed."""
         with self._sync_lock:
+            self._check_not_fenced()
             with self._lock:
                 pages = self._map.take_dirty_pages()
+                if not (start or pages or self._pending or self._journals):
+                    return
                 contents = {p: self._map.page(p) for p in pages}
                 changes, self._pending = self._pending, {}
-                candidates, self._candidates = self._candidates, set()
-                nothing_new = not pages and not changes and not self._journals
-                if nothing_new:
-                    self._candidates = candidates
-                else:
-                    self._seq += 1
-                    seq = self._seq
-                    live, dead = self._split_live_logs()
-                    marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
-                    log_high = self._log
-            if nothing_new:
-                return self._collect_garbage()
+                self._seq += 1
+                seq = self._seq
+                live, dead = self._split_live_logs()
+                marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
+                log_high = self._log
+                uploading = self._candidates & set(self._inflight)
+                candidates = self._candidates - uploading
+                self._candidates = uploading  # looked at again by the next checkpoint
+                self._collecting = set(candidates)
+                entries = self._map.entries() if candidates else b""  # the map this root holds
             try:
                 page_hashes = self._maps.write_pages(contents)
-                root = Root(seq, list(self._root.page_hashes), log_high, sorted(live), marks)
+                root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
                 for number, page_hash in page_hashes.items():
                     root.page_hashes[number] = page_hash
-                self._maps.write_root(root)
+                self._write_map(self._maps.write_root, root)
             except BaseException:
                 with self._lock:
                     self._map.mark_pages_dirty(pages)
                     self._candidates |= candidates
+                    self._collecting = set()
                 self._restore_pending(changes)
                 raise
-            old_root = self._root
-            self._root = root
+            old_root, self._root = self._root, root
             self._journals = 0
             self.stats.add("checkpoints")
             with self._lock:
@@ -268,10 +312,20 @@ class Volume:
                     self._live.pop(n, None)
                     self._log_journals.pop(n, None)
                 self._prune_marks()
+            if self._lease is not None:
+                self._lease.check()  # a superseded writer deletes nothing
             self._drop_superseded(old_root, root, keep)
-            with self._lock:
-                self._candidates |= candidates
-            self._collect_garbage()
+            self._collect(candidates, entries)
+
+    def _write_map(self, write, obj) -> None:
+        try:
+            write(obj)
+        except KeyTaken as e:
+            self._lease.fence(str(e))
+
+    def _check_not_fenced(self) -> None:
+        if self.fenced is not None:
+            raise Fenced(self.fenced)
 
     def _prune_marks(self) -> None:
         """Keep only the watermarks of blocks in live logs (lock held).  A
@@ -300,80 +354,88 @@ class Volume:
                 dead.append(number)
         return live, dead
 
-    def _drop_superseded(self, old: Root, new: Root, keep: set[int]) -> None:
-        """Delete journals and roots the new root covers (but not the
-        journals of live logged pages), and unused pages."""
-        stale = [layout.journal_key(s) for s in self._maps.journal_seqs() if s <= new.seq and s not in keep]
-        stale += self._roots_before(new)
-        keep = set(new.page_hashes)
-        stale += [layout.page_key(h) for h in set(old.page_hashes) - keep if h != ZERO_HASH]
+    def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
+        """Delete the journals the new root covers (but not those of live
+        logged pages), the root it replaces and that root's pages it does
+        not use.  Anything older is left to gc."""
+        covered = [layout.journal_key(e, s) for e, s in self._maps.listing().journals
+                   if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
+        used = set(new.page_hashes)
+        stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
+        if old.seq or old.epoch:
+            stale.append(layout.root_key(old.epoch, old.seq))
         self.store.delete(stale)
 
-    def _roots_before(self, root: Root) -> list[str]:
-        """Keys of the roots older than `root` (only the newest is ever read)."""
-        return [k for k in self.store.list(layout.ROOTS) if layout.seq_of_key(k) < root.seq]
-
-    def _collect_garbage(self) -> None:
-        """Delete block objects that lost their last reference.
-
-        Runs only after the root that dropped them is durable.  The volume
-        lock is held across the deletes so no upload of the same content can
-        register in between and then find its object gone.
-        """
+    def _collect(self, candidates: set[bytes], entries: bytes) -> None:
+        """Delete the candidates that the root just written does not name
+        (`entries` is the map it holds) and that no commit or upload has
+        claimed since (they left `_collecting`): no journal after the root
+        can name them.  The volume lock is held only between the store
+        calls; an upload of content being deleted waits (`store_block`)."""
+        if not candidates:
+            return
+        unreferenced = candidates - referenced_in(entries, candidates)
         with self._lock:
-            candidates, self._candidates = self._candidates, set()
-            if not candidates:
-                return
-            live = self._map.referenced(candidates) | set(self._inflight)
-            dead = candidates - live
+            dead = unreferenced & self._collecting
+            self._collecting = set()
+            self._deleting = dead
+        try:
             self.store.delete([layout.block_key(h) for h in dead])
             self.stats.add("blocks_collected", len(dead))
+        except BaseException:
+            with self._lock:
+                self._candidates |= dead  # looked at again by the next checkpoint
+            raise
+        finally:
+            with self._lock:
+                self._deleting = set()
+                self._deleted.notify_all()
 
-    def sweep(self, *, delete: bool = True) -> Sweep:
-        """Find, and unless told not to delete, what nothing refers to.
-
-        Checkpoints keep the store tidy as they go; a mount that dies
-        leaves behind block objects it uploaded but never committed, and a
-        checkpoint cut short leaves pages and roots it meant to delete.
-        Only the newest root is ever read, so after a checkpoint of the
-        current map, every block that map does not name, every page its
-        root does not list and every older root is garbage.  Needs the
-        volume open writable: the mount lock keeps out every other writer.
-        """
-        if not self.writable:
-            raise RuntimeError("sweep needs the volume open writable")
-        self.sync()
-        self.checkpoint()
+    def delete_unreferenced(self, block_keys: list[str], other_keys: list[str]) -> None:
+        """Delete what a sweep (sweep.py) found no durable map names,
+        except blocks the live map or an upload took up since it looked.
+        Needs the lease; raises Fenced without it."""
+        if self._lease is None:
+            raise ValueError("deleting needs the volume open writable")
+        self._lease.check()
+        hashes = {layout.hash_of_block_key(k) for k in block_keys}
         with self._lock:
-            referenced = {layout.block_key(h) for h in self._map.distinct() | set(self._inflight)}
-        root = self._root
-        used_pages = {layout.page_key(h) for h in root.page_hashes if h != ZERO_HASH}
-        blocks = [k for k in self.store.list(layout.BLOCKS) if k not in referenced and _is_block_key(k)]
-        pages = [k for k in self.store.list(layout.PAGES) if k not in used_pages]
-        roots = self._roots_before(root)
-        if delete:
-            self.store.delete(blocks + pages + roots)
-            self.stats.add("blocks_collected", len(blocks))
-        return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots))
+            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
+            self._deleting = dead
+        try:
+            self.store.delete([layout.block_key(h) for h in dead] + other_keys)
+            self.stats.add("blocks_collected", len(dead))
+        finally:
+            with self._lock:
+                self._deleting = set()
+                self._deleted.notify_all()
 
     def close(self) -> None:
-        """Make everything durable, checkpoint, and give the volume lock back.
+        """Make everything durable, checkpoint, and give the lease back.
 
-        Raises (holding on to the lock) only if committed changes could not
-        be journalled; a failed checkpoint or lock release after that loses
-        nothing, because the journal and the stale-lock rules cover them.
+        Raises (holding on to the lease) only if committed changes could not
+        be journalled; a failed checkpoint or lease release after that loses
+        nothing, because the journal and the lease's expiry cover them.
         """
         if self.writable:
             self.sync()
             try:
                 self.checkpoint()
+            except Fenced:
+                raise
             except StoreError as e:
                 log.warning("checkpoint at unmount failed (%s); the journal holds every change", e)
-        if self._mount_lock is not None:
+        if self._lease is not None:
             try:
-                self._mount_lock.release()
+                self._lease.release()
             except StoreError as e:
-                log.warning("could not remove the lock (%s); the next mount takes it over as stale", e)
+                log.warning("could not release the lease (%s); it expires on its own", e)
+        self.store.close()
+
+    def abort(self) -> None:
+        """Stop without storing anything more (a fenced mount): stop renewing."""
+        if self._lease is not None:
+            self._lease.release()
         self.store.close()
 
     # -- reporting --------------------------------------------------------------
@@ -386,11 +448,11 @@ class Volume:
         with self._lock:
             return self._map.distinct()
 
+    def durable_root(self) -> Root:
+        """The newest root this volume wrote or loaded."""
+        return self._root
 
-def _is_block_key(key: str) -> bool:
-    """Whether `key` is named as block objects are (anything else under
-    blocks/ is not ours to delete)."""
-    try:
-        return layout.block_key(layout.hash_of_block_key(key)) == key
-    except ValueError:
-        return False
+    def hashes_in_use(self) -> set[bytes]:
+        """Every hash the live map names or an upload in flight carries."""
+        with self._lock:
+            return set(self._inflight) | self._map.distinct()

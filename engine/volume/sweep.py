@@ -1,0 +1,87 @@
+"""Mark and sweep: find, and delete, what no durable map names.
+
+Checkpoints delete what they supersede as they go.  A mount that dies
+leaves block objects it uploaded but never journalled; a checkpoint cut
+short leaves pages and roots; a superseded writer leaves journals and roots
+of its old epoch.  The sweep marks from durable state only, read back from
+the store: the newest root's pages (each distinct page once) and the
+journals replayed after it, plus, in this process, whatever the live map
+names or an upload in flight carries.  Everything of the volume's layout
+that is not marked is garbage; keys the layout does not name are never
+touched.
+"""
+from dataclasses import dataclass
+
+from ..codec.block import HASH_SIZE, ZERO_HASH
+from . import layout
+from .mapstore import Listing, MapStore, Root
+from .volume import Volume
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep found nothing refers to (and deleted, unless a dry run)."""
+    blocks: int    # block objects no map names
+    pages: int     # map pages the newest root does not use
+    roots: int     # roots older than the newest
+    journals: int  # journals the newest root covers, or of a superseded writer
+
+
+def sweep(volume: Volume, *, delete: bool) -> Sweep:
+    """Mark from `volume`'s durable state and sweep the rest.
+
+    Deleting needs the volume open writable (its lease keeps every other
+    writer out; a superseded one is fenced): raises ValueError otherwise.
+    A dry run (delete=False) works on a read-only volume and writes nothing.
+    """
+    if delete and not volume.writable:
+        raise ValueError("a sweep that deletes needs the volume open writable")
+    maps = MapStore(volume.store, volume.codec, volume.block_count, volume.record.page_entries,
+                    volume.record.uuid, volume.block_size)
+    listing = maps.listing()
+    newest = listing.newest_root
+    root = maps.read_root(*newest) if newest else Root(0, 0, [])
+    kept_journals = _needed_journals(maps, listing, root)
+    marked = _mark_blocks(maps, [root], kept_journals) | volume.hashes_in_use()
+    used_pages = {h for h in root.page_hashes if h != ZERO_HASH}
+
+    blocks = [k for k in volume.store.list(layout.BLOCKS)
+              if (h := layout.hash_of_block_key(k)) is not None and h not in marked]
+    pages = [k for k in volume.store.list(layout.PAGES)
+             if (h := layout.hash_of_page_key(k)) is not None and h not in used_pages]
+    roots = [layout.root_key(*name) for name in listing.roots if name != newest]
+    journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
+    if delete:
+        volume.delete_unreferenced(blocks, pages + roots + journals)
+    return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals))
+
+
+def _needed_journals(maps: MapStore, listing: Listing, root: Root) -> dict[tuple[int, int], list]:
+    """Journals the newest root still needs, with their changes: those of
+    its epoch after it, and those holding logged pages it lists as live."""
+    needed = {}
+    for name in listing.journals:
+        after = name[0] == root.epoch and name[1] > root.seq
+        if after or (root.live and name < (root.epoch, root.seq)):
+            journal = maps.read_journal(*name)
+            if after or journal.log in root.live:
+                needed[name] = journal.changes
+    return needed
+
+
+def _mark_blocks(maps: MapStore, roots: list[Root], journals: dict) -> set[bytes]:
+    """Every block hash the roots' pages and the journals' changes name.
+    A page shared by several roots is read once."""
+    marked: set[bytes] = set()
+    seen_pages: set[bytes] = set()
+    for root in roots:
+        for page_hash in root.page_hashes:
+            if page_hash == ZERO_HASH or page_hash in seen_pages:
+                continue
+            seen_pages.add(page_hash)
+            page = memoryview(maps.read_page(page_hash))
+            marked.update(bytes(page[i : i + HASH_SIZE]) for i in range(0, len(page), HASH_SIZE))
+    for changes in journals.values():
+        marked.update(h for _, h, _ in changes)
+    marked.discard(ZERO_HASH)
+    return marked
