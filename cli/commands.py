@@ -170,13 +170,20 @@ def unmount(args: argparse.Namespace) -> int:
     if kind != FSTYPE:
         raise UserError(f"{path} is not a bucketdisk mount (it is {kind})")
     try:
-        pid = _read_stats(path).get("pid")
+        stats = _read_stats(path)
     except OSError as e:
         if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
             raise
         _fusermount(path, lazy=True)
         print(f"{path}: cleaned up a mount whose daemon had died")
         return 0
+    pid = stats.get("pid")
+    if stats.get("fenced"):
+        # Nothing it holds can be stored any more: flushing would fail forever.
+        _fusermount(path, lazy=False)
+        _wait_for_exit(pid)
+        raise UserError(f"{path} had lost its volume to another writable mount (see its log); it is "
+                        "unmounted, and writes it had not fsynced before that were not stored")
     _flush(path)
     _fusermount(path, lazy=False)
     _wait_for_exit(pid)

@@ -1,0 +1,181 @@
+"""Two writable mounts of one volume never both acknowledge writes, and
+every fsync either acknowledged is in the volume afterwards (issue 13,
+item 2).  Both stores, real mounts:
+
+* on this machine, a second mount is refused even with --force while the
+  first one's process lives;
+* from "another host" (a UTS namespace with another host name), it is
+  refused until --force; once forced, the first mount's next fsync fails
+  (EIO) and so does every later write, its stats say fenced, and unmount
+  says why in one line;
+* from another PID namespace (`unshare --pid --fork --mount-proc`), which
+  cannot see the first mount's process, the same: the lease's expiry
+  decides, never "the PID is gone".
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLI, MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, assert_file_matches, fsync_path, is_mounted
+
+PYTHON = sys.executable
+
+
+def write_and_fsync(path, model: bytearray, offset: int, data: bytes) -> None:
+    """pwrite + fsync through a mount; the model changes only if both succeed."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    model[offset : offset + len(data)] = data
+
+
+def attempt_mount(bd, vol, *flags, prefix=()) -> tuple[subprocess.CompletedProcess, Mount]:
+    """`bucketdisk mount` (maybe under a namespace-changing prefix), cleaned up by path."""
+    mp = bd._name("mnt")
+    mp.mkdir()
+    log = bd._name("daemon-log-").with_suffix(".txt")
+    m = Mount(volume=vol, path=mp, read_only=False, log=log)
+    bd.mounts.append(m)
+    bd.janitor.push(f"second mount {mp}", lambda: bd.cleanup_mount(m))
+    argv = [*prefix, str(CLI), "mount", vol.url, str(mp), "--log", str(log), "--cache-size", "32M",
+            *vol.store_args, *flags]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=MOUNT_TIMEOUT, env=bd.env)
+    if proc.returncode == 0:
+        m.pid = int(bd.stats(mp)["pid"])
+        m.pids.add(m.pid)
+    return proc, m
+
+
+def as_other_host(name: str) -> list[str]:
+    """A command prefix that runs the rest in a UTS namespace named `name`."""
+    code = f"import os, socket, sys; socket.sethostname({name!r}); os.execv(sys.argv[1], sys.argv[1:])"
+    return ["unshare", "--uts", PYTHON, "-c", code]
+
+
+def assert_fenced(bd, m: Mount, model: bytearray) -> None:
+    """The superseded mount acknowledges nothing more and says why at unmount."""
+    with pytest.raises(OSError) as e:
+        write_and_fsync(m.file, model, 8 * MiB, random.randbytes(MiB))
+    assert e.value.errno == errno.EIO
+    assert bd.stats(m.path)["fenced"] == 1
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x" * 4096, 12 * MiB)
+        assert e.value.errno == errno.EIO, "a fenced mount accepted a write"
+    finally:
+        os.close(fd)
+    line = assert_cli_error(bd.run("unmount", m.path))
+    assert "another writable mount" in line, line
+    assert not is_mounted(m.path)
+
+
+def test_force_never_takes_the_volume_from_a_live_mount_here(bd):
+    vol = bd.create(size="16M", block_size="64K")
+    m1 = bd.mount(vol)
+    model = bytearray(vol.size)
+    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+    leases = vol.lease_keys()
+
+    proc, m2 = attempt_mount(bd, vol, "--force")
+    line = assert_cli_error(proc)
+    assert f"pid {m1.pid}" in line and "this machine" in line, line
+    assert not is_mounted(m2.path)
+    assert vol.lease_keys() == leases, "the refused mount touched the lease"
+
+    write_and_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))
+    m1 = bd.remount(m1)
+    assert_file_matches(m1.file, model)
+    bd.unmount(m1)
+    vol.assert_clean_layout()
+
+
+def test_a_forced_mount_from_another_host_fences_the_first(bd):
+    vol = bd.create(size="16M", block_size="64K")
+    m1 = bd.mount(vol)
+    model = bytearray(vol.size)
+    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+
+    proc, m2 = attempt_mount(bd, vol, prefix=as_other_host("elsewhere"))
+    line = assert_cli_error(proc)
+    assert f"pid {m1.pid}" in line and "--force" in line, line
+
+    proc, m2 = attempt_mount(bd, vol, "--force", prefix=as_other_host("elsewhere"))
+    assert proc.returncode == 0, proc.stderr
+    write_and_fsync(m2.file, model, 4 * MiB, random.randbytes(2 * MiB))
+    assert_fenced(bd, m1, model)
+    bd.unmount(m2)
+
+    m3 = bd.mount(vol)
+    assert_file_matches(m3.file, model)
+    bd.unmount(m3)
+    vol.assert_clean_layout(fence_tombstones=True)
+
+
+INSIDE = r"""
+import json, os, subprocess, sys
+cli, url, mp, log, offset, size, seed, *flags = sys.argv[1:]
+out = {}
+proc = subprocess.run([cli, "mount", url, mp, "--log", log, "--cache-size", "32M", *flags],
+                      capture_output=True, text=True)
+out["mount"] = [proc.returncode, proc.stderr.strip()]
+if proc.returncode == 0:
+    import random
+    data = random.Random(int(seed)).randbytes(int(size))
+    fd = os.open(os.path.join(mp, "file"), os.O_RDWR)
+    try:
+        os.pwrite(fd, data, int(offset))
+        os.fsync(fd)
+        out["fsync"] = "ok"
+    except OSError as e:
+        out["fsync"] = e.strerror
+    finally:
+        os.close(fd)
+    proc = subprocess.run([cli, "unmount", mp], capture_output=True, text=True)
+    out["unmount"] = [proc.returncode, proc.stderr.strip()]
+print(json.dumps(out))
+"""
+
+
+def in_pid_namespace(bd, vol, offset: int, size: int, seed: int, *flags) -> dict:
+    """Mount, write + fsync, unmount, all inside a new PID (and so mount) namespace."""
+    mp = bd._name("mnt")
+    mp.mkdir()
+    log = bd._name("daemon-log-").with_suffix(".txt")
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", INSIDE, str(CLI), vol.url, str(mp),
+            str(log), str(offset), str(size), str(seed), *vol.store_args, *flags]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=MOUNT_TIMEOUT * 2, env=bd.env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_another_pid_namespace_waits_for_the_lease_not_the_pid(bd):
+    vol = bd.create(size="16M", block_size="64K")
+    m1 = bd.mount(vol)
+    model = bytearray(vol.size)
+    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+
+    refused = in_pid_namespace(bd, vol, 4 * MiB, MiB, 1)
+    code, line = refused["mount"]
+    assert code != 0 and f"pid {m1.pid}" in line and "--force" in line, refused
+    write_and_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))  # the first mount is untouched
+
+    forced = in_pid_namespace(bd, vol, 4 * MiB, 2 * MiB, 2, "--force")
+    assert forced["mount"][0] == 0 and forced["fsync"] == "ok" and forced["unmount"][0] == 0, forced
+    model[4 * MiB : 6 * MiB] = random.Random(2).randbytes(2 * MiB)
+    assert_fenced(bd, m1, model)
+
+    m3 = bd.mount(vol)
+    assert_file_matches(m3.file, model)
+    bd.unmount(m3)
+    vol.assert_clean_layout(fence_tombstones=True)
