@@ -7,6 +7,7 @@ COUNTERS = (
     "cache_hits", "cache_misses", "readahead_blocks",
     "objects_put", "objects_got", "objects_deleted", "bytes_put", "bytes_got",
     "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints", "fsync_log_pages",
+    "follow_refreshes",  # a read-only mount took a newer state of the writer's map
     # store level: attempts repeated, requests sent again at once for being far
     # slower than usual, requests given up on
     "retries", "stragglers", "request_failures",

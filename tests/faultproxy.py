@@ -12,7 +12,9 @@ are atomic; the random draw is under a lock, from a seeded random.Random):
   the status line when there is no body) and close the connection;
 - stall_rate / stall_seconds: forward, then hold the answer for stall_seconds
   and close without sending anything;
-- down: close every connection as soon as it is accepted or sends a request.
+- down: close every connection as soon as it is accepted or sends a request;
+- put_latency: seconds every PUT waits before it is forwarded (as a distant
+  S3 would make it wait).
 
 `counts` holds requests, forwarded, errors, drops, stalls and refused, and per
 method the faults injected ("drops GET", "errors PUT", ...).
@@ -35,6 +37,7 @@ class FaultProxy:
         self.upstream = (upstream_host, int(upstream_port))
         self.error_rate = self.drop_rate = self.stall_rate = 0.0
         self.stall_seconds = 5.0
+        self.put_latency = 0.0
         self.down = False
         self.counts = {k: 0 for k in ("requests", "forwarded", "errors", "drops", "stalls", "refused")}
         self._rng = random.Random(seed)
@@ -144,6 +147,8 @@ class FaultProxy:
                     self._count("errors", method)
                     client.sendall(_error_response(*error))
                     continue
+                if method == b"PUT" and self.put_latency:
+                    self._stop.wait(self.put_latency)
                 if upstream is None:
                     try:
                         upstream = socket.create_connection(self.upstream, timeout=120)

@@ -13,7 +13,7 @@ import random
 import signal
 import time
 
-from conftest import KiB, MiB, assert_cli_error, assert_file_matches, wait_pid_gone
+from conftest import KiB, MiB, assert_file_matches, wait_pid_gone
 from test_mount import open_rw, write_model
 
 PAGE = 4 * KiB
@@ -65,10 +65,11 @@ def test_small_fsyncs_are_logged_and_merged_after_kill9(bd):
     kill_daemon(bd, m)
 
     before = settled_snapshot(vol)
-    proc = bd.run("mount", vol.url, str(m.path), "--read-only", *vol.store_args)
-    assert "mount it writable once" in assert_cli_error(proc)
-    assert vol.snapshot() == before, "a refused read-only mount changed the volume"
     assert bd.info(vol)["unmerged_pages"] > 0
+    m = bd.mount(vol, m.path, read_only=True)  # merges the logged pages in memory only
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    assert vol.snapshot() == before, "a read-only mount changed the volume"
 
     m = bd.mount(vol, m.path)
     assert_file_matches(m.file, model)

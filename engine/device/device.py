@@ -14,8 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..codec.block import ZERO_HASH
-from ..errors import StoreError
+from ..errors import NotFound, StoreError
 from ..stats import Stats
+from ..volume.follow import FOLLOW_SECONDS, refresh
 from ..volume.lock import Fenced
 from ..volume.mapstore import LOG_PAGE, Run
 from ..volume.volume import Volume
@@ -65,6 +66,9 @@ class BlockDevice:
                          for i in range(threads if volume.writable else 0)]
         if volume.writable:
             self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
+        else:
+            self._follow_lock = threading.Lock()
+            self._threads.append(threading.Thread(target=self._follow_loop, name="follow", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -129,7 +133,7 @@ class BlockDevice:
 
     def _load(self, index: int, entry: Entry, content_hash: bytes) -> None:
         try:
-            data = self.volume.read_block(content_hash)
+            data = self._fetch(index, content_hash)
             error = None
         except Exception as e:  # reported to the reader waiting on it
             log.error("reading block %d failed: %s", index, e)
@@ -145,6 +149,38 @@ class BlockDevice:
             entry.loading = None
             self._changed.notify_all()
         event.set()
+
+    def _fetch(self, index: int, content_hash: bytes):
+        """The block's content; a read-only view whose block has gone (the
+        writer replaced and collected it) catches up first (follow.py)."""
+        try:
+            return self.volume.read_block(content_hash)
+        except NotFound:
+            if not self.read_only:
+                raise
+        self.follow()
+        content_hash = self.volume.lookup(index)
+        return bytes(self.block_size) if content_hash == ZERO_HASH else self.volume.read_block(content_hash)
+
+    def follow(self) -> None:
+        """Read-only: take the writer's newest state and drop the cached
+        blocks it changed."""
+        with self._follow_lock:
+            changed = refresh(self.volume)
+        if changed:
+            with self._lock:
+                for index in changed:
+                    entry = self._index.entries.get(index)
+                    if entry is not None and entry.loading is None and not entry.dirty:
+                        self._index.remove(index)
+            self.stats.add("follow_refreshes")
+
+    def _follow_loop(self) -> None:
+        while not self._stopped.wait(FOLLOW_SECONDS):
+            try:
+                self.follow()
+            except StoreError as e:
+                log.warning("following the writer failed, will retry: %s", e)
 
     def _maybe_read_ahead(self, first: int, last: int) -> None:
         # The kernel's own read-ahead sends several requests of one stream

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..device.device import BlockDevice
-from ..errors import UserError
 from ..store import S3Options, open_store
 from ..volume.volume import Volume
 from ._fuse import Session
@@ -90,12 +89,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     tune_heap()
     store = open_store(url, s3=options.s3)
     volume = Volume(store, writable=not options.read_only, force=options.force)
-    if volume.unmerged_pages:
-        volume.close()
-        raise UserError("this volume holds fsynced writes that were never merged (its last writable "
-                        "mount stopped without unmounting): mount it writable once to merge them")
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead)
+    if options.read_only:
+        device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
 
     def ready() -> None:

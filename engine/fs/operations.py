@@ -114,7 +114,10 @@ class DiskOperations:
         if ino == DISK:
             if writing and self.device.read_only:
                 raise FuseError(errno.EROFS)
-            return 0, False, True  # every change passes through us, so cached pages stay valid
+            # A writable mount sees every change pass through it, so the
+            # kernel's cached pages stay valid; a read-only one follows a
+            # writer elsewhere, so each open starts with a cold page cache.
+            return 0, False, not self.device.read_only
         if ino == STATS:
             if writing:
                 raise FuseError(errno.EACCES)

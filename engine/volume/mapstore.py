@@ -269,6 +269,16 @@ class MapStore:
         newer.sort(key=lambda r: r.log)
         return Loaded(blockmap, root, last_seq, last_log, newer, log_journals, listing)
 
+    def load_latest(self, attempts: int = 5) -> "Loaded":
+        """`load` of a fresh listing, listed again if a live writer tidied
+        away an object between the listing and the read (NotFound)."""
+        for attempt in range(attempts):
+            try:
+                return self.load(self.listing())
+            except NotFound:
+                if attempt == attempts - 1:
+                    raise
+
     def read_root(self, epoch: int, seq: int) -> Root:
         data = self.codec.unpack(self.store.get(layout.root_key(epoch, seq)))
         root = decode_root(data, self.block_count, self.page_entries, self.uuid)

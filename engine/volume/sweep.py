@@ -36,8 +36,7 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
     """
     if delete and not volume.writable:
         raise ValueError("a sweep that deletes needs the volume open writable")
-    maps = MapStore(volume.store, volume.codec, volume.block_count, volume.record.page_entries,
-                    volume.record.uuid, volume.block_size)
+    maps = volume.maps
     listing = maps.listing()
     newest = listing.newest_root
     root = maps.read_root(*newest) if newest else Root(0, 0, [])

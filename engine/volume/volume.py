@@ -43,9 +43,9 @@ from ..errors import StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import referenced_in
+from .blockmap import changed_entries, referenced_in
 from .lock import Fenced, Lease
-from .mapstore import LOG_PAGE, Journal, KeyTaken, Listing, MapStore, Root, Run
+from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class Volume:
         self.block_size = record.block_size
         self.block_count = record.block_count
         self.codec = Codec(record.compression)
-        self._maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid,
-                              record.block_size)
+        self.maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid,
+                             record.block_size)
         self._lock = threading.Lock()          # map, pending changes, uploads in flight, collection sets
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
@@ -84,27 +84,27 @@ class Volume:
         self._candidates: set[bytes] = set()   # hashes that lost a reference since the last checkpoint
         self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
         self._deleting: set[bytes] = set()     # block objects being deleted right now
-        listing = self._maps.listing()
+        self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._lease: Lease | None = None
         if writable:
-            self._lease = Lease.acquire(store, min_epoch=listing.max_epoch, force=force)
-            listing = self._maps.listing()  # everything written before we took over
+            self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force)
         self.epoch = self._lease.epoch if self._lease else 0
         try:
-            self._open(listing)
+            self._open(self.maps.load_latest())  # everything written before we took over
         except BaseException:
             if self._lease is not None:
                 self._lease.release()
             raise
 
-    def _open(self, listing: Listing) -> None:
-        loaded = self._maps.load(listing)
+    def _open(self, loaded: Loaded) -> None:
+        listing = loaded.listing
         self._map, self._root, self._seq = loaded.map, loaded.root, loaded.last_seq
         self._log = max(loaded.last_log, self.epoch << LOG_EPOCH_SHIFT)
         self._log_journals = dict(loaded.log_journals)
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
         self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
         self.unknown_keys = listing.unknown
+        self.view = None  # what a read-only view last followed (follow.py)
         # Pages an fsync logged that never reached their blocks (the last
         # writer died): a writable open merges them; a read-only one
         # would show older data, so its users must refuse to serve it.
@@ -127,6 +127,9 @@ class Volume:
 
     def read_block(self, content_hash: bytes) -> bytes:
         """The block with this content hash (never called for ZERO_HASH)."""
+        merged = self._merged.get(content_hash)
+        if merged is not None:
+            return merged
         obj = self.store.get(layout.block_key(content_hash))
         return self.codec.decode_block(obj, content_hash, self.block_size)
 
@@ -246,7 +249,7 @@ class Volume:
                 journal = Journal(self.epoch, seq, [(i, h, w) for i, (h, w) in changes.items()],
                                   log_number if runs else 0, runs)
                 try:
-                    self._write_map(self._maps.write_journal, journal)
+                    self._write_map(self.maps.write_journal, journal)
                 except BaseException:
                     self._restore_pending(changes)
                     raise
@@ -291,11 +294,11 @@ class Volume:
                 self._collecting = set(candidates)
                 entries = self._map.entries() if candidates else b""  # the map this root holds
             try:
-                page_hashes = self._maps.write_pages(contents)
+                page_hashes = self.maps.write_pages(contents)
                 root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
                 for number, page_hash in page_hashes.items():
                     root.page_hashes[number] = page_hash
-                self._write_map(self._maps.write_root, root)
+                self._write_map(self.maps.write_root, root)
             except BaseException:
                 with self._lock:
                     self._map.mark_pages_dirty(pages)
@@ -358,7 +361,7 @@ class Volume:
         """Delete the journals the new root covers (but not those of live
         logged pages), the root it replaces and that root's pages it does
         not use.  Anything older is left to gc."""
-        covered = [layout.journal_key(e, s) for e, s in self._maps.listing().journals
+        covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
                    if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
         used = set(new.page_hashes)
         stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
@@ -437,6 +440,21 @@ class Volume:
         if self._lease is not None:
             self._lease.release()
         self.store.close()
+
+    # -- a read-only view following a writer (follow.py) -------------------------
+
+    def adopt(self, loaded: Loaded, merged: dict[bytes, bytes]) -> list[int]:
+        """Read-only: take a newer state of the map, with blocks merged in
+        memory (`merged`, by content hash); returns the blocks whose entry
+        changed."""
+        if self.writable:
+            raise ValueError("only a read-only volume follows another writer")
+        with self._lock:
+            old = self._map.entries()
+            self._map, self._root, self._merged = loaded.map, loaded.root, merged
+            self.view = (loaded.listing.newest_root, tuple(loaded.listing.journals))
+            self.unmerged_pages = sum(len(r.data) for r in loaded.runs) // LOG_PAGE
+        return changed_entries(old, loaded.map.entries())
 
     # -- reporting --------------------------------------------------------------
 
