@@ -235,22 +235,25 @@ def _wait_for_exit(pid: int | None) -> None:
 def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
+    from bucketdisk.volume.lock import current_holder
+    from bucketdisk.volume.mapstore import MapStore
     from bucketdisk.volume.record import read_record
-    from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")
-    volume = Volume(store, writable=False)
+    mapped, unmerged, listing = MapStore.of(store, record).count()  # never holds the whole map
     objects, stored = store.usage(layout.BLOCKS)
+    holder = current_holder(store)
     facts = {
         "url": args.url, "uuid": record.uuid, "format_version": record.format_version,
         "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
         "compression": record.compression, "hash": record.hash, "created": record.created,
-        "mapped_blocks": volume.mapped_count(), "objects": objects, "stored_bytes": stored,
-        "unmerged_pages": volume.unmerged_pages,  # fsynced pages a writable mount will merge
-        "unknown_keys": volume.unknown_keys,  # named as nothing of ours: left alone
+        "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
+        "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
+        "writer": holder.describe() if holder and holder.state() in ("live-here", "held") else None,
+        "unknown_keys": listing.unknown,  # named as nothing of ours: left alone
     }
     _print_facts(facts, args.json)
     return 0

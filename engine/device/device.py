@@ -300,7 +300,7 @@ class BlockDevice:
 
     def _refuse_if_fenced(self) -> None:
         """A mount that lost its lease acknowledges no more writes."""
-        reason = self.volume.fenced
+        reason = self.volume.refusing
         if reason is not None:
             raise Fenced(reason)
 

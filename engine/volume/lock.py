@@ -249,6 +249,14 @@ class Lease:
         """Why this mount lost the volume, or None while it holds it."""
         return self._fenced
 
+    @property
+    def refusing(self) -> str | None:
+        """Why this mount must not acknowledge writes now: fenced, or its
+        lease ran out (until a renewal succeeds), else None."""
+        if self._fenced is None and boottime() >= self._valid_until:
+            return f"this mount has not renewed its lease for {LEASE_SECONDS:.0f} s (is the store reachable?)"
+        return self._fenced
+
     def check(self) -> None:
         """Raise Fenced unless this mount provably still holds the volume:
         renewed within LEASE_SECONDS and no successor lease exists.  Call

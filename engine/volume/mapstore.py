@@ -51,6 +51,7 @@ RUN_HEADER = struct.Struct("<QII")
 LOG_PAGE = 4096
 LAYOUT_VERSION = 3
 FETCH_PARALLELISM = 16
+LOAD_ATTEMPTS = 5  # listings tried when a live writer keeps tidying objects away mid-load
 
 
 @dataclass
@@ -203,6 +204,20 @@ class Loaded:
     listing: Listing
 
 
+@dataclass
+class Replay:
+    changes: dict[int, bytes]                # block -> content hash, the last change of each
+    runs: list[Run]                          # logged pages newer than their block, oldest first
+    log_journals: dict[int, tuple[int, int]]
+    last_log: int
+
+
+def _zero_entries(entries: bytes) -> int:
+    """How many 32-byte entries of `entries` are all zeros."""
+    view = memoryview(entries)
+    return sum(1 for at in range(0, len(view), HASH_SIZE) if view[at : at + HASH_SIZE] == ZERO_HASH)
+
+
 class KeyTaken(StoreError):
     """A create-only map write found its name taken by different content."""
 
@@ -218,6 +233,12 @@ class MapStore:
         self.block_count = block_count
         self.page_entries = page_entries
         self.uuid = volume_uuid
+
+    @classmethod
+    def of(cls, store: ObjectStore, record) -> "MapStore":
+        """The map objects of the volume with this VolumeRecord."""
+        return cls(store, Codec(record.compression), record.block_count, record.page_entries, record.uuid,
+                   record.block_size)
 
     def listing(self) -> Listing:
         roots, journals, unknown = [], [], []
@@ -236,17 +257,45 @@ class MapStore:
         and the logged pages that are newer than their block's content."""
         listing = listing or self.listing()
         blockmap = BlockMap(self.block_count, self.page_entries)
-        newest = listing.newest_root
-        root = Root(0, 0, [ZERO_HASH] * blockmap.page_count)
-        if newest is not None:
-            root = self.read_root(*newest)
+        root = self._newest_root(listing)
+        if listing.newest_root is not None:
             self._load_pages(blockmap, root)
+        replay = self._replay(listing, root)
+        for index, content in replay.changes.items():
+            blockmap.set(index, content)
+        last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
+        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing)
+
+    def count(self) -> tuple[int, int, Listing]:
+        """(blocks that have an object, fsynced pages not yet in their
+        blocks, the listing), without holding the map: pages are counted
+        one at a time (info on a volume of any size)."""
+        for attempt in range(LOAD_ATTEMPTS):
+            listing = self.listing()
+            try:
+                root = self._newest_root(listing)
+                replay = self._replay(listing, root)
+                mapped = self._count_mapped(root, replay.changes)
+            except NotFound:  # a live writer tidied up between the listing and a read
+                if attempt == LOAD_ATTEMPTS - 1:
+                    raise
+                continue
+            return mapped, sum(len(r.data) for r in replay.runs) // LOG_PAGE, listing
+
+    def _newest_root(self, listing: Listing) -> Root:
+        if listing.newest_root is None:
+            return Root(0, 0, [ZERO_HASH] * -(-self.block_count // self.page_entries))
+        return self.read_root(*listing.newest_root)
+
+    def _replay(self, listing: Listing, root: Root) -> "Replay":
+        """What the journals add to `root`: the changes of those of its epoch
+        after it (in order), and the logged pages newer than their block."""
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             journals = list(pool.map(lambda name: self.read_journal(*name), listing.journals))
+        changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []
         log_journals: dict[int, tuple[int, int]] = {}
-        last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
         last_log = root.log_high
         for journal in journals:
             replayed = journal.epoch == root.epoch and journal.seq > root.seq
@@ -255,7 +304,7 @@ class MapStore:
                 for index, content, watermark in journal.changes:
                     if index >= self.block_count:
                         raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
-                    blockmap.set(index, content)
+                    changes[index] = content
                     marks[index] = watermark
             live = (journal.epoch, journal.seq) < (root.epoch, root.seq) and journal.log in root.live
             if journal.runs and (live or (replayed and journal.log > root.log_high)):
@@ -267,16 +316,33 @@ class MapStore:
                     > self.block_size:
                 raise CorruptData(f"logged pages of block {run.block} lie beyond it")
         newer.sort(key=lambda r: r.log)
-        return Loaded(blockmap, root, last_seq, last_log, newer, log_journals, listing)
+        return Replay(changes, newer, log_journals, last_log)
 
-    def load_latest(self, attempts: int = 5) -> "Loaded":
+    def _count_mapped(self, root: Root, changes: dict[int, bytes]) -> int:
+        def count_page(item) -> int:
+            number, page_hash = item
+            first = number * self.page_entries
+            entries = bytes(min(self.page_entries, self.block_count - first) * HASH_SIZE)
+            if page_hash != ZERO_HASH:
+                entries = self.read_page(page_hash)
+            mapped = (len(entries) - _zero_entries(entries) * HASH_SIZE) // HASH_SIZE
+            for index in range(first, first + len(entries) // HASH_SIZE):
+                if index in changes:
+                    old = entries[(index - first) * HASH_SIZE : (index - first + 1) * HASH_SIZE]
+                    mapped += (changes[index] != ZERO_HASH) - (old != ZERO_HASH)
+            return mapped
+
+        with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+            return sum(pool.map(count_page, enumerate(root.page_hashes)))
+
+    def load_latest(self) -> "Loaded":
         """`load` of a fresh listing, listed again if a live writer tidied
         away an object between the listing and the read (NotFound)."""
-        for attempt in range(attempts):
+        for attempt in range(LOAD_ATTEMPTS):
             try:
                 return self.load(self.listing())
             except NotFound:
-                if attempt == attempts - 1:
+                if attempt == LOAD_ATTEMPTS - 1:
                     raise
 
     def read_root(self, epoch: int, seq: int) -> Root:

@@ -71,8 +71,7 @@ class Volume:
         self.block_size = record.block_size
         self.block_count = record.block_count
         self.codec = Codec(record.compression)
-        self.maps = MapStore(store, self.codec, record.block_count, record.page_entries, record.uuid,
-                             record.block_size)
+        self.maps = MapStore.of(store, record)
         self._lock = threading.Lock()          # map, pending changes, uploads in flight, collection sets
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
@@ -229,8 +228,14 @@ class Volume:
 
     @property
     def fenced(self) -> str | None:
-        """Why this mount may no longer write, or None."""
+        """Why this mount may never write again (another took the volume), or None."""
         return self._lease.fenced if self._lease is not None else None
+
+    @property
+    def refusing(self) -> str | None:
+        """Why this mount must not acknowledge writes now (fenced, or its
+        lease ran out until it renews), or None."""
+        return self._lease.refusing if self._lease is not None else None
 
     def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> None:
         """Make every committed change durable (one journal object), with
