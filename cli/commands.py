@@ -86,6 +86,9 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    from bucketdisk.store import parse_url
+
+    parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
     s3_options(args, args.threads)  # refuse bad store options before forking
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
