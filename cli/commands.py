@@ -50,12 +50,17 @@ def _store_argv(args: argparse.Namespace) -> list[str]:
 
 def create(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
-    from bucketdisk.volume.record import validate_geometry
     from bucketdisk.volume.create import create_volume
+    from bucketdisk.volume.record import check_map_fits, validate_geometry
 
+    # before the store is opened: a refused geometry costs no request
     validate_geometry(args.size, args.block_size)
+    check_map_fits(args.size, args.block_size)
     store = open_store(args.url, create=True, s3=s3_options(args))
-    record = create_volume(store, args.size, args.block_size, force=args.force)
+    try:
+        record = create_volume(store, args.size, args.block_size, force=args.force)
+    finally:
+        store.close()
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
           f"of {format_size(record.block_size)} (uuid {record.uuid})")
     return 0
@@ -231,13 +236,14 @@ def _wait_for_exit(pid: int | None) -> None:
 def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
-    from bucketdisk.volume.record import read_record
+    from bucketdisk.volume.record import check_record_fits, read_record
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")
+    check_record_fits(record)  # before Volume allocates the map
     volume = Volume(store, writable=False)
     objects, stored = store.usage(layout.BLOCKS)
     facts = {
@@ -255,10 +261,14 @@ def info(args: argparse.Namespace) -> int:
 def gc(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
+    from bucketdisk.volume.record import check_record_fits, read_record
     from bucketdisk.volume.sweep import sweep
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
+    record = read_record(store)
+    if record is not None:  # (no record: Volume says so)
+        check_record_fits(record)  # before Volume allocates the map
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run)
     try:
