@@ -50,12 +50,17 @@ def _store_argv(args: argparse.Namespace) -> list[str]:
 
 def create(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
-    from bucketdisk.volume.record import validate_geometry
     from bucketdisk.volume.create import create_volume
+    from bucketdisk.volume.record import check_map_fits, validate_geometry
 
+    # before the store is opened: a refused geometry costs no request
     validate_geometry(args.size, args.block_size)
+    check_map_fits(args.size, args.block_size)
     store = open_store(args.url, create=True, s3=s3_options(args))
-    record = create_volume(store, args.size, args.block_size, force=args.force)
+    try:
+        record = create_volume(store, args.size, args.block_size, force=args.force)
+    finally:
+        store.close()
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
           f"of {format_size(record.block_size)} (uuid {record.uuid})")
     return 0
@@ -86,6 +91,9 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    from bucketdisk.store import parse_url
+
+    parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
     s3_options(args, args.threads)  # refuse bad store options before forking
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
@@ -237,12 +245,13 @@ def info(args: argparse.Namespace) -> int:
     from bucketdisk.volume import layout
     from bucketdisk.volume.lock import current_holder
     from bucketdisk.volume.mapstore import MapStore
-    from bucketdisk.volume.record import read_record
+    from bucketdisk.volume.record import check_record_fits, read_record
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")
+    check_record_fits(record)  # a volume no mount here could serve is refused alike
     mapped, unmerged, listing = MapStore.of(store, record).count()  # never holds the whole map
     objects, stored = store.usage(layout.BLOCKS)
     holder = current_holder(store)
@@ -262,10 +271,14 @@ def info(args: argparse.Namespace) -> int:
 def gc(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
+    from bucketdisk.volume.record import check_record_fits, read_record
     from bucketdisk.volume.sweep import sweep
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
+    record = read_record(store)
+    if record is not None:  # (no record: Volume says so)
+        check_record_fits(record)  # before Volume allocates the map
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run)
     try:

@@ -19,3 +19,8 @@ class NotFound(StoreError):
 
 class CorruptData(StoreError):
     """An object failed its integrity checks."""
+
+
+class Forbidden(StoreError):
+    """The store refused access to one object (S3 403, a file's EACCES):
+    these credentials may not read it, which says nothing of whether it exists."""

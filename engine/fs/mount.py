@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..device.device import BlockDevice
 from ..store import S3Options, open_store
+from ..volume.record import check_record_fits, read_record
 from ..volume.volume import Volume
 from ._fuse import Session
 from .mountpoints import FSTYPE, device_at
@@ -88,6 +89,13 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     """
     tune_heap()
     store = open_store(url, s3=options.s3)
+    try:
+        record = read_record(store)
+        if record is not None:  # (no record: Volume says so)
+            check_record_fits(record)  # refuse a map this machine cannot hold before allocating it
+    except BaseException:
+        store.close()
+        raise
     volume = Volume(store, writable=not options.read_only, force=options.force)
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead)

@@ -2,7 +2,8 @@
 
 Keys are plain relative paths made of `[0-9a-z_-]` segments joined by `/`
 (no `.`, `..` or empty segments), so they are valid file paths and S3 keys
-alike.  Stores know nothing about volumes, blocks or maps.
+alike that nothing rewrites on the way; the stores refuse any other key
+(names.py).  Stores know nothing about volumes, blocks or maps.
 """
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -55,3 +56,14 @@ class ObjectStore(ABC):
     def describe(self) -> str:
         """Where the store lives, safe to print (no secrets)."""
         return type(self).__name__
+
+    def url(self) -> str:
+        """The volume URL of this place (file:///PATH, s3://BUCKET/PREFIX)."""
+        return self.describe()
+
+    def parent(self) -> "ObjectStore | None":
+        """The store of the place that encloses this one (the directory or
+        prefix one level up), sharing this store's connections, or None at
+        the top.  Used to look for a volume around this place; never close
+        it (close this store instead)."""
+        return None

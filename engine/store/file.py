@@ -2,7 +2,9 @@
 
 Every put is atomic and durable: the bytes go to a temporary file that is
 fsynced, then linked (create-only) or renamed (replace) into place, and the
-directory is fsynced so the new name survives a crash.
+directory is fsynced so the new name survives a crash.  The store's own
+directory is made by the first put, so a place that is only looked at
+(and a create that is refused) leaves nothing behind.
 """
 import errno
 import os
@@ -11,21 +13,25 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 
-from ..errors import NotFound, StoreError, UserError
+from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
 from .base import ObjectStore
+from .names import is_plain_key, shown
 
 TMP_DIR = ".tmp"
 
 
 class FileStore(ObjectStore):
     def __init__(self, root: str, stats: Stats | None = None, *, create: bool = False) -> None:
+        """A store in the directory `root`.  It must exist unless `create`
+        (then the first put makes it); raises UserError when it does not,
+        or when a file that is not a directory stands in its way."""
         super().__init__(stats)
         self.root = os.path.abspath(root)
-        if create:
-            os.makedirs(self.root, exist_ok=True)
-        if not os.path.isdir(self.root):
+        if not create and not os.path.isdir(self.root):
             raise UserError(f"no such directory: {self.root}")
+        if create:
+            _check_can_be_directory(self.root)
         self._tmp = os.path.join(self.root, TMP_DIR)
         self._known_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
@@ -33,15 +39,29 @@ class FileStore(ObjectStore):
     def describe(self) -> str:
         return f"file://{self.root}"
 
+    def url(self) -> str:
+        return f"file://{self.root}"
+
+    def parent(self) -> "FileStore | None":
+        """The enclosing directory's store (maybe missing), None for `/`."""
+        up = os.path.dirname(self.root)
+        return None if up == self.root else FileStore(up, self.stats, create=True)
+
     def _path(self, key: str) -> str:
+        """The file of `key`; a key that is not plain (names.py) could
+        name a file outside the store and raises StoreError."""
+        if not is_plain_key(key):
+            raise StoreError(f"refusing the key {shown(key)}: not a plain relative path")
         return os.path.join(self.root, key)
 
     def get(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
                 data = f.read()
-        except (FileNotFoundError, IsADirectoryError):  # a directory holds keys; it is not one
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # a directory holds keys; it is not one
             raise NotFound(key) from None
+        except PermissionError as e:
+            raise Forbidden(f"reading {key}: {e.strerror}") from None
         except OSError as e:
             self.stats.add("request_failures")
             raise StoreError(f"reading {key}: {e.strerror}") from e
@@ -52,8 +72,10 @@ class FileStore(ObjectStore):
     def head(self, key: str) -> int | None:
         try:
             st = os.stat(self._path(key))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except PermissionError as e:
+            raise Forbidden(f"looking at {key}: {e.strerror}") from None
         return None if stat.S_ISDIR(st.st_mode) else st.st_size
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
@@ -129,17 +151,34 @@ class FileStore(ObjectStore):
         return tmp
 
     def _ensure_dir(self, path: str) -> None:
+        """Make `path` and any missing directories above it, each one's
+        name made durable by fsyncing the directory that holds it."""
         if path in self._known_dirs:
             return
         with self._dirs_lock:
             if path in self._known_dirs:
                 return
+            missing = []
+            top = path
+            while not os.path.isdir(top) and os.path.dirname(top) != top:
+                missing.append(top)
+                top = os.path.dirname(top)
             try:
                 os.makedirs(path, exist_ok=True)
+                for made in reversed(missing):
+                    _fsync_dir(os.path.dirname(made))
             except OSError as e:
                 raise StoreError(f"creating {path}: {e.strerror}") from e
-            _fsync_dir(os.path.dirname(path))
             self._known_dirs.add(path)
+
+
+def _check_can_be_directory(path: str) -> None:
+    """Refuse, with UserError, a path where a directory cannot be: it, or
+    the nearest of its ancestors that exists, is not a directory."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise UserError(f"{path} is not a directory")
 
 
 def _fsync_dir(path: str) -> None:

@@ -9,24 +9,28 @@ clear line.  Bodies are always read to the end so connections go back to
 the pool.
 """
 import base64
+import copy
 import hashlib
 import logging
 import os
 import random
 import re
+import ssl
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import urllib3
 
-from ..errors import NotFound, StoreError, UserError
+from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
 from .base import ObjectStore
 from .credentials import Credentials, resolve_credentials, resolve_region
+from .names import check_bucket, check_prefix, is_plain_key, shown
+from .userfiles import check_regular_file
 from .sigv4 import EMPTY_SHA256, Signer, canonical_query
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,10 @@ class S3Failure(StoreError):
         self.code = code
 
 
+class S3Forbidden(S3Failure, Forbidden):
+    """A 403 answer: these credentials may not touch that key."""
+
+
 def _error_code(body: bytes) -> tuple[str, str]:
     try:
         root = ET.fromstring(body)
@@ -131,11 +139,12 @@ class S3Store(ObjectStore):
     def __init__(self, bucket: str, prefix: str, options: S3Options, stats: Stats | None = None,
                  credentials: Credentials | None = None) -> None:
         super().__init__(stats)
-        if not bucket:
-            raise UserError("s3:// URLs name a bucket: s3://BUCKET/PREFIX")
+        check_bucket(bucket)
+        prefix = check_prefix(prefix, f"s3://{bucket}/{prefix}")
         self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.prefix = prefix + "/" if prefix else ""  # every key is self.prefix + key
         self.options = options
+        self._owns_pool = True
         self.region = resolve_region(options.region, options.profile)
         self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
         endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or \
@@ -147,6 +156,10 @@ class S3Store(ObjectStore):
         self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
         self._host = f"{self.bucket}.{parsed.netloc}" if self._virtual else parsed.netloc
         self._base = f"{parsed.scheme}://{self._host}"
+        if options.ca_bundle:
+            check_ca_bundle(options.ca_bundle, "--ca-bundle")
+        elif parsed.scheme == "https" and not options.insecure and os.environ.get("AWS_CA_BUNDLE"):
+            check_ca_bundle(os.environ["AWS_CA_BUNDLE"], "AWS_CA_BUNDLE")
         if options.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.warning("TLS certificate checks are OFF (--insecure) for %s", self.endpoint)
@@ -164,12 +177,38 @@ class S3Store(ObjectStore):
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix[:-1]}" if self.prefix else f"s3://{self.bucket}"
+
+    def parent(self) -> "S3Store | None":
+        """The prefix one level up (the bucket itself after the last one),
+        sharing this store's connections and credentials; None for the
+        bucket.  Closing it does nothing: close this store instead."""
+        if not self.prefix:
+            return None
+        up = copy.copy(self)
+        up.prefix = self.prefix[:-1].rpartition("/")[0]
+        up.prefix += "/" if up.prefix else ""
+        up._owns_pool = False
+        return up
+
     # -- requests ------------------------------------------------------------------
 
     def _path(self, key: str | None) -> str:
-        """The request path, URI-encoded (the bucket itself for None)."""
-        path = "" if key is None else "/" + quote(self.prefix + key, safe="/-_.~")
-        return (path or "/") if self._virtual else f"/{self.bucket}{path}"
+        """The request path (the bucket itself for None).
+
+        Keys are plain (names.py: no empty, `.` or `..` segment, only
+        characters that need no encoding), so the path signed is byte for
+        byte the path urllib3 sends and the key the server stores and lists;
+        anything else raises StoreError rather than be sent.
+        """
+        if key is None:
+            return "/" if self._virtual else f"/{self.bucket}"
+        full = self.prefix + key
+        if not is_plain_key(full):
+            raise StoreError(f"refusing the key {shown(full)}: a server or proxy could store it under "
+                             "another name")
+        return f"/{full}" if self._virtual else f"/{self.bucket}/{full}"
 
     def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
@@ -241,7 +280,7 @@ class S3Store(ObjectStore):
             text = f"{explained} ({status} {code}) for {where}"
         else:
             text = f"{method} {where}: {status} {code or 'error'} {message}".rstrip()
-        return S3Failure(text, status, code)
+        return (S3Forbidden if status == 403 else S3Failure)(text, status, code)
 
     # -- the interface ----------------------------------------------------------------
 
@@ -339,7 +378,11 @@ class S3Store(ObjectStore):
                 tag = _local(child.tag)
                 if tag == "Contents":
                     fields = {_local(c.tag): c.text for c in child}
-                    yield fields["Key"][len(self.prefix):], int(fields.get("Size") or 0)
+                    key = fields.get("Key") or ""
+                    if not key.startswith(params["prefix"]):
+                        raise StoreError(f"the server listed {shown(key[:200])} for the prefix "
+                                         f"{shown(params['prefix'])}: it rewrites keys")
+                    yield key[len(self.prefix):], int(fields.get("Size") or 0)
                 elif tag == "IsTruncated":
                     truncated = child.text == "true"
                 elif tag == "NextContinuationToken":
@@ -349,7 +392,26 @@ class S3Store(ObjectStore):
             params["continuation-token"] = token
 
     def close(self) -> None:
-        self._http.clear()
+        if self._owns_pool:
+            self._http.clear()
+
+
+def check_ca_bundle(path: str, source: str) -> None:
+    """Refuse a CA bundle TLS could not use, in one line naming it.
+
+    `source` says where the path came from (--ca-bundle, AWS_CA_BUNDLE).
+    A bundle named by --ca-bundle is checked even for an http:// endpoint
+    (the user handed it in: a broken one is a mistake worth hearing of);
+    AWS_CA_BUNDLE only when it is used.  Raises UserError when the file is
+    missing, not a regular file, unreadable or holds no PEM certificate."""
+    what = f"CA bundle ({source})"
+    check_regular_file(path, what)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise UserError(f"{what} {shown(path)} holds no usable PEM certificate") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {shown(path)}: {e.strerror or e}") from None
 
 
 def _pool_manager(scheme: str, host: str, options: S3Options) -> urllib3.PoolManager:

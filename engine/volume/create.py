@@ -1,28 +1,149 @@
-"""Creating a volume: writing its record into an empty place."""
-from ..errors import UserError
+"""Creating a volume: writing its record into an empty place.
+
+What `create` may touch, and what it refuses (one line, nothing changed):
+
+* a place inside another volume (a directory or prefix above it holds a
+  volume record) or around one (a volume record somewhere below it):
+  refused with or without --force, naming the other volume.  One volume's
+  keys never share a place with another's, so deleting one never reaches
+  into the other.
+* a place holding anything that is not a key of the volume layout
+  (layout.is_volume_key): refused with or without --force, naming the
+  first such key.  --force replaces a bucketdisk volume; it never deletes
+  files or objects bucketdisk did not write.
+* a place holding a volume (or what is left of one): refused unless
+  --force, and with --force while that volume is mounted writable.
+
+Cost: one listing of the place (it is wiped from that listing anyway), one
+HEAD of `volume` per enclosing directory or prefix, and a GET of each
+candidate record below the place until one proves to be a volume.
+"""
+import json
+
+from ..errors import Forbidden, NotFound, UserError
 from ..store.base import ObjectStore
+from ..store.names import is_plain_key, shown
 from . import layout
 from .lock import current_holder
-from .record import VolumeRecord, validate_geometry
+from .record import VolumeRecord, check_map_fits, validate_geometry
+
+RECORD_SUFFIX = "/" + layout.RECORD
+MAX_RECORD_BYTES = 64 << 10  # a volume record is a few hundred bytes; a larger `volume` is something else
 
 
 def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False) -> VolumeRecord:
-    """Write a new, empty volume.  With `force`, an old one is wiped first."""
+    """Write a new, empty volume into `store`'s place; with `force`, replace
+    the volume there.  Raises UserError (having changed nothing) for the
+    refusals in the module docstring."""
     validate_geometry(size, block_size)
-    existing = list(store.list())
-    if existing:
+    check_map_fits(size, block_size)
+    outer = enclosing_volume(store)
+    if outer is not None:
+        raise UserError(f"{outer} is a bucketdisk volume and {store.url()} lies inside it; "
+                        "a volume cannot hold another: choose a place outside it")
+    keys = [k for k in store.list() if k != ""]  # "": an S3 console's folder marker of the place itself
+    inner = nested_volume(store, keys)
+    if inner is not None:
+        raise UserError(f"{store.url()} holds another bucketdisk volume, {store.url().rstrip('/')}/{inner}; "
+                        "a volume cannot hold another: choose a place outside it")
+    foreign = [k for k in keys if not layout.is_volume_key(k)]
+    if foreign:
+        raise UserError(f"{store.url()} holds data that is not part of a bucketdisk volume "
+                        f"({_count(len(foreign), 'object')}, first {shown(foreign[0])}); bucketdisk creates volumes "
+                        "only in an empty place, even with --force: choose another place")
+    if keys:
+        what = "a volume" if layout.RECORD in keys else "what is left of a volume (no record)"
         if not force:
-            what = "a volume" if layout.RECORD in existing else "other data"
-            raise UserError(f"{store.describe()} already holds {what}; use --force to replace it")
+            raise UserError(f"{store.url()} already holds {what}; use --force to replace it "
+                            "(its data is lost)")
         holder = current_holder(store)
         if holder is not None and holder.state() in ("live-here", "held"):
             raise UserError(f"that volume is mounted by {holder.describe()}; unmount it before replacing it")
-        _delete_all(store, existing)
+        _delete_volume_keys(store, keys)
     record = VolumeRecord(size=size, block_size=block_size)
-    store.put(layout.RECORD, record.to_bytes())
+    if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
+        raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
+    _check_listed(store)
     return record
 
 
-def _delete_all(store: ObjectStore, keys: list[str]) -> None:
-    # The record goes first so a half-wiped volume is never mistaken for one.
-    store.delete(sorted(keys, key=lambda k: k != layout.RECORD))
+def enclosing_volume(store: ObjectStore) -> str | None:
+    """The URL of the nearest volume whose place encloses `store`'s (a
+    directory or prefix above it holding a volume record), or None.
+    One HEAD per level; a level these credentials may not read is passed."""
+    place = store.parent()
+    while place is not None:
+        if _holds_record(place, layout.RECORD):
+            return place.url()
+        place = place.parent()
+    return None
+
+
+def nested_volume(store: ObjectStore, keys: list[str]) -> str | None:
+    """The relative prefix (e.g. 'disks/a') of a volume below `store`'s
+    place, among `keys` (its listing), or None.
+
+    A candidate is a key ending in `/volume`; it is a volume if other keys
+    of the layout sit beside it (no request needed) or if it reads as a
+    volume record (one GET).  Stops at the first one found."""
+    candidates = sorted(k[: -len(RECORD_SUFFIX)] for k in keys if k.endswith(RECORD_SUFFIX) and is_plain_key(k))
+    if not candidates:
+        return None
+    with_layout = _prefixes_with_layout_keys(keys)
+    for prefix in candidates:
+        if prefix in with_layout:
+            return prefix
+    for prefix in candidates:
+        if _holds_record(store, f"{prefix}{RECORD_SUFFIX}"):
+            return prefix
+    return None
+
+
+def _prefixes_with_layout_keys(keys: list[str]) -> set[str]:
+    """Every prefix P such that some key is `P/<a key of the layout other
+    than the record>` (blocks, pages, roots, journals, leases)."""
+    found = set()
+    for key in keys:
+        at = key.find("/")
+        while at > 0:
+            rest = key[at + 1:]
+            if rest != layout.RECORD and layout.is_volume_key(rest):
+                found.add(key[:at])
+            at = key.find("/", at + 1)
+    return found
+
+
+def _holds_record(store: ObjectStore, key: str) -> bool:
+    """Whether `key` in `store` is a bucketdisk volume record (by its
+    `format` field; any version).  Missing, unreadable to us, too large or
+    not JSON: False."""
+    try:
+        size = store.head(key)
+        if size is None or size > MAX_RECORD_BYTES:
+            return False
+        fields = json.loads(store.get(key))
+    except (NotFound, Forbidden, ValueError):
+        return False
+    return isinstance(fields, dict) and fields.get("format") == "bucketdisk"
+
+
+def _delete_volume_keys(store: ObjectStore, keys: list[str]) -> None:
+    """Delete the volume's keys, the record first so that a half-wiped
+    volume is never mistaken for one.  Only layout keys are passed in; the
+    filter stays as the last guard."""
+    doomed = [k for k in keys if layout.is_volume_key(k)]
+    store.delete(sorted(doomed, key=lambda k: k != layout.RECORD))
+
+
+def _check_listed(store: ObjectStore) -> None:
+    """Raise UserError unless the record just written is listed under the
+    very name it was written as: a server or proxy that rewrites keys would
+    otherwise give a volume that reads as zeros after the next mount."""
+    if layout.RECORD not in store.list(layout.RECORD):
+        store.delete([layout.RECORD])
+        raise UserError(f"the store at {store.url()} did not list the volume record under the name it was "
+                        "written as (a server or proxy rewrites keys); no volume was created")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -1,5 +1,6 @@
 """The self-describing volume record: everything needed to mount a volume."""
 import json
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,22 @@ MAX_BLOCKS = 1 << 32
 # volume of 1 MiB blocks has only 256 pages, small enough that a checkpoint
 # after scattered writes rewrites little.
 PAGE_ENTRIES = 4096
+
+# What a volume's block map costs in memory, and how much of it a machine
+# may give.  The map is one bytearray of 32 bytes per block (blockmap.py),
+# and each checkpoint copies it to scan without the lock (BlockMap.entries),
+# so a mount holds two at its peak: 64 bytes per block, 64 MiB per million
+# blocks.  It may take at most half of the machine's memory (or of its
+# cgroup's limit, when lower): the other half is for the block cache
+# (--cache-size), the kernel's page cache under the filesystem inside, and
+# whatever else the machine runs.  A map past that would not fail politely
+# (MemoryError, or the OOM killer taking the daemon with unstored data), so
+# `create` refuses such a volume and `mount`, `info` and `gc` refuse to
+# open one before allocating anything.
+MAP_ENTRY_BYTES = 32
+MAP_COPIES = 2
+MEMORY_SHARE = 0.5
+_UNLIMITED = 1 << 60  # cgroup v1 says "no limit" with a number near 2**63
 
 
 @dataclass(frozen=True)
@@ -89,3 +106,128 @@ def read_record(store: ObjectStore) -> VolumeRecord | None:
         return VolumeRecord.from_bytes(store.get(RECORD_KEY))
     except NotFound:
         return None
+
+
+def map_memory(block_count: int) -> int:
+    """Bytes a mount of `block_count` blocks needs for its block map at
+    its peak (MAP_COPIES copies of MAP_ENTRY_BYTES per block)."""
+    return block_count * MAP_ENTRY_BYTES * MAP_COPIES
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: MemTotal from /proc/meminfo
+    (else the page count), lowered to the memory limit of its cgroup (v2
+    memory.max up its hierarchy, v1 memory.limit_in_bytes) if one is set."""
+    total = _meminfo_total()
+    for limit in _cgroup_limits():
+        total = min(total, limit)
+    return total
+
+
+def map_budget() -> int:
+    """Bytes a block map may take on this machine (MEMORY_SHARE of it)."""
+    return int(machine_memory() * MEMORY_SHARE)
+
+
+def check_map_fits(size: int, block_size: int) -> None:
+    """Refuse (UserError, one line) to create a volume whose block map
+    would not fit in this machine's map budget; the line says how much the
+    map needs and the smallest block size whose map would fit."""
+    blocks = -(-size // block_size)
+    need, budget = map_memory(blocks), map_budget()
+    if need <= budget:
+        return
+    text = (f"a {_human(size)} volume of {_human(block_size)} blocks needs {_human(need)} of memory for its "
+            f"block map ({_map_rule()}), more than {_share()} of this machine's {_human(machine_memory())}; ")
+    fitting = next((b for b in _powers_of_two(block_size * 2, MAX_BLOCK_SIZE)
+                    if map_memory(-(-size // b)) <= budget), None)
+    if fitting is None:
+        text += f"even {_human(MAX_BLOCK_SIZE)} blocks do not fit: make it smaller or use a larger machine"
+    else:
+        text += f"use --block-size {_human(fitting)} or larger"
+        if size % fitting:
+            text += " (and a size that is a multiple of it)"
+    raise UserError(text)
+
+
+def check_record_fits(record: "VolumeRecord") -> None:
+    """Refuse (UserError, one line) to open a volume whose block map would
+    not fit in this machine's map budget (one made on a larger machine, or
+    by a version without this rule), before anything is allocated."""
+    need = map_memory(record.block_count)
+    if need <= map_budget():
+        return
+    raise UserError(f"this volume ({_human(record.size)} in {_human(record.block_size)} blocks) needs "
+                    f"{_human(need)} of memory for its block map ({_map_rule()}), more than {_share()} of "
+                    f"this machine's {_human(machine_memory())}; open it on a machine with at least "
+                    f"{_human(int(need / MEMORY_SHARE))} of memory")
+
+
+def _map_rule() -> str:
+    return f"{MAP_COPIES} x {MAP_ENTRY_BYTES} bytes per block"
+
+
+def _share() -> str:
+    return "half" if MEMORY_SHARE == 0.5 else f"{MEMORY_SHARE:.0%}"
+
+
+def _powers_of_two(low: int, high: int):
+    size = low
+    while size <= high:
+        yield size
+        size *= 2
+
+
+def _human(n: int) -> str:
+    """A byte count in binary units: 4K, 128K, 23.5G, 256G."""
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f}{unit}" if value == int(value) or value >= 100 else f"{value:.1f}{unit}"
+    return str(n)
+
+
+def _meminfo_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 62  # cannot tell: no limit from us
+
+
+def _cgroup_limits() -> list[int]:
+    """Memory limits (bytes) of this process's cgroups that are set."""
+    limits = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return limits
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: the limit of each cgroup up to the root counts
+            while True:
+                limits += _read_limit(f"/sys/fs/cgroup{path.rstrip('/')}/memory.max")
+                if path in ("/", ""):
+                    break
+                path = os.path.dirname(path)
+        elif "memory" in controllers.split(","):
+            limits += _read_limit(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.limit_in_bytes")
+    return limits
+
+
+def _read_limit(path: str) -> list[int]:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return []
+    if not text.isdigit() or int(text) >= _UNLIMITED:
+        return []  # "max", or v1's "no limit"
+    return [int(text)]
