@@ -398,8 +398,10 @@ class BlockDevice:
         while not self._stopped.wait(SYNC_INTERVAL):
             try:
                 self.volume.sync(confirm=False)  # acknowledges nothing
-            except Fenced:
-                return
+            except Fenced as e:
+                if self.volume.fenced is not None:
+                    return  # for good: another mount has the volume
+                log.warning("journal write held back: %s", e)
             except Exception as e:
                 log.error("journal write failed, will retry: %s", e)
                 self.stats.add("errors")

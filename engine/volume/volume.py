@@ -332,8 +332,9 @@ class Volume:
             self._lease.fence(str(e))
 
     def _check_not_fenced(self) -> None:
-        if self.fenced is not None:
-            raise Fenced(self.fenced)
+        reason = self.refusing
+        if reason is not None:
+            raise Fenced(reason)
 
     def _prune_marks(self) -> None:
         """Keep only the watermarks of blocks in live logs (lock held).  A
