@@ -24,7 +24,7 @@ from ..errors import Forbidden, NotFound, UserError
 from ..store.base import ObjectStore
 from ..store.names import is_plain_key, shown
 from . import layout
-from .lock import current_holder
+from .lock import Lease, current_holder
 from .record import VolumeRecord, check_map_fits, validate_geometry
 
 RECORD_SUFFIX = "/" + layout.RECORD
@@ -59,12 +59,31 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         holder = current_holder(store)
         if holder is not None and holder.state() in ("live-here", "held"):
             raise UserError(f"that volume is mounted by {holder.describe()}; unmount it before replacing it")
-        _delete_volume_keys(store, keys)
+        # Hold the lease while wiping, so no mount starts in between; its
+        # epoch fences a writer whose lease had only expired.
+        lease = Lease.acquire(store, min_epoch=_max_epoch(keys))
+        try:
+            _delete_volume_keys(store, [k for k in keys if k != layout.lease_key(lease.epoch)])
+            return _write_record(store, size, block_size)
+        finally:
+            lease.release()
+    return _write_record(store, size, block_size)
+
+
+def _write_record(store: ObjectStore, size: int, block_size: int) -> VolumeRecord:
     record = VolumeRecord(size=size, block_size=block_size)
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)
     return record
+
+
+def _max_epoch(keys: list[str]) -> int:
+    """The highest epoch any root, journal or lease among `keys` carries."""
+    epochs = [layout.epoch_of_lease_key(k) for k in keys]
+    epochs += [name[0] for prefix in (layout.ROOTS, layout.JOURNAL) for k in keys
+               if (name := layout.name_of(k, prefix)) is not None]
+    return max([e for e in epochs if e is not None], default=0)
 
 
 def enclosing_volume(store: ObjectStore) -> str | None:

@@ -161,8 +161,9 @@ def _legacy_holder(store: ObjectStore) -> Holder | None:
 class Lease:
     """A writable mount's hold on its volume (see the module docstring)."""
 
-    def __init__(self, store: ObjectStore, epoch: int, fences: bool) -> None:
+    def __init__(self, store: ObjectStore, epoch: int, fences: bool, volume_uuid: str | None = None) -> None:
         self.store = store
+        self.volume_uuid = volume_uuid
         self.epoch = epoch
         self.token = uuid.uuid4().hex
         self._fences = fences
@@ -176,11 +177,14 @@ class Lease:
     # -- taking and giving back ------------------------------------------------------
 
     @classmethod
-    def acquire(cls, store: ObjectStore, *, min_epoch: int, force: bool = False) -> "Lease":
+    def acquire(cls, store: ObjectStore, *, min_epoch: int, force: bool = False,
+                volume_uuid: str | None = None) -> "Lease":
         """Take the volume, or raise UserError naming who holds it.
 
         `min_epoch` is the highest epoch any map object of the volume
         carries; the new epoch is above it and above every lease object.
+        `volume_uuid`: the record's, so that a holder whose lease ran out
+        notices a volume created anew in its place.
         """
         leases = read_leases(store)
         newest = leases[-1] if leases else _legacy_holder(store)
@@ -198,7 +202,7 @@ class Lease:
             # A predecessor that may still be running must find our lease object.
             fences = state in ("held", "expired")
         epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
-        lease = cls(store, epoch, fences)
+        lease = cls(store, epoch, fences, volume_uuid)
         if not store.put(layout.lease_key(epoch), lease._content(), if_absent=True):
             raise UserError("another mount took the volume at the same moment")
         won = read_leases(store)
@@ -323,3 +327,10 @@ class Lease:
                   if name is not None and name[0] > self.epoch]
         if newer:
             self._fence(f"the volume was taken over (epoch {min(newer)}) while this mount could not renew its lease")
+        if self.volume_uuid is not None:
+            try:
+                uuid_now = json.loads(self.store.get(layout.RECORD)).get("uuid")
+            except (NotFound, ValueError, AttributeError):
+                uuid_now = None
+            if uuid_now != self.volume_uuid:
+                self._fence("the volume was deleted or created anew while this mount could not renew its lease")

@@ -54,6 +54,11 @@ FETCH_PARALLELISM = 16
 LOAD_ATTEMPTS = 5  # listings tried when a live writer keeps tidying objects away mid-load
 
 
+class ForeignObject(CorruptData):
+    """A map object of another volume (an earlier one at the same place):
+    read past, as if it were not there."""
+
+
 @dataclass
 class Root:
     epoch: int
@@ -111,7 +116,7 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
         log_high, live_count, mark_count = fields[7:10]
         epoch = fields[10] if version == 3 else 0
     if vol != uuid.UUID(volume_uuid).bytes:
-        raise CorruptData("map root belongs to another volume")
+        raise ForeignObject("map root belongs to another volume")
     if count != block_count or entries != page_entries:
         raise CorruptData("map root does not match the volume geometry")
     body = data[header.size :]
@@ -143,7 +148,7 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
     if magic != b"BDKJ" or version not in (1, 2, 3):
         raise CorruptData("not a journal entry of a known version")
     if vol != uuid.UUID(volume_uuid).bytes:
-        raise CorruptData("journal entry belongs to another volume")
+        raise ForeignObject("journal entry belongs to another volume")
     if version == 1:
         if len(data) != JOURNAL_HEADER_V1.size + count * JOURNAL_ENTRY_V1.size:
             raise CorruptData("journal entry is truncated")
@@ -257,8 +262,8 @@ class MapStore:
         and the logged pages that are newer than their block's content."""
         listing = listing or self.listing()
         blockmap = BlockMap(self.block_count, self.page_entries)
-        root = self._newest_root(listing)
-        if listing.newest_root is not None:
+        root = self.newest_root(listing)
+        if root.page_hashes and (root.epoch or root.seq):
             self._load_pages(blockmap, root)
         replay = self._replay(listing, root)
         for index, content in replay.changes.items():
@@ -273,7 +278,7 @@ class MapStore:
         for attempt in range(LOAD_ATTEMPTS):
             listing = self.listing()
             try:
-                root = self._newest_root(listing)
+                root = self.newest_root(listing)
                 replay = self._replay(listing, root)
                 mapped = self._count_mapped(root, replay.changes)
             except NotFound:  # a live writer tidied up between the listing and a read
@@ -282,16 +287,28 @@ class MapStore:
                 continue
             return mapped, sum(len(r.data) for r in replay.runs) // LOG_PAGE, listing
 
-    def _newest_root(self, listing: Listing) -> Root:
-        if listing.newest_root is None:
-            return Root(0, 0, [ZERO_HASH] * -(-self.block_count // self.page_entries))
-        return self.read_root(*listing.newest_root)
+    def newest_root(self, listing: Listing) -> Root:
+        """The root with the highest (epoch, seq) that belongs to this
+        volume; an empty one (epoch 0, seq 0) if there is none."""
+        for name in reversed(listing.roots):
+            try:
+                return self.read_root(*name)
+            except ForeignObject:
+                continue
+        return Root(0, 0, [ZERO_HASH] * -(-self.block_count // self.page_entries))
+
+    def read_journal_if_own(self, name: tuple[int, int]) -> "Journal | None":
+        """The journal of that name, or None if it belongs to another volume."""
+        try:
+            return self.read_journal(*name)
+        except ForeignObject:
+            return None
 
     def _replay(self, listing: Listing, root: Root) -> "Replay":
         """What the journals add to `root`: the changes of those of its epoch
         after it (in order), and the logged pages newer than their block."""
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = list(pool.map(lambda name: self.read_journal(*name), listing.journals))
+            journals = [j for j in pool.map(self.read_journal_if_own, listing.journals) if j is not None]
         changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []

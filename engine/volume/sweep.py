@@ -38,11 +38,11 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
         raise ValueError("a sweep that deletes needs the volume open writable")
     maps = volume.maps
     listing = maps.listing()
-    newest = listing.newest_root
-    root = maps.read_root(*newest) if newest else Root(0, 0, [])
+    root = maps.newest_root(listing)
+    newest = (root.epoch, root.seq)
     kept_journals = _needed_journals(maps, listing, root)
     marked = _mark_blocks(maps, [root], kept_journals) | volume.hashes_in_use()
-    used_pages = {h for h in root.page_hashes if h != ZERO_HASH}
+    used_pages = set(root.page_hashes) - {ZERO_HASH}
 
     blocks = [k for k in volume.store.list(layout.BLOCKS)
               if (h := layout.hash_of_block_key(k)) is not None and h not in marked]
@@ -62,8 +62,8 @@ def _needed_journals(maps: MapStore, listing: Listing, root: Root) -> dict[tuple
     for name in listing.journals:
         after = name[0] == root.epoch and name[1] > root.seq
         if after or (root.live and name < (root.epoch, root.seq)):
-            journal = maps.read_journal(*name)
-            if after or journal.log in root.live:
+            journal = maps.read_journal_if_own(name)
+            if journal is not None and (after or journal.log in root.live):
                 needed[name] = journal.changes
     return needed
 

@@ -86,7 +86,8 @@ class Volume:
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._lease: Lease | None = None
         if writable:
-            self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force)
+            self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
+                                        volume_uuid=record.uuid)
         self.epoch = self._lease.epoch if self._lease else 0
         try:
             self._open(self.maps.load_latest())  # everything written before we took over
