@@ -3,10 +3,13 @@
 Reads are served from the cache or fetched (with read-ahead when access is
 sequential).  Writes land in the write-back cache; partial blocks are read
 first (read-modify-write).  Flush threads upload dirty blocks once they
-have been quiet for `write_delay` (so a block filled by many small writes
-is uploaded once), or at once when the cache is under pressure or someone
-is waiting in fsync.  `fsync()` returns only when every write acknowledged
-before it is stored and recorded durably in the volume's journal.
+have been quiet for WRITE_DELAY (so a block filled by many small writes
+is uploaded once), a block that never goes quiet at the latest
+MAX_DIRTY_AGE after the oldest write no upload holds, and any dirty block
+at once when the cache is under pressure or someone is waiting in fsync.
+Blocks go up in the order they fall due, so a hot block never holds back
+the others.  `fsync()` returns only when every write acknowledged before
+it is stored and recorded durably in the volume's journal.
 """
 import logging
 import threading
@@ -24,6 +27,14 @@ log = logging.getLogger(__name__)
 
 WRITE_DELAY = 0.2         # seconds a dirty block waits for more writes
 LOGGED_DELAY = 2.0        # ...and one whose changes an fsync logged (it is durable already)
+# A block rewritten without pause (a filesystem's superblock or journal
+# head) is uploaded anyway once the oldest write no upload holds is this
+# old (seconds).  5 s is ext4's default commit interval and our
+# SYNC_INTERVAL, so unsynced data is at risk for about 10 s at most, as
+# with the kernel's own writeback; a hot 1 MiB block then costs one PUT
+# per 5 s (0.2 MiB/s), and it is above LOGGED_DELAY so fsync-logged blocks
+# keep their longer wait.
+MAX_DIRTY_AGE = 5.0
 SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
@@ -45,7 +56,7 @@ class BlockDevice:
         self.read_only = not volume.writable
         self.stats = stats or volume.stats
         buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
-        self._index = CacheIndex(self.block_count, buffers, self.block_size)
+        self._index = CacheIndex(self.block_count, buffers, self.block_size, due=_due)
         self._lock = threading.Lock()
         # Two conditions on one lock, so that a write (often 4 KiB) wakes at
         # most one flush thread, and only when it queues a newly dirty block.
@@ -212,6 +223,7 @@ class BlockDevice:
         return entry
 
     def _modify(self, index: int, entry: Entry, start: int, stop: int, chunk, whole: bool) -> None:
+        wholly_logged = entry.log_number and not entry.unlogged  # it waited LOGGED_DELAY so far
         self._index.withdraw(index, entry)
         if whole and (entry.data is None or entry.shared or not isinstance(entry.data, bytearray)):
             self._index.add_buffer(entry, bytearray(chunk))
@@ -225,6 +237,8 @@ class BlockDevice:
         entry.unlogged |= self._pages_mask(start, stop)
         if self._index.mark_dirty(index, entry):
             self._flushable.notify()
+        elif wholly_logged:
+            self._hasten(index, entry)
 
     @staticmethod
     def _pages_mask(start: int, stop: int) -> int:
@@ -250,14 +264,26 @@ class BlockDevice:
                     entry = Entry()
                     self._index.insert(index, entry)
                 if entry.loading is None:
+                    wholly_logged = entry.log_number and not entry.unlogged
                     self._index.drop_buffer(index, entry)
                     entry.shared = False
                     entry.unlogged = self._all_pages  # no pages to log: fsync uploads it
                     if self._index.mark_dirty(index, entry):
                         self._flushable.notify()
+                    elif wholly_logged:
+                        self._hasten(index, entry)
                     return
                 event = entry.loading
             event.wait()
+
+    def _hasten(self, index: int, entry: Entry) -> None:
+        """Queue a waiting block again (lock held): pages were written after
+        an fsync logged all of its changes, so it waits WRITE_DELAY from
+        now, not LOGGED_DELAY from its last write (its due time moved
+        earlier, which FlushQueue does not see by itself)."""
+        if entry.ticket:
+            self._index.queue.push(index, entry)
+            self._flushable.notify()
 
     def _wait_for_room(self) -> None:
         """Wait (lock held, released while waiting) until flushes free a buffer.
@@ -292,26 +318,24 @@ class BlockDevice:
                 entry = self._index.entries[index]
                 entry.flushing = True
                 entry.shared = True
+                entry.dirty_since = time.monotonic()  # later writes are not in this upload
                 entry.attempts += 1
                 attempt, version, data = entry.attempts, entry.version, entry.data
                 watermark = self.volume.log_number()  # ordered against fsync's next_log by this lock
             self._flush_one(index, entry, attempt, version, data, watermark)
 
     def _next_to_flush(self) -> int | None:
-        """Wait for a dirty block that is due (lock held); None when closing."""
+        """Wait for a dirty block that is due, or any queued one when the
+        cache is under pressure or closing (lock held); None when closing
+        and nothing is left."""
         while True:
-            queue = self._index.queue
-            if queue:
-                entry = self._index.entries[queue[0]]
-                delay = LOGGED_DELAY if entry.log_number and not entry.unlogged else WRITE_DELAY
-                wait = entry.last_write + delay - time.monotonic()
-                if wait <= 0 or self._urgent or self._closing:
-                    return queue.popleft()
-                self._flushable.wait(wait)
-            elif self._closing:
+            anything = bool(self._urgent or self._closing)
+            index, wait = self._index.queue.take(self._index.entries, time.monotonic(), anything)
+            if index is not None:
+                return index
+            if wait is None and self._closing:
                 return None
-            else:
-                self._flushable.wait()
+            self._flushable.wait(wait)  # a newly queued block notifies us
 
     def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data, watermark: int) -> None:
         try:
@@ -332,8 +356,8 @@ class BlockDevice:
                 self._changed.notify_all()
             time.sleep(RETRY_DELAY)
             with self._lock:
-                if entry.dirty and not self._closing and index not in self._index.queue:
-                    self._index.queue.append(index)
+                if entry.dirty and not self._closing and not entry.ticket:
+                    self._index.queue.push(index, entry)
                     self._flushable.notify()
             return
         with self._lock:
@@ -344,8 +368,8 @@ class BlockDevice:
                 self._index.mark_clean(index, entry)
                 if entry.data is None:
                     self._index.remove(index)
-            else:
-                self._index.queue.append(index)
+            else:  # written while it was uploading: due again, MAX_DIRTY_AGE from this upload at the latest
+                self._index.queue.push(index, entry)
                 self._flushable.notify()
             self._changed.notify_all()
 
@@ -371,7 +395,7 @@ class BlockDevice:
             with self._lock:
                 pieces, logged, uploads = self._plan_fsync()
                 number = self.volume.next_log({index for index, _, _ in pieces}) if pieces else 0
-                for entry, _ in logged:
+                for _, entry, _ in logged:
                     entry.log_number, entry.log_version = number, entry.version
             runs = [Run(number, index, first, data) for index, first, data in pieces]
             try:
@@ -381,8 +405,11 @@ class BlockDevice:
                 if runs:
                     self.volume.drop_log(number)
                     with self._lock:  # not logged after all: the next fsync takes them again
-                        for entry, mask in logged:
+                        for index, entry, mask in logged:
+                            wholly_logged = not entry.unlogged
                             entry.unlogged |= mask
+                            if wholly_logged:
+                                self._hasten(index, entry)
                 raise
             if runs:
                 self.stats.add("fsync_log_pages", sum(len(r.data) for r in runs) // LOG_PAGE)
@@ -403,7 +430,7 @@ class BlockDevice:
                 view = memoryview(entry.data)
                 for first, count in _page_runs(mask):
                     pieces.append((index, first, bytes(view[first * LOG_PAGE : (first + count) * LOG_PAGE])))
-                logged.append((entry, mask))
+                logged.append((index, entry, mask))
                 entry.unlogged = 0
             else:
                 uploads[index] = _upload_target(entry)
@@ -481,6 +508,14 @@ class BlockDevice:
         """A capsule through which FUSE threads read published blocks
         without the GIL (see _table.pyx); valid while the device lives."""
         return self._index.table.reader()
+
+
+def _due(entry: Entry) -> float:
+    """When a dirty block should be uploaded (time.monotonic() seconds):
+    once it has been quiet for its delay, and MAX_DIRTY_AGE after the
+    oldest write no upload holds even if it never goes quiet."""
+    delay = LOGGED_DELAY if entry.log_number and not entry.unlogged else WRITE_DELAY
+    return min(entry.last_write + delay, entry.dirty_since + MAX_DIRTY_AGE)
 
 
 def _upload_target(entry: Entry) -> tuple[Entry, int, int]:
