@@ -10,6 +10,11 @@ at once when the cache is under pressure or someone is waiting in fsync.
 Blocks go up in the order they fall due, so a hot block never holds back
 the others.  `fsync()` returns only when every write acknowledged before
 it is stored and recorded durably in the volume's journal.
+
+When the cache is full of dirty blocks the store will not take, a reader
+or writer that needs a buffer waits at most `retry_time` seconds (the
+store's own retry budget) and then gets a StoreError (EIO at the FUSE
+layer); the dirty blocks stay in the cache and keep being retried.
 """
 import logging
 import threading
@@ -37,6 +42,7 @@ LOGGED_DELAY = 2.0        # ...and one whose changes an fsync logged (it is dura
 MAX_DIRTY_AGE = 5.0
 SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
+DEFAULT_RETRY_TIME = 300.0  # seconds a reader or writer waits for room (the store's --retry-time)
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
 MIN_BUFFERS_PER_THREAD = 2
 LOG_SHARE = 4             # fsync logs a block's changed pages when they are at most 1/LOG_SHARE of it
@@ -46,15 +52,25 @@ class FlushError(StoreError):
     """Dirty data could not be stored; it stays in the cache and is retried."""
 
 
+class NoRoomError(StoreError):
+    """The cache stayed full of blocks the store would not take for the
+    whole retry time; they stay in the cache and are retried."""
+
+
 class BlockDevice:
     def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME) -> None:
+        """`cache_size` in bytes; `retry_time` in seconds: how long a read
+        or write may wait for a cache buffer before it fails (pass the
+        store's --retry-time, so that the application sees EIO no later
+        than it would for one failing request)."""
         self.volume = volume
         self.block_size = volume.block_size
         self.block_count = volume.block_count
         self.size = volume.block_count * volume.block_size
         self.read_only = not volume.writable
         self.stats = stats or volume.stats
+        self.retry_time = retry_time
         buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
         self._index = CacheIndex(self.block_count, buffers, self.block_size, due=_due)
         self._lock = threading.Lock()
@@ -63,6 +79,7 @@ class BlockDevice:
         self._flushable = threading.Condition(self._lock)  # flush threads wait for due blocks
         self._changed = threading.Condition(self._lock)    # fsync and writers wait for flushes
         self._urgent = 0          # fsync callers or writers waiting for room
+        self._flush_error: BaseException | None = None  # the last failed upload, until one succeeds
         self._closing = False
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
@@ -99,6 +116,7 @@ class BlockDevice:
         return length
 
     def _read_block_into(self, index: int, start: int, stop: int, out: memoryview) -> None:
+        waiting_since = 0.0  # time.monotonic() when this read first found no room
         while True:
             with self._lock:
                 entry = self._index.get(index)
@@ -107,7 +125,8 @@ class BlockDevice:
                         out[:] = self._zeros[start:stop]
                         return
                     if not self._index.make_room():
-                        self._wait_for_room()
+                        waiting_since = waiting_since or time.monotonic()
+                        self._wait_for_room(waiting_since)
                         continue
                     entry = self._start_load(index)
                     self.stats.add("cache_misses")
@@ -192,12 +211,14 @@ class BlockDevice:
 
     def _write_block(self, index: int, start: int, stop: int, chunk: memoryview) -> None:
         whole = start == 0 and stop == self.block_size
+        waiting_since = 0.0  # time.monotonic() when this write first found no room
         while True:
             with self._lock:
                 entry = self._index.get(index)
                 if entry is None:
                     if not self._index.make_room():
-                        self._wait_for_room()
+                        waiting_since = waiting_since or time.monotonic()
+                        self._wait_for_room(waiting_since)
                         continue
                     entry = self._new_entry_for_write(index, whole)
                 if entry.loading is None:
@@ -285,18 +306,33 @@ class BlockDevice:
             self._index.queue.push(index, entry)
             self._flushable.notify()
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self, waiting_since: float) -> None:
         """Wait (lock held, released while waiting) until flushes free a buffer.
 
-        The cache may have changed meanwhile, so callers look again after.
+        `waiting_since` (time.monotonic() seconds) is when the caller first
+        found the cache full.  Raises NoRoomError once it has waited
+        `retry_time` seconds: the cache is full of dirty blocks the store
+        does not take, and the caller gets EIO instead of hanging (the
+        blocks stay and keep being retried).  The cache may have changed
+        meanwhile, so callers look again after a return.
         """
         self._urgent += 1
         self._flushable.notify_all()
         try:
             while not self._index.make_room():
-                self._changed.wait(1.0)
+                left = waiting_since + self.retry_time - time.monotonic()
+                if left <= 0:
+                    self.stats.add("errors")
+                    raise NoRoomError(self._no_room_message())
+                self._changed.wait(min(left, 1.0))
         finally:
             self._urgent -= 1
+
+    def _no_room_message(self) -> str:
+        """Why a reader or writer found no room (lock held)."""
+        why = f"; last upload error: {self._flush_error}" if self._flush_error is not None else ""
+        return (f"no room in the cache for {self.retry_time:g} s: {self._index.dirty_count()} dirty "
+                f"blocks are waiting for the store{why}")
 
     def _split(self, offset: int, length: int):
         """(block, start, stop) for each block a byte range touches."""
@@ -351,7 +387,7 @@ class BlockDevice:
             self.stats.add("errors")
             with self._lock:
                 entry.flushing = entry.shared = False
-                entry.error = e
+                entry.error = self._flush_error = e
                 entry.failed_attempt = attempt
                 self._changed.notify_all()
             time.sleep(RETRY_DELAY)
@@ -362,7 +398,7 @@ class BlockDevice:
             return
         with self._lock:
             entry.flushing = entry.shared = False
-            entry.error = None
+            entry.error = self._flush_error = None
             entry.flushed_version = version
             if entry.version == version:
                 self._index.mark_clean(index, entry)

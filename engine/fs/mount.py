@@ -94,8 +94,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         volume.close()
         raise UserError("this volume holds fsynced writes that were never merged (its last writable "
                         "mount stopped without unmounting): mount it writable once to merge them")
+    # --retry-time bounds a wait for cache room on every store, file:// too:
+    # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
-                         readahead=options.readahead)
+                         readahead=options.readahead, retry_time=options.s3.retry_time)
     started = time.time()
 
     def ready() -> None:
