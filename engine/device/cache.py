@@ -55,7 +55,8 @@ class FlushQueue:
     A heap of (due, ticket, block).  `due(entry)` says when a block should
     go up (time.monotonic() seconds); writes to a queued block only move
     that later (they push back the time it has been quiet), so a heap key
-    is a lower bound and writes never touch the heap: a write stays O(1).
+    is a lower bound (but see `not_before` in push) and writes never touch
+    the heap: a write stays O(1).
     `take` recomputes the head's due time and puts it back under the new
     one if writes moved it on, so a block that is not due never holds back
     one that is behind it (as a FIFO that waited on its head did).
@@ -70,10 +71,17 @@ class FlushQueue:
         self._due = due
         self._tickets = itertools.count(1)
 
-    def push(self, index: int, entry: Entry) -> None:
-        """Queue a block (again) under its current due time; O(log n)."""
+    def push(self, index: int, entry: Entry, not_before: float = 0.0) -> None:
+        """Queue a block (again) under its current due time, or `not_before`
+        (time.monotonic() seconds) if later; O(log n).
+
+        A block retried after a failed upload passes the time of its retry:
+        it then goes behind every block already due, so during an outage
+        each dirty block gets its turn instead of the few due first taking
+        every attempt (an fsync waiting on another one would never hear
+        that it failed)."""
         entry.ticket = next(self._tickets)
-        heapq.heappush(self._heap, (self._due(entry), entry.ticket, index))
+        heapq.heappush(self._heap, (max(self._due(entry), not_before), entry.ticket, index))
 
     def take(self, entries: dict, now: float, anything: bool) -> tuple[int | None, float | None]:
         """(block, None) for a block due by `now` (any queued block when

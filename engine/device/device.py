@@ -393,7 +393,7 @@ class BlockDevice:
             time.sleep(RETRY_DELAY)
             with self._lock:
                 if entry.dirty and not self._closing and not entry.ticket:
-                    self._index.queue.push(index, entry)
+                    self._index.queue.push(index, entry, not_before=time.monotonic())  # behind those due
                     self._flushable.notify()
             return
         with self._lock:
