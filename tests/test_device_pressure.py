@@ -10,8 +10,11 @@
   --retry-time instead of hanging, and so does a read that needs one;
   nothing is dropped, and once the server is back the application's retry
   succeeds and every acknowledged byte reads back after a remount.  An
-  outage shorter than --retry-time only makes the writer wait.  S3 only: as
-  root, a file:// store cannot be made to fail.
+  outage shorter than --retry-time only makes the writer wait.
+- Retries during an outage go round robin: the blocks that failed first do
+  not take every attempt, so an fsync waiting on another one hears that it
+  failed.  The outage tests are S3 only: as root, a file:// store cannot
+  be made to fail.
 
 The bounds below (`*_BOUND`, `HANG_GUARD`) are hang guards on correctness,
 far above what the behaviour needs; none of them measures speed.
@@ -285,6 +288,30 @@ def test_writer_waiting_for_room_through_a_short_outage_only_waits(bd, proxy):
     fsync_path(m.file)
     st = bd.stats(m.path)
     assert st["dirty_blocks"] == 0 and st["errors"] == 0, st  # the outage was waited out, never reported
+    bd.unmount(m)
+    m = bd.mount(vol)
+    assert_file_matches(m.file, model)
+
+
+@pytest.mark.stores("s3")
+def test_every_dirty_block_gets_its_turn_during_an_outage(bd, proxy):
+    """More dirty blocks than flush threads, the store down: fsync waits for
+    a new attempt at its first block to fail, and gets EIO because failed
+    blocks go back behind the others instead of being retried forever first."""
+    vol = bd.create(size="64M", block_size="64K")
+    bs = vol.block_size
+    m = mount_through(bd, proxy, vol, retry_time=1, cache_size="32M", threads=2)
+    model = bytearray(vol.size)
+    proxy.set_faults(down=True)
+    # the lowest block, the one fsync waits for first, is written (and due) last
+    write_blocks(m.file, model, range(5, -1, -1), bs, random.Random(4))
+    synced = Outcome(fsync_path, m.file).wait("fsync during an outage")
+    assert isinstance(synced.error, OSError) and synced.error.errno == errno.EIO, synced.error
+    assert bd.stats(m.path)["dirty_blocks"] == 6
+
+    proxy.clear()
+    synced = Outcome(fsync_path, m.file).wait("fsync after the outage")
+    assert synced.error is None, synced.error
     bd.unmount(m)
     m = bd.mount(vol)
     assert_file_matches(m.file, model)
