@@ -9,9 +9,12 @@ A `published` entry is clean and its buffer is in the block table, where
 FUSE threads read it without the GIL: it must be withdrawn before its
 buffer changes or goes.
 """
+import heapq
+import itertools
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Callable
 
 from ._bitmap import Bitmap
 from ._table import BlockTable
@@ -19,8 +22,8 @@ from ._table import BlockTable
 
 class Entry:
     __slots__ = ("data", "dirty", "flushing", "shared", "version", "flushed_version",
-                 "last_write", "loading", "error", "attempts", "failed_attempt", "unlogged",
-                 "log_number", "log_version", "published")
+                 "last_write", "dirty_since", "loading", "error", "attempts", "failed_attempt", "unlogged",
+                 "log_number", "log_version", "published", "ticket")
 
     def __init__(self, data=None) -> None:
         self.data = data
@@ -29,7 +32,8 @@ class Entry:
         self.shared = False
         self.version = 0
         self.flushed_version = 0
-        self.last_write = 0.0
+        self.last_write = 0.0    # time.monotonic() of the last write
+        self.dirty_since = 0.0   # time.monotonic() of the oldest write no upload has taken (about)
         self.loading: threading.Event | None = None
         self.error: BaseException | None = None
         self.attempts = 0        # upload attempts started
@@ -38,10 +42,68 @@ class Entry:
         self.log_number = 0      # the last fsync log that took pages of this block...
         self.log_version = 0     # ...and the version it took them at
         self.published = False
+        self.ticket = 0          # its live item in the flush queue; 0 when not queued
 
     @property
     def evictable(self) -> bool:
         return not (self.dirty or self.flushing or self.loading)
+
+
+class FlushQueue:
+    """Dirty blocks waiting for upload, the soonest due first.
+
+    A heap of (due, ticket, block).  `due(entry)` says when a block should
+    go up (time.monotonic() seconds); writes to a queued block only move
+    that later (they push back the time it has been quiet), so a heap key
+    is a lower bound (but see `not_before` in push) and writes never touch
+    the heap: a write stays O(1).
+    `take` recomputes the head's due time and puts it back under the new
+    one if writes moved it on, so a block that is not due never holds back
+    one that is behind it (as a FIFO that waited on its head did).
+
+    Where a due time moves earlier (rare: see BlockDevice._hasten) the
+    block is pushed again with a new ticket; the older item is then stale
+    and skipped.  Not thread-safe: the device's lock is held around calls.
+    """
+
+    def __init__(self, due: Callable[[Entry], float]) -> None:
+        self._heap: list[tuple[float, int, int]] = []
+        self._due = due
+        self._tickets = itertools.count(1)
+
+    def push(self, index: int, entry: Entry, not_before: float = 0.0) -> None:
+        """Queue a block (again) under its current due time, or `not_before`
+        (time.monotonic() seconds) if later; O(log n).
+
+        A block retried after a failed upload passes the time of its retry:
+        it then goes behind every block already due, so during an outage
+        each dirty block gets its turn instead of the few due first taking
+        every attempt (an fsync waiting on another one would never hear
+        that it failed)."""
+        entry.ticket = next(self._tickets)
+        heapq.heappush(self._heap, (max(self._due(entry), not_before), entry.ticket, index))
+
+    def take(self, entries: dict, now: float, anything: bool) -> tuple[int | None, float | None]:
+        """(block, None) for a block due by `now` (any queued block when
+        `anything`), else (None, seconds until the head may be due), or
+        (None, None) when nothing is queued.  The block taken leaves the queue."""
+        heap = self._heap
+        while heap:
+            key, ticket, index = heap[0]
+            entry = entries.get(index)
+            if entry is None or entry.ticket != ticket:
+                heapq.heappop(heap)  # stale: pushed again since, or taken
+                continue
+            due = self._due(entry)
+            if anything or due <= now:
+                heapq.heappop(heap)
+                entry.ticket = 0
+                return index, None
+            if due > key:  # written since it was queued: look at the new head
+                heapq.heapreplace(heap, (due, ticket, index))
+                continue
+            return None, due - now
+        return None, None
 
 
 class CacheIndex:
@@ -51,10 +113,11 @@ class CacheIndex:
     Not thread-safe by itself: the device holds its lock around every call.
     """
 
-    def __init__(self, block_count: int, max_buffers: int, block_size: int) -> None:
+    def __init__(self, block_count: int, max_buffers: int, block_size: int,
+                 due: Callable[[Entry], float]) -> None:
         self.entries: OrderedDict[int, Entry] = OrderedDict()
         self.dirty = Bitmap(block_count)
-        self.queue: deque[int] = deque()
+        self.queue = FlushQueue(due)
         self.max_buffers = max_buffers
         self.buffers = 0  # entries holding a block-sized buffer
         self.table = BlockTable(max_buffers, block_size)
@@ -102,14 +165,15 @@ class CacheIndex:
         """Record a write (made after `withdraw`); True when the block
         joined the flush queue."""
         entry.version += 1
-        entry.last_write = time.monotonic()
+        entry.last_write = now = time.monotonic()
         if entry.dirty:
             return False
         entry.dirty = True
+        entry.dirty_since = now
         self.dirty.set(index)
         if entry.flushing:
             return False
-        self.queue.append(index)
+        self.queue.push(index, entry)
         return True
 
     def mark_clean(self, index: int, entry: Entry) -> None:

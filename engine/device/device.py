@@ -3,10 +3,18 @@
 Reads are served from the cache or fetched (with read-ahead when access is
 sequential).  Writes land in the write-back cache; partial blocks are read
 first (read-modify-write).  Flush threads upload dirty blocks once they
-have been quiet for `write_delay` (so a block filled by many small writes
-is uploaded once), or at once when the cache is under pressure or someone
-is waiting in fsync.  `fsync()` returns only when every write acknowledged
-before it is stored and recorded durably in the volume's journal.
+have been quiet for WRITE_DELAY (so a block filled by many small writes
+is uploaded once), a block that never goes quiet at the latest
+MAX_DIRTY_AGE after the oldest write no upload holds, and any dirty block
+at once when the cache is under pressure or someone is waiting in fsync.
+Blocks go up in the order they fall due, so a hot block never holds back
+the others.  `fsync()` returns only when every write acknowledged before
+it is stored and recorded durably in the volume's journal.
+
+When the cache is full of dirty blocks the store will not take, a reader
+or writer that needs a buffer waits at most `retry_time` seconds (the
+store's own retry budget) and then gets a StoreError (EIO at the FUSE
+layer); the dirty blocks stay in the cache and keep being retried.
 """
 import logging
 import threading
@@ -26,8 +34,17 @@ log = logging.getLogger(__name__)
 
 WRITE_DELAY = 0.2         # seconds a dirty block waits for more writes
 LOGGED_DELAY = 2.0        # ...and one whose changes an fsync logged (it is durable already)
+# A block rewritten without pause (a filesystem's superblock or journal
+# head) is uploaded anyway once the oldest write no upload holds is this
+# old (seconds).  5 s is ext4's default commit interval and our
+# SYNC_INTERVAL, so unsynced data is at risk for about 10 s at most, as
+# with the kernel's own writeback; a hot 1 MiB block then costs one PUT
+# per 5 s (0.2 MiB/s), and it is above LOGGED_DELAY so fsync-logged blocks
+# keep their longer wait.
+MAX_DIRTY_AGE = 5.0
 SYNC_INTERVAL = 5.0       # seconds between journal writes of background flushes
 RETRY_DELAY = 1.0         # seconds before a failed upload is tried again
+DEFAULT_RETRY_TIME = 300.0  # seconds a reader or writer waits for room (the store's --retry-time)
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
 MIN_BUFFERS_PER_THREAD = 2
 LOG_SHARE = 4             # fsync logs a block's changed pages when they are at most 1/LOG_SHARE of it
@@ -37,23 +54,34 @@ class FlushError(StoreError):
     """Dirty data could not be stored; it stays in the cache and is retried."""
 
 
+class NoRoomError(StoreError):
+    """The cache stayed full of blocks the store would not take for the
+    whole retry time; they stay in the cache and are retried."""
+
+
 class BlockDevice:
     def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME) -> None:
+        """`cache_size` in bytes; `retry_time` in seconds: how long a read
+        or write may wait for a cache buffer before it fails (pass the
+        store's --retry-time, so that the application sees EIO no later
+        than it would for one failing request)."""
         self.volume = volume
         self.block_size = volume.block_size
         self.block_count = volume.block_count
         self.size = volume.block_count * volume.block_size
         self.read_only = not volume.writable
         self.stats = stats or volume.stats
+        self.retry_time = retry_time
         buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
-        self._index = CacheIndex(self.block_count, buffers, self.block_size)
+        self._index = CacheIndex(self.block_count, buffers, self.block_size, due=_due)
         self._lock = threading.Lock()
         # Two conditions on one lock, so that a write (often 4 KiB) wakes at
         # most one flush thread, and only when it queues a newly dirty block.
         self._flushable = threading.Condition(self._lock)  # flush threads wait for due blocks
         self._changed = threading.Condition(self._lock)    # fsync and writers wait for flushes
         self._urgent = 0          # fsync callers or writers waiting for room
+        self._flush_error: BaseException | None = None  # the last failed upload, until one succeeds
         self._closing = False
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
@@ -93,6 +121,7 @@ class BlockDevice:
         return length
 
     def _read_block_into(self, index: int, start: int, stop: int, out: memoryview) -> None:
+        waiting_since = 0.0  # time.monotonic() when this read first found no room
         while True:
             with self._lock:
                 entry = self._index.get(index)
@@ -101,7 +130,8 @@ class BlockDevice:
                         out[:] = self._zeros[start:stop]
                         return
                     if not self._index.make_room():
-                        self._wait_for_room()
+                        waiting_since = waiting_since or time.monotonic()
+                        self._wait_for_room(waiting_since)
                         continue
                     entry = self._start_load(index)
                     self.stats.add("cache_misses")
@@ -219,12 +249,14 @@ class BlockDevice:
 
     def _write_block(self, index: int, start: int, stop: int, chunk: memoryview) -> None:
         whole = start == 0 and stop == self.block_size
+        waiting_since = 0.0  # time.monotonic() when this write first found no room
         while True:
             with self._lock:
                 entry = self._index.get(index)
                 if entry is None:
                     if not self._index.make_room():
-                        self._wait_for_room()
+                        waiting_since = waiting_since or time.monotonic()
+                        self._wait_for_room(waiting_since)
                         continue
                     entry = self._new_entry_for_write(index, whole)
                 if entry.loading is None:
@@ -250,6 +282,7 @@ class BlockDevice:
         return entry
 
     def _modify(self, index: int, entry: Entry, start: int, stop: int, chunk, whole: bool) -> None:
+        wholly_logged = entry.log_number and not entry.unlogged  # it waited LOGGED_DELAY so far
         self._index.withdraw(index, entry)
         if whole and (entry.data is None or entry.shared or not isinstance(entry.data, bytearray)):
             self._index.add_buffer(entry, bytearray(chunk))
@@ -263,6 +296,8 @@ class BlockDevice:
         entry.unlogged |= self._pages_mask(start, stop)
         if self._index.mark_dirty(index, entry):
             self._flushable.notify()
+        elif wholly_logged:
+            self._hasten(index, entry)
 
     @staticmethod
     def _pages_mask(start: int, stop: int) -> int:
@@ -289,11 +324,14 @@ class BlockDevice:
                     entry = Entry()
                     self._index.insert(index, entry)
                 if entry.loading is None:
+                    wholly_logged = entry.log_number and not entry.unlogged
                     self._index.drop_buffer(index, entry)
                     entry.shared = False
                     entry.unlogged = self._all_pages  # no pages to log: fsync uploads it
                     if self._index.mark_dirty(index, entry):
                         self._flushable.notify()
+                    elif wholly_logged:
+                        self._hasten(index, entry)
                     return
                 event = entry.loading
             event.wait()
@@ -304,18 +342,42 @@ class BlockDevice:
         if reason is not None:
             raise Fenced(reason)
 
-    def _wait_for_room(self) -> None:
+    def _hasten(self, index: int, entry: Entry) -> None:
+        """Queue a waiting block again (lock held): pages were written after
+        an fsync logged all of its changes, so it waits WRITE_DELAY from
+        now, not LOGGED_DELAY from its last write (its due time moved
+        earlier, which FlushQueue does not see by itself)."""
+        if entry.ticket:
+            self._index.queue.push(index, entry)
+            self._flushable.notify()
+
+    def _wait_for_room(self, waiting_since: float) -> None:
         """Wait (lock held, released while waiting) until flushes free a buffer.
 
-        The cache may have changed meanwhile, so callers look again after.
+        `waiting_since` (time.monotonic() seconds) is when the caller first
+        found the cache full.  Raises NoRoomError once it has waited
+        `retry_time` seconds: the cache is full of dirty blocks the store
+        does not take, and the caller gets EIO instead of hanging (the
+        blocks stay and keep being retried).  The cache may have changed
+        meanwhile, so callers look again after a return.
         """
         self._urgent += 1
         self._flushable.notify_all()
         try:
             while not self._index.make_room():
-                self._changed.wait(1.0)
+                left = waiting_since + self.retry_time - time.monotonic()
+                if left <= 0:
+                    self.stats.add("errors")
+                    raise NoRoomError(self._no_room_message())
+                self._changed.wait(min(left, 1.0))
         finally:
             self._urgent -= 1
+
+    def _no_room_message(self) -> str:
+        """Why a reader or writer found no room (lock held)."""
+        why = f"; last upload error: {self._flush_error}" if self._flush_error is not None else ""
+        return (f"no room in the cache for {self.retry_time:g} s: {self._index.dirty_count()} dirty "
+                f"blocks are waiting for the store{why}")
 
     def _split(self, offset: int, length: int):
         """(block, start, stop) for each block a byte range touches."""
@@ -337,26 +399,24 @@ class BlockDevice:
                 entry = self._index.entries[index]
                 entry.flushing = True
                 entry.shared = True
+                entry.dirty_since = time.monotonic()  # later writes are not in this upload
                 entry.attempts += 1
                 attempt, version, data = entry.attempts, entry.version, entry.data
                 watermark = self.volume.log_number()  # ordered against fsync's next_log by this lock
             self._flush_one(index, entry, attempt, version, data, watermark)
 
     def _next_to_flush(self) -> int | None:
-        """Wait for a dirty block that is due (lock held); None when closing."""
+        """Wait for a dirty block that is due, or any queued one when the
+        cache is under pressure or closing (lock held); None when closing
+        and nothing is left."""
         while True:
-            queue = self._index.queue
-            if queue:
-                entry = self._index.entries[queue[0]]
-                delay = LOGGED_DELAY if entry.log_number and not entry.unlogged else WRITE_DELAY
-                wait = entry.last_write + delay - time.monotonic()
-                if wait <= 0 or self._urgent or self._closing:
-                    return queue.popleft()
-                self._flushable.wait(wait)
-            elif self._closing:
+            anything = bool(self._urgent or self._closing)
+            index, wait = self._index.queue.take(self._index.entries, time.monotonic(), anything)
+            if index is not None:
+                return index
+            if wait is None and self._closing:
                 return None
-            else:
-                self._flushable.wait()
+            self._flushable.wait(wait)  # a newly queued block notifies us
 
     def _flush_one(self, index: int, entry: Entry, attempt: int, version: int, data, watermark: int) -> None:
         try:
@@ -372,25 +432,25 @@ class BlockDevice:
             self.stats.add("errors")
             with self._lock:
                 entry.flushing = entry.shared = False
-                entry.error = e
+                entry.error = self._flush_error = e
                 entry.failed_attempt = attempt
                 self._changed.notify_all()
             time.sleep(RETRY_DELAY)
             with self._lock:
-                if entry.dirty and not self._closing and index not in self._index.queue:
-                    self._index.queue.append(index)
+                if entry.dirty and not self._closing and not entry.ticket:
+                    self._index.queue.push(index, entry, not_before=time.monotonic())  # behind those due
                     self._flushable.notify()
             return
         with self._lock:
             entry.flushing = entry.shared = False
-            entry.error = None
+            entry.error = self._flush_error = None
             entry.flushed_version = version
             if entry.version == version:
                 self._index.mark_clean(index, entry)
                 if entry.data is None:
                     self._index.remove(index)
-            else:
-                self._index.queue.append(index)
+            else:  # written while it was uploading: due again, MAX_DIRTY_AGE from this upload at the latest
+                self._index.queue.push(index, entry)
                 self._flushable.notify()
             self._changed.notify_all()
 
@@ -420,7 +480,7 @@ class BlockDevice:
             with self._lock:
                 pieces, logged, uploads = self._plan_fsync()
                 number = self.volume.next_log({index for index, _, _ in pieces}) if pieces else 0
-                for entry, _ in logged:
+                for _, entry, _ in logged:
                     entry.log_number, entry.log_version = number, entry.version
             runs = [Run(number, index, first, data) for index, first, data in pieces]
             try:
@@ -430,8 +490,11 @@ class BlockDevice:
                 if runs:
                     self.volume.drop_log(number)
                     with self._lock:  # not logged after all: the next fsync takes them again
-                        for entry, mask in logged:
+                        for index, entry, mask in logged:
+                            wholly_logged = not entry.unlogged
                             entry.unlogged |= mask
+                            if wholly_logged:
+                                self._hasten(index, entry)
                 raise
             if runs:
                 self.stats.add("fsync_log_pages", sum(len(r.data) for r in runs) // LOG_PAGE)
@@ -452,7 +515,7 @@ class BlockDevice:
                 view = memoryview(entry.data)
                 for first, count in _page_runs(mask):
                     pieces.append((index, first, bytes(view[first * LOG_PAGE : (first + count) * LOG_PAGE])))
-                logged.append((entry, mask))
+                logged.append((index, entry, mask))
                 entry.unlogged = 0
             else:
                 uploads[index] = _upload_target(entry)
@@ -541,6 +604,14 @@ class BlockDevice:
         """A capsule through which FUSE threads read published blocks
         without the GIL (see _table.pyx); valid while the device lives."""
         return self._index.table.reader()
+
+
+def _due(entry: Entry) -> float:
+    """When a dirty block should be uploaded (time.monotonic() seconds):
+    once it has been quiet for its delay, and MAX_DIRTY_AGE after the
+    oldest write no upload holds even if it never goes quiet."""
+    delay = LOGGED_DELAY if entry.log_number and not entry.unlogged else WRITE_DELAY
+    return min(entry.last_write + delay, entry.dirty_since + MAX_DIRTY_AGE)
 
 
 def _upload_target(entry: Entry) -> tuple[Entry, int, int]:

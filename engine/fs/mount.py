@@ -97,8 +97,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         store.close()
         raise
     volume = Volume(store, writable=not options.read_only, force=options.force)
+    # --retry-time bounds a wait for cache room on every store, file:// too:
+    # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
-                         readahead=options.readahead)
+                         readahead=options.readahead, retry_time=options.s3.retry_time)
     if options.read_only:
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
