@@ -2,7 +2,6 @@
 import argparse
 import errno
 import json
-import logging
 import os
 import subprocess
 import sys

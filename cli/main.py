@@ -1,9 +1,7 @@
 """`bucketdisk`: the command line.  Parses, validates, prints; the engine
 does the work."""
 import argparse
-import json
 import logging
-import os
 import sys
 
 from bucketdisk import __version__

@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from conftest import CLI, MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, assert_file_matches, fsync_path, is_mounted
+from conftest import CLI, MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, assert_file_matches, is_mounted
 
 PYTHON = sys.executable
 

@@ -1,4 +1,5 @@
 """The block device layer: byte ranges <-> cached blocks <-> the volume."""
-from .device import BlockDevice, FlushError, NoRoomError
+from .device import BlockDevice, NoRoomError
+from .flushing import FlushError
 
 __all__ = ["BlockDevice", "FlushError", "NoRoomError"]
