@@ -211,6 +211,28 @@ def fsync_path(path) -> None:
         os.close(fd)
 
 
+def pwrite_fsync(path, model: bytearray, offset: int, data: bytes) -> None:
+    """pwrite + fsync through a mount; `model` changes only if both succeed
+    (what an fsync acknowledged)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    model[offset : offset + len(data)] = data
+
+
+def cold_read(path, offset: int, length: int) -> bytes:
+    """Read past the kernel's page cache (its clean pages dropped first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
 def assert_file_matches(path, model: bytes | bytearray, chunk: int = 4 * MiB) -> None:
     """Read the whole file (bypassing clean page cache) and compare with the model."""
     fd = os.open(path, os.O_RDONLY)

@@ -30,7 +30,7 @@ import time
 import blake3
 import pytest
 
-from conftest import KiB, assert_file_matches, fsync_path
+from conftest import KiB, assert_file_matches, cold_read, fsync_path
 from faultproxy import FaultProxy
 
 PAGE = 4 * KiB
@@ -121,16 +121,6 @@ def pwrite_at(path, data: bytes, offset: int) -> int:
     fd = os.open(path, os.O_WRONLY)
     try:
         return os.pwrite(fd, data, offset)
-    finally:
-        os.close(fd)
-
-
-def cold_read(path, offset: int, length: int) -> bytes:
-    """Read past the kernel's page cache (its clean pages dropped first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return os.pread(fd, length, offset)
     finally:
         os.close(fd)
 

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 
-from conftest import KiB, MiB
+from conftest import KiB
 
 BLOCK = 64 * KiB
 

@@ -7,32 +7,12 @@ within its refresh interval it shows exactly what the writer last stored.
 """
 from __future__ import annotations
 
-import os
 import random
 import time
 
-from conftest import MiB, assert_file_matches
+from conftest import MiB, assert_file_matches, cold_read, pwrite_fsync
 
 REFRESH_WAIT = 60  # seconds: several FOLLOW_SECONDS (10) intervals
-
-
-def pwrite_fsync(path, model: bytearray, offset: int, data: bytes) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    model[offset : offset + len(data)] = data
-
-
-def read_all(path, size: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return os.pread(fd, size, 0)
-    finally:
-        os.close(fd)
 
 
 def wait_for_refresh(bd, m, before: int) -> None:
@@ -57,7 +37,7 @@ def test_read_only_mount_follows_a_writer_that_replaces_every_block(bd):
     refreshes = bd.stats(reader.path)["follow_refreshes"]
     bd.unmount(writer)  # its final checkpoint deletes every block of `old`
 
-    seen = read_all(reader.file, vol.size)  # no EIO: a block that has gone is looked up anew
+    seen = cold_read(reader.file, 0, vol.size)  # no EIO: a block that has gone is looked up anew
     block = vol.block_size
     for i in range(0, vol.size, block):
         assert seen[i : i + block] in (old[i : i + block], new[i : i + block]), f"block {i // block} is neither"

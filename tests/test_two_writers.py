@@ -23,20 +23,11 @@ import sys
 
 import pytest
 
-from conftest import CLI, MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, assert_file_matches, is_mounted
+from conftest import (
+    CLI, MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, assert_file_matches, is_mounted, pwrite_fsync,
+)
 
 PYTHON = sys.executable
-
-
-def write_and_fsync(path, model: bytearray, offset: int, data: bytes) -> None:
-    """pwrite + fsync through a mount; the model changes only if both succeed."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    model[offset : offset + len(data)] = data
 
 
 def attempt_mount(bd, vol, *flags, prefix=()) -> tuple[subprocess.CompletedProcess, Mount]:
@@ -65,7 +56,7 @@ def as_other_host(name: str) -> list[str]:
 def assert_fenced(bd, m: Mount, model: bytearray) -> None:
     """The superseded mount acknowledges nothing more and says why at unmount."""
     with pytest.raises(OSError) as e:
-        write_and_fsync(m.file, model, 8 * MiB, random.randbytes(MiB))
+        pwrite_fsync(m.file, model, 8 * MiB, random.randbytes(MiB))
     assert e.value.errno == errno.EIO
     assert bd.stats(m.path)["fenced"] == 1
     fd = os.open(m.file, os.O_RDWR)
@@ -84,7 +75,7 @@ def test_force_never_takes_the_volume_from_a_live_mount_here(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)
     model = bytearray(vol.size)
-    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+    pwrite_fsync(m1.file, model, 0, random.randbytes(MiB))
     leases = vol.lease_keys()
 
     proc, m2 = attempt_mount(bd, vol, "--force")
@@ -93,7 +84,7 @@ def test_force_never_takes_the_volume_from_a_live_mount_here(bd):
     assert not is_mounted(m2.path)
     assert vol.lease_keys() == leases, "the refused mount touched the lease"
 
-    write_and_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))
+    pwrite_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))
     m1 = bd.remount(m1)
     assert_file_matches(m1.file, model)
     bd.unmount(m1)
@@ -104,7 +95,7 @@ def test_a_forced_mount_from_another_host_fences_the_first(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)
     model = bytearray(vol.size)
-    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+    pwrite_fsync(m1.file, model, 0, random.randbytes(MiB))
 
     proc, m2 = attempt_mount(bd, vol, prefix=as_other_host("elsewhere"))
     line = assert_cli_error(proc)
@@ -112,7 +103,7 @@ def test_a_forced_mount_from_another_host_fences_the_first(bd):
 
     proc, m2 = attempt_mount(bd, vol, "--force", prefix=as_other_host("elsewhere"))
     assert proc.returncode == 0, proc.stderr
-    write_and_fsync(m2.file, model, 4 * MiB, random.randbytes(2 * MiB))
+    pwrite_fsync(m2.file, model, 4 * MiB, random.randbytes(2 * MiB))
     assert_fenced(bd, m1, model)
     bd.unmount(m2)
 
@@ -163,12 +154,12 @@ def test_another_pid_namespace_waits_for_the_lease_not_the_pid(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)
     model = bytearray(vol.size)
-    write_and_fsync(m1.file, model, 0, random.randbytes(MiB))
+    pwrite_fsync(m1.file, model, 0, random.randbytes(MiB))
 
     refused = in_pid_namespace(bd, vol, 4 * MiB, MiB, 1)
     code, line = refused["mount"]
     assert code != 0 and f"pid {m1.pid}" in line and "--force" in line, refused
-    write_and_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))  # the first mount is untouched
+    pwrite_fsync(m1.file, model, 2 * MiB, random.randbytes(MiB))  # the first mount is untouched
 
     forced = in_pid_namespace(bd, vol, 4 * MiB, 2 * MiB, 2, "--force")
     assert forced["mount"][0] == 0 and forced["fsync"] == "ok" and forced["unmount"][0] == 0, forced
