@@ -86,13 +86,17 @@ class Flushing:
                     watermark = max(watermark, entry.log_number)
             self.volume.commit([(index, content_hash, watermark)])
         except Exception as e:  # kept dirty, retried, and reported to fsync
-            log.error("storing block %d failed, will retry: %s", index, e)
-            self.stats.add("errors")
+            fenced = isinstance(e, Fenced)  # another mount has the volume: never storable, no retries
+            if not fenced:
+                log.error("storing block %d failed, will retry: %s", index, e)
+                self.stats.add("errors")
             with self._lock:
                 entry.flushing = entry.shared = False
                 entry.error = self._flush_error = e
                 entry.failed_attempt = attempt
                 self._changed.notify_all()
+            if fenced:
+                return
             time.sleep(RETRY_DELAY)
             with self._lock:
                 if entry.dirty and not self._closing and not entry.ticket:
@@ -190,6 +194,8 @@ class Flushing:
             try:
                 for index, (entry, version, attempts) in targets.items():
                     while entry.flushed_version < version:
+                        if self.volume.fenced is not None:  # flush threads no longer try
+                            raise Fenced(self.volume.fenced)
                         if entry.error is not None and entry.failed_attempt > attempts:
                             raise FlushError(f"block {index} could not be stored: {entry.error}")
                         self._changed.wait(1.0)

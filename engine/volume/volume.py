@@ -144,6 +144,8 @@ class Volume:
         an existing object changes nothing; a conditional one (If-None-Match)
         would cost the server a lookup per block.
         """
+        if self.fenced is not None:  # another mount has the volume: write nothing into it
+            raise Fenced(self.fenced)
         content_hash, obj = self.codec.encode_block(data)
         if obj is None:
             return ZERO_HASH
