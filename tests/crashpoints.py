@@ -153,6 +153,7 @@ STEPS: list[tuple] = [
     ("write", {5: ZERO, 6: CONTENT["L"]}),                   # a punch; G collected next
     ("sync",),
     ("log", 9, 3, 102),
+    ("log", 13, 2, 103, "checkpoint"),                      # a checkpoint between the log number and its journal
     ("checkpoint",),
     ("close",),
 ]
@@ -178,7 +179,7 @@ def states(steps: list[tuple] = STEPS, initial: dict[int, bytes] | None = None) 
         if step[0] == "write":
             current.update(step[1])
         elif step[0] == "log":
-            _, block, page, seed = step
+            _, block, page, seed, *_ = step
             current[block] = _page_edit(current[block], page, seed)
         out.append(dict(current))
     return out
@@ -228,9 +229,11 @@ def _step(volume: Volume | None, store: ObjectStore, step: tuple) -> Volume:
     elif kind == "checkpoint":
         volume.checkpoint()
     elif kind == "log":
-        _, block, page, seed = step
+        _, block, page, seed, *between = step
         edited = _page_edit(_current(volume, block), page, seed)
         number = volume.next_log([block])
+        if between:  # as a background checkpoint may while fsync waits for its uploads
+            volume.checkpoint()
         try:
             volume.sync([Run(number, block, page, edited[page * LOG_PAGE : (page + 1) * LOG_PAGE])], number)
         except BaseException:

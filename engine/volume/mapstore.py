@@ -323,7 +323,11 @@ class MapStore:
                         raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
                     changes[index] = content
                     marks[index] = watermark
-            live = (journal.epoch, journal.seq) < (root.epoch, root.seq) and journal.log in root.live
+            # The root's live logs: their pages may sit in a journal before it,
+            # or after it (the log number was taken before the root and its
+            # journal written after, while fsync waited for uploads).
+            before = (journal.epoch, journal.seq) < (root.epoch, root.seq)
+            live = (before or replayed) and journal.log in root.live
             if journal.runs and (live or (replayed and journal.log > root.log_high)):
                 runs += journal.runs
                 log_journals[journal.log] = (journal.epoch, journal.seq)
