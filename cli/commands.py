@@ -271,7 +271,7 @@ def gc(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume import layout
     from bucketdisk.volume.record import check_record_fits, read_record
-    from bucketdisk.volume.sweep import sweep
+    from bucketdisk.volume.sweep import sweep_settled
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
@@ -282,7 +282,7 @@ def gc(args: argparse.Namespace) -> int:
     volume = Volume(store, writable=not args.dry_run)
     try:
         before = store.usage(layout.BLOCKS)[1]
-        found = sweep(volume, delete=not args.dry_run)
+        found = sweep_settled(volume, delete=not args.dry_run)
         after = store.usage(layout.BLOCKS)[1]
     finally:
         volume.close()

@@ -474,3 +474,14 @@ def test_signed_path_is_the_path_sent():
                 S3Store("bucket", prefix, options, credentials=Credentials("AKIDEXAMPLE", "not-a-secret"))
     finally:
         store.close()
+
+
+def test_force_never_deletes_a_file_named_volume_that_is_not_a_record(bd):
+    place = bd.new_place()
+    place.write("volume", b"my settings\n")
+    place.write("blocks/ab/" + "ab" * 32, b"data")
+    before = place.snapshot()
+    for extra in ((), ("--force",)):
+        err = assert_cli_error(bd.run("create", place.url, "--size", SIZE, *place.args, *extra))
+        assert "not part of a bucketdisk volume" in err, err
+    assert place.snapshot() == before

@@ -22,6 +22,8 @@ STRAYS = {
     "map/roots/notes.txt": b"a note",
     "lock/README": b"not a lease",
     "blocks/zz/readme": b"not a block",
+    "lock/ffffffffffffffff": b"junk named like a lease of an absurd epoch",
+    "lock/0000000100000000": b"an epoch whose log numbers would not fit in 64 bits",
 }
 
 

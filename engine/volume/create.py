@@ -47,6 +47,8 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         raise UserError(f"{store.url()} holds another bucketdisk volume, {store.url().rstrip('/')}/{inner}; "
                         "a volume cannot hold another: choose a place outside it")
     foreign = [k for k in keys if not layout.is_volume_key(k)]
+    if layout.RECORD in keys and not _holds_record(store, layout.RECORD):
+        foreign.insert(0, layout.RECORD)  # a file named `volume` that is not our record
     if foreign:
         raise UserError(f"{store.url()} holds data that is not part of a bucketdisk volume "
                         f"({_count(len(foreign), 'object')}, first {shown(foreign[0])}); bucketdisk creates volumes "

@@ -57,6 +57,12 @@ def lease_key(epoch: int) -> str:
     return f"{LEASES}{epoch:016x}"
 
 
+# Epochs and sequence numbers this far below 2^64 leave room for log
+# numbers (epoch << 32) and for counting on; a key claiming more is not ours.
+MAX_EPOCH = (1 << 31) - 1
+MAX_SEQ = (1 << 62) - 1
+
+
 def name_of(key: str, prefix: str) -> tuple[int, int] | None:
     """(epoch, seq) of a root or journal key under `prefix`, or None for a
     key that is not named as ours (an editor backup, a console "folder")."""
@@ -65,14 +71,16 @@ def name_of(key: str, prefix: str) -> tuple[int, int] | None:
     m = _SEQ_NAME.match(key[len(prefix):])
     if m is None:
         return None
-    return int(m.group(1) or "0", 16), int(m.group(2), 16)
+    epoch, seq = int(m.group(1) or "0", 16), int(m.group(2), 16)
+    return (epoch, seq) if epoch <= MAX_EPOCH and seq <= MAX_SEQ else None
 
 
 def epoch_of_lease_key(key: str) -> int | None:
     if not key.startswith(LEASES):
         return None
     m = _LEASE_NAME.match(key[len(LEASES):])
-    return int(m.group(1), 16) if m else None
+    epoch = int(m.group(1), 16) if m else None
+    return epoch if epoch is not None and epoch <= MAX_EPOCH else None
 
 
 def is_volume_key(key: str) -> bool:

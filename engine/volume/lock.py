@@ -70,6 +70,15 @@ def _pid_namespace() -> str:
         return ""
 
 
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this PID namespace (not so after `unshare --pid`
+    without --mount-proc: then a pid read there names another process)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
 def _process_alive(pid: int) -> bool:
     """True for a running process; a zombie (killed, not yet reaped) is dead."""
     try:
@@ -101,7 +110,7 @@ class Holder:
         if self.released:
             return "released"
         if f.get("host") == socket.gethostname() and f.get("boot_id") == _boot_id() \
-                and f.get("pidns") == _pid_namespace():
+                and f.get("pidns") == _pid_namespace() and _proc_is_ours():
             pid = f.get("pid")
             if isinstance(pid, int) and pid != os.getpid() and _process_alive(pid):
                 return "live-here"
@@ -275,10 +284,17 @@ class Lease:
 
     def _fence(self, reason: str) -> None:
         with self._check_lock:
-            if self._fenced is None:
+            first = self._fenced is None
+            if first:
                 self._fenced = reason
                 log.error("%s: this mount refuses all further writes (unstored data stays in memory "
                           "until it is unmounted, and is then lost)", reason)
+        if first:
+            self._stop.set()
+            try:  # our own lease object no longer holds anything: say so, so no mount waits on it
+                self.store.put(layout.lease_key(self.epoch), self._content(released=True))
+            except StoreError:
+                pass
         raise Fenced(self._fenced)
 
     def fence(self, reason: str) -> None:
@@ -306,12 +322,14 @@ class Lease:
     def renew(self) -> None:
         """Extend the lease by LEASE_SECONDS from now (raises Fenced or StoreError)."""
         started = boottime()
-        expired = started >= self._valid_until
-        self.store.put(layout.lease_key(self.epoch), self._content())
-        if expired:
+        # Look first: a successor may have tidied our lease object away, and
+        # writing it again would make a fenced mount look like a live holder.
+        if started >= self._valid_until:
             # Our lease ran out: a successor may have come and gone, its lease
             # object tidied away, so look for any newer epoch at all.
             self._check_no_newer_epoch()
+        self.check_successor()
+        self.store.put(layout.lease_key(self.epoch), self._content())
         self.check_successor()
         self._valid_until = started + LEASE_SECONDS
 

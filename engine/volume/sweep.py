@@ -13,6 +13,7 @@ touched.
 from dataclasses import dataclass
 
 from ..codec.block import HASH_SIZE, ZERO_HASH
+from ..errors import NotFound
 from . import layout
 from .mapstore import Listing, MapStore, Root
 from .volume import Volume
@@ -53,6 +54,17 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
     if delete:
         volume.delete_unreferenced(blocks, pages + roots + journals)
     return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals))
+
+
+def sweep_settled(volume: Volume, *, delete: bool, attempts: int = 5) -> Sweep:
+    """`sweep`, looked at again when a live writer tidied an object away
+    between the listing and its read (a dry run beside a mount)."""
+    for attempt in range(attempts):
+        try:
+            return sweep(volume, delete=delete)
+        except NotFound:
+            if delete or attempt == attempts - 1:
+                raise
 
 
 def _needed_journals(maps: MapStore, listing: Listing, root: Root) -> dict[tuple[int, int], list]:
