@@ -41,6 +41,7 @@ from conftest import (
     Mount,
     assert_cli_error,
     assert_file_matches,
+    cold_read,
     fsync_path,
     is_mounted,
     parse_size,
@@ -176,16 +177,6 @@ def write_pieces(path, model: bytearray, rng: random.Random, total: int, piece_m
             assert os.pwrite(fd, data, off) == n
             model[off:off + n] = data
             written += n
-    finally:
-        os.close(fd)
-
-
-def cold_read(path, off: int, n: int) -> bytes:
-    """Read bypassing the kernel's page cache (drop clean pages first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return os.pread(fd, n, off)
     finally:
         os.close(fd)
 

@@ -274,15 +274,13 @@ class Lease:
         """Raise Fenced unless this mount provably still holds the volume:
         renewed within LEASE_SECONDS and no successor lease exists.  Call
         after a write that is about to be acknowledged, and before deletes."""
-        if self._fenced is not None:
-            raise Fenced(self._fenced)
-        if boottime() >= self._valid_until:
-            # Not final: a later renewal that finds no newer epoch restores it.
-            raise Fenced(f"this mount has not renewed its lease for {LEASE_SECONDS:.0f} s (is the store "
-                         "reachable?); writes are refused until it does")
+        reason = self.refusing  # an expired lease is not final: a renewal that finds no successor restores it
+        if reason is not None:
+            raise Fenced(reason)
         self.check_successor()
 
-    def _fence(self, reason: str) -> None:
+    def fence(self, reason: str) -> None:
+        """Mark this mount fenced for good (another has the volume); raises Fenced."""
         with self._check_lock:
             first = self._fenced is None
             if first:
@@ -296,10 +294,6 @@ class Lease:
             except StoreError:
                 pass
         raise Fenced(self._fenced)
-
-    def fence(self, reason: str) -> None:
-        """Mark this mount fenced (a map write found its name taken); raises Fenced."""
-        self._fence(reason)
 
     # -- renewing --------------------------------------------------------------------
 
@@ -337,18 +331,18 @@ class Lease:
         """Raise Fenced if a lease of the next epoch exists."""
         if self.store.head(layout.lease_key(self.epoch + 1)) is not None:
             successor = next((h for h in read_leases(self.store) if h.epoch == self.epoch + 1), None)
-            self._fence(f"the volume was taken over by {successor.describe() if successor else 'another mount'}")
+            self.fence(f"the volume was taken over by {successor.describe() if successor else 'another mount'}")
 
     def _check_no_newer_epoch(self) -> None:
         newer = [h.epoch for h in read_leases(self.store) if h.epoch > self.epoch]
         newer += [name[0] for name in map(lambda k: layout.name_of(k, layout.ROOTS), self.store.list(layout.ROOTS))
                   if name is not None and name[0] > self.epoch]
         if newer:
-            self._fence(f"the volume was taken over (epoch {min(newer)}) while this mount could not renew its lease")
+            self.fence(f"the volume was taken over (epoch {min(newer)}) while this mount could not renew its lease")
         if self.volume_uuid is not None:
             try:
                 uuid_now = json.loads(self.store.get(layout.RECORD)).get("uuid")
             except (NotFound, ValueError, AttributeError):
                 uuid_now = None
             if uuid_now != self.volume_uuid:
-                self._fence("the volume was deleted or created anew while this mount could not renew its lease")
+                self.fence("the volume was deleted or created anew while this mount could not renew its lease")

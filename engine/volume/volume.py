@@ -247,7 +247,7 @@ class Volume:
         this mount still holds the lease.  Raises StoreError (Fenced when
         another mount has the volume)."""
         with self._sync_lock:
-            self._check_not_fenced()
+            self._check_lease_held()
             with self._lock:
                 changes, self._pending = self._pending, {}
                 if changes or runs:
@@ -284,7 +284,7 @@ class Volume:
         supersedes.  `start`: the epoch's first root, written even when
         nothing changed."""
         with self._sync_lock:
-            self._check_not_fenced()
+            self._check_lease_held()
             with self._lock:
                 pages = self._map.take_dirty_pages()
                 if not (start or pages or self._pending or self._journals):
@@ -334,7 +334,7 @@ class Volume:
         except KeyTaken as e:
             self._lease.fence(str(e))
 
-    def _check_not_fenced(self) -> None:
+    def _check_lease_held(self) -> None:
         reason = self.refusing
         if reason is not None:
             raise Fenced(reason)
