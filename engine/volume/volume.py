@@ -267,7 +267,7 @@ class Volume:
                 self._journals += 1
                 self.stats.add("journal_writes")
             if confirm and self._lease is not None:
-                self._lease.check()
+                self._lease.confirm()
         if self._journals >= CHECKPOINT_JOURNALS:
             # The journal is durable: a failed checkpoint must not fail the
             # caller's fsync (nor make it drop a log that is written); the
