@@ -70,6 +70,7 @@ class FileStore(ObjectStore):
         return data
 
     def head(self, key: str) -> int | None:
+        self.stats.add("objects_headed")
         try:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):

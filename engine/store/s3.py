@@ -304,6 +304,7 @@ class S3Store(ObjectStore):
 
     def head(self, key: str) -> int | None:
         response = self._request("HEAD", key, accept=(200, 404))
+        self.stats.add("objects_headed")
         if response.status == 404:
             return None
         return int(response.headers.get("Content-Length", 0))
