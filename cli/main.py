@@ -22,6 +22,15 @@ EXAMPLES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (README: "Errors print one
+    line"), pointing at --help for the usage it no longer prints; exit 2."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())  # never more than one line
+        self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+
+
 def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_text, description=help_text, parents=list(parents),
                           epilog=f"example:\n  {EXAMPLES[name]}",
@@ -52,7 +61,7 @@ def _store_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     store = _store_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bucketdisk",
         description="A disk that lives in an object store: mount it, format it, loop-mount it.",
         epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "create", "create a new volume", [store])
-    p.add_argument("url", help="where the volume lives, e.g. file:///srv/disk1")
+    p.add_argument("url", metavar="URL", help="where the volume lives, e.g. file:///srv/disk1")
     p.add_argument("--size", type=parse_size, required=True, help="volume size, e.g. 100G")
     p.add_argument("--block-size", type=parse_size, default=1 << 20,
                    help="block size, a power of two from 4K to 64M (default 1M)")
@@ -71,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
-    p.add_argument("url")
-    p.add_argument("mountpoint")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20,
                    help="memory for cached and dirty blocks (default 256M)")
@@ -88,23 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.mount)
 
     p = _command(sub, "unmount", "flush everything, unmount, and wait for the daemon to exit")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.set_defaults(run=commands.unmount)
 
     p = _command(sub, "info", "show a volume's record and what it stores", [store])
-    p.add_argument("url")
+    p.add_argument("url", metavar="URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
 
     p = _command(sub, "gc", "delete objects nothing refers to (left by a mount that died); "
                             "the volume must not be mounted", [store])
-    p.add_argument("url")
+    p.add_argument("url", metavar="URL")
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.gc)
 
     p = _command(sub, "stats", "show a mounted volume's counters")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.stats)
     return parser

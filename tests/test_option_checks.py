@@ -1,0 +1,96 @@
+"""Options refused before anything is touched, and the first contact with
+an S3 server that is not there.  The real CLI, the session's SeaweedFS.
+
+1. Usage errors (a missing argument, an unknown option, a value argparse
+   cannot read) are one line, `bucketdisk CMD: error: ...` with a pointer
+   to --help, and exit 2: no usage block.
+2. --sse takes only what S3 takes (AES256, aws:kms[:KEYID],
+   aws:kms:dsse[:KEYID]); anything else is refused at parse time by every
+   command, leaving the bucket as it was.  (SeaweedFS stores `bogus`
+   happily: only our check stands between a typo and unencrypted data.)
+3. An endpoint is scheme://host[:port]: a path (which the store would
+   drop), a user or password (never echoed), a query or a bad port is
+   refused, from --endpoint or AWS_ENDPOINT_URL, by every command.
+4. Nothing listening, or no such host: create, info, gc and mount fail
+   within a few seconds with one line naming the endpoint.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import CLI, ERROR_LINE_RE, MOUNT_TIMEOUT, Mount, assert_cli_error, is_mounted, s3_list
+from test_s3_options import proxy_factory  # noqa: F401  (a fixture)
+
+STORES = ("s3",)
+SIZE, BLOCK = "16M", "64K"
+FAST = 5.0  # seconds a first contact with nothing listening may take, process start included
+
+once = pytest.mark.stores("file")  # no store involved
+
+
+def commands(url: str, new_url: str, mountpoint) -> list[tuple]:
+    """Every command that opens a volume, as argv: create at `new_url` (a
+    place without a volume), the others on the volume at `url`."""
+    return [("create", new_url, "--size", SIZE, "--block-size", BLOCK), ("info", url), ("gc", url),
+            ("gc", url, "--dry-run"), ("mount", url, mountpoint)]
+
+
+def run_refused(bd, argv, env=None, timeout: float = MOUNT_TIMEOUT) -> tuple[str, float]:
+    """Run the CLI expecting a refusal; (its one error line, seconds taken).
+    A mount that wrongly succeeds is cleaned up."""
+    started = time.monotonic()
+    proc = subprocess.run([str(CLI), *map(str, argv)], capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else bd.env)
+    took = time.monotonic() - started
+    if argv[0] == "mount" and proc.returncode == 0:
+        bd.janitor.push("unexpected mount", lambda: bd.cleanup_mount(Mount(None, argv[2], False, argv[2])))
+    line = assert_cli_error(proc)
+    if argv[0] == "mount":
+        assert not is_mounted(argv[2])
+    return line, took
+
+
+def bucket_listing(bd) -> dict:
+    return s3_list(bd.store.server, bd.store.bucket)
+
+
+# --------------------------------------------------------------------------
+# 1. usage errors
+# --------------------------------------------------------------------------
+
+USAGE_ERRORS = [
+    (("mount", "s3://b/p"), "bucketdisk mount", "MOUNTPOINT"),
+    ((), "bucketdisk", "COMMAND"),
+    (("frobnicate",), "bucketdisk", "frobnicate"),
+    (("create", "file:///srv/x"), "bucketdisk create", "--size"),
+    (("create", "file:///srv/x", "--size", "12Q"), "bucketdisk create", "12Q"),
+    (("info", "file:///srv/x", "--bogus"), "bucketdisk", "--bogus"),
+    (("mount", "file:///srv/x", "/mnt", "--threads", "many"), "bucketdisk mount", "many"),
+    (("gc", "file:///srv/x", "--addressing", "sideways"), "bucketdisk gc", "sideways"),
+    (("unmount",), "bucketdisk unmount", "MOUNTPOINT"),
+    (("stats",), "bucketdisk stats", "MOUNTPOINT"),
+]
+
+
+@once
+@pytest.mark.parametrize("argv,prog,named", USAGE_ERRORS, ids=[" ".join(a[0]) or "none" for a in USAGE_ERRORS])
+def test_usage_errors_are_one_line(bd, argv, prog, named):
+    proc = bd.run(*argv)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{proc.stderr}"
+    assert ERROR_LINE_RE.match(lines[0]) and lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert named in lines[0] and f"{prog} --help" in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+@once
+def test_help_still_shows_the_usage(bd):
+    proc = bd.run("mount", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: bucketdisk mount")
+    assert "URL MOUNTPOINT" in proc.stdout.split("\n\n")[0]
