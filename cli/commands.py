@@ -92,8 +92,12 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--readahead cannot be negative")
     from bucketdisk.store import parse_url
 
-    parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
+    scheme, _ = parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
     s3_options(args, args.threads)  # refuse bad store options before forking
+    if scheme == "s3" and not args.endpoint and os.environ.get("AWS_ENDPOINT_URL"):
+        from bucketdisk.store.s3args import check_endpoint
+
+        check_endpoint(os.environ["AWS_ENDPOINT_URL"], "AWS_ENDPOINT_URL")
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)

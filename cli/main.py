@@ -37,12 +37,30 @@ def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentPar
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _checked(check: str, lead: str = ""):
+    """An argparse type running s3args.`check` (its ValueError says what is
+    wrong, after `lead`) and giving back the text; s3args is imported on
+    use, so that commands without the option start without the storage
+    layers."""
+    def parse(text: str) -> str:
+        from bucketdisk.store import s3args
+
+        try:
+            getattr(s3args, check)(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{lead}{e}") from None
+        return text
+    return parse
+
+
 def _store_options() -> argparse.ArgumentParser:
     """Options of the s3:// store, shared by every command that opens a volume."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("s3:// store (credentials come from the environment, "
                                       "AWS_PROFILE/~/.aws, or --credentials-file)")
-    group.add_argument("--endpoint", help="S3 endpoint URL (default AWS_ENDPOINT_URL, else AWS S3)")
+    endpoint_form = "must be scheme://host[:port], the scheme http or https: "
+    group.add_argument("--endpoint", type=_checked("endpoint_parts", endpoint_form),
+                       help="S3 endpoint, scheme://host[:port] (default AWS_ENDPOINT_URL, else AWS S3)")
     group.add_argument("--addressing", choices=("path", "virtual", "auto"), default="auto",
                        help="bucket in the path or in the host name (default auto)")
     group.add_argument("--region", help="region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
@@ -51,7 +69,8 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--ca-bundle", help="CA certificates to trust for HTTPS")
     group.add_argument("--insecure", action="store_true", help="do not check TLS certificates (warns)")
     group.add_argument("--storage-class", help="storage class of new objects, e.g. STANDARD_IA")
-    group.add_argument("--sse", help="server-side encryption: AES256, aws:kms or aws:kms:KEYID")
+    group.add_argument("--sse", type=_checked("sse_parts"),
+                       help="server-side encryption: AES256, aws:kms[:KEYID] or aws:kms:dsse[:KEYID]")
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     group.add_argument("--read-timeout", type=float, default=60.0, help="seconds (default 60)")
     group.add_argument("--retry-time", type=float, default=300.0,

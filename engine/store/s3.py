@@ -21,7 +21,6 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import urllib3
 
@@ -30,6 +29,7 @@ from ..stats import Stats
 from .base import ObjectStore
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
+from .s3args import endpoint_of, sse_headers
 from .userfiles import check_regular_file
 from .sigv4 import EMPTY_SHA256, Signer, canonical_query
 
@@ -147,23 +147,20 @@ class S3Store(ObjectStore):
         self._owns_pool = True
         self.region = resolve_region(options.region, options.profile)
         self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
-        endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or \
-            f"https://s3.{self.region}.amazonaws.com"
-        parsed = urlparse(endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UserError(f"bad endpoint {endpoint!r}: expected http(s)://host[:port]")
-        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
-        self._host = f"{self.bucket}.{parsed.netloc}" if self._virtual else parsed.netloc
-        self._base = f"{parsed.scheme}://{self._host}"
+        scheme, netloc = endpoint_of(options.endpoint, self.region)
+        self.endpoint = f"{scheme}://{netloc}"
+        self._virtual = self._choose_addressing(options.addressing, netloc)
+        self._host = f"{self.bucket}.{netloc}" if self._virtual else netloc
+        self._base = f"{scheme}://{self._host}"
         if options.ca_bundle:
             check_ca_bundle(options.ca_bundle, "--ca-bundle")
-        elif parsed.scheme == "https" and not options.insecure and os.environ.get("AWS_CA_BUNDLE"):
+        elif scheme == "https" and not options.insecure and os.environ.get("AWS_CA_BUNDLE"):
             check_ca_bundle(os.environ["AWS_CA_BUNDLE"], "AWS_CA_BUNDLE")
+        self._sse = sse_headers(options.sse)
         if options.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.warning("TLS certificate checks are OFF (--insecure) for %s", self.endpoint)
-        self._http = _pool_manager(parsed.scheme, self._host, options)
+        self._http = _pool_manager(scheme, self._host, options)
         self._signer = Signer(self._credentials, self.region)
         self._stragglers = Stragglers(options.read_timeout)
 
@@ -317,12 +314,7 @@ class S3Store(ObjectStore):
             headers["If-None-Match"] = "*"
         if self.options.storage_class:
             headers["x-amz-storage-class"] = self.options.storage_class
-        if self.options.sse:
-            algorithm, _, kms_key = self.options.sse.partition(":kms:") if self.options.sse.startswith("aws:kms:") \
-                else (self.options.sse, "", "")
-            headers["x-amz-server-side-encryption"] = "aws:kms" if kms_key else algorithm
-            if kms_key:
-                headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key
+        headers.update(self._sse)
         response = self._request("PUT", key, data=data, headers=headers, accept=(200, 412),
                                  idempotent=not if_absent)
         if response.status == 412:
