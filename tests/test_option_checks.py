@@ -184,3 +184,31 @@ def test_endpoints_with_more_than_scheme_host_port_are_refused(bd, tmp_path):
     proc = subprocess.run([str(CLI), "info", vol.url, "--addressing", "path"], capture_output=True, text=True,
                           timeout=60, env=env_without | {"AWS_ENDPOINT_URL": good + "/"})
     assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------
+# 4. nothing there
+# --------------------------------------------------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_fails_fast_in_one_line(bd, tmp_path):
+    vol = bd.create(size=SIZE, block_size=BLOCK)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    before = bucket_listing(bd)
+    slowest = 0.0
+    for endpoint, reason in ((f"http://127.0.0.1:{closed_port()}", "connection refused"),
+                             (f"http://no-such-host-{uuid.uuid4().hex[:8]}.invalid:8333", "name")):
+        for argv in commands(vol.url, bd.new_place().url, mp):
+            extra = ["--log", tmp_path / "mount.log"] if argv[0] == "mount" else []
+            line, took = run_refused(bd, [*argv, "--endpoint", endpoint, "--addressing", "path", *extra])
+            assert endpoint in line and reason in line, line
+            assert took < FAST, f"{argv[0]} against {endpoint} took {took:.1f} s: {line}"
+            slowest = max(slowest, took)
+    assert bucket_listing(bd) == before
+    print(f"slowest refusal of an unreachable endpoint: {slowest:.2f} s")

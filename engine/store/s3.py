@@ -40,6 +40,11 @@ STRAGGLER_FACTOR = 4   # an object request this many times slower than usual...
 STRAGGLER_MIN = 0.25   # ...and slower than this many seconds is sent again at once
 BACKOFF_CAP = 10.0     # seconds between attempts at most
 CHECK_BUDGET = 20.0    # seconds the first contact may take before giving up
+# ...unless nothing answers at all (connection refused, no such host, no
+# route): then the endpoint is wrong or the server is down, and waiting
+# longer only delays the one line that says so.  A volume already reached
+# retries such failures for --retry-time like any other (a restarting server).
+UNREACHABLE_BUDGET = 1.5  # seconds
 DELETE_BATCH = 1000    # DeleteObjects takes at most 1000 keys
 RETRY_STATUS = {500, 502, 503, 504, 429}
 RETRY_CODES = {"RequestTimeout", "SlowDown", "InternalError", "OperationAborted",
@@ -209,14 +214,18 @@ class S3Store(ObjectStore):
 
     def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
-                 budget: float | None = None, idempotent: bool = False) -> Reply:
+                 budget: float | None = None, idempotent: bool = False,
+                 unreachable_budget: float | None = None) -> Reply:
         """Send one request, retrying what may succeed later; returns an accepted response.
 
         `idempotent` requests (object GETs and plain PUTs) that straggle are
-        sent again at once (see Stragglers)."""
+        sent again at once (see Stragglers).  `budget` bounds the retries
+        (seconds, default --retry-time); `unreachable_budget`, when given,
+        bounds them instead once no connection could be made at all."""
         path, query = self._path(key), canonical_query(params)
         payload_hash = hashlib.sha256(data).hexdigest() if data else EMPTY_SHA256
-        deadline = time.monotonic() + (self.options.retry_time if budget is None else budget)
+        first_sent = time.monotonic()
+        deadline = first_sent + (self.options.retry_time if budget is None else budget)
         attempt = 0
         while True:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
@@ -234,6 +243,8 @@ class S3Store(ObjectStore):
                     attempt += 1
                     continue
                 failure = f"cannot reach {self.endpoint}: {_reason(e)}"
+                if unreachable_budget is not None and _unreachable(e):
+                    deadline = min(deadline, first_sent + unreachable_budget)
             else:
                 if reply.status in accept:
                     if idempotent:
@@ -285,7 +296,7 @@ class S3Store(ObjectStore):
         """Reach the bucket once, failing fast with one clear line."""
         budget = min(self.options.retry_time, CHECK_BUDGET)
         self._request("GET", None, params={"list-type": "2", "max-keys": "1", "prefix": self.prefix},
-                      budget=budget)
+                      budget=budget, unreachable_budget=min(budget, UNREACHABLE_BUDGET))
 
     def get(self, key: str) -> bytes:
         try:
@@ -426,11 +437,21 @@ def _pool_manager(scheme: str, host: str, options: S3Options) -> urllib3.PoolMan
     return urllib3.PoolManager(**settings)
 
 
+def _unreachable(e: Exception) -> bool:
+    """Whether no connection could be made at all (refused, no such host,
+    no route), to the server or to the proxy in front of it."""
+    if isinstance(e, urllib3.exceptions.ProxyError):
+        e = e.original_error
+    return isinstance(e, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError))
+
+
 def _reason(e: Exception) -> str:
     """The innermost, human part of a transport exception."""
     text = str(e)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Remote end closed connection", "Connection aborted", "certificate verify failed"):
+    for marker in ("Connection refused", "timed out", "Name or service not known",
+                   "Temporary failure in name resolution", "No route to host", "Network is unreachable",
+                   "Connection reset", "Remote end closed connection", "Connection aborted",
+                   "certificate verify failed"):
         if marker in text:
             return marker.lower()
     return type(e).__name__
