@@ -61,6 +61,10 @@ class ObjectStore(ABC):
         """The volume URL of this place (file:///PATH, s3://BUCKET/PREFIX)."""
         return self.describe()
 
+    def key_url(self, key: str) -> str:
+        """The URL of one object of this place, for messages (no secrets)."""
+        return f"{self.url()}/{key}"
+
     def parent(self) -> "ObjectStore | None":
         """The store of the place that encloses this one (the directory or
         prefix one level up), sharing this store's connections, or None at
