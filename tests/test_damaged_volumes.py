@@ -1,6 +1,10 @@
 """Damaged and hand-edited volumes: every command refuses them in one line
 that names what is wrong and where, and changes nothing.
 
+1. A damaged object (a block, a map page, a root, a journal, the record):
+   info, gc (dry run or not) and mount name its key (as a URL) in their
+   one line; a read of a damaged block gets EIO and the daemon's log
+   names the block's key.
 2. A volume record with a wrong field (a text size, a null block size, a
    uuid that is not one, absurd page sizes, negative numbers, unknown or
    missing fields...): info, gc and mount all refuse it with the same
@@ -8,11 +12,16 @@ that names what is wrong and where, and changes nothing.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import random
+import re
+import signal
 
 import pytest
 
-from conftest import MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, is_mounted
+from conftest import MOUNT_TIMEOUT, MiB, Mount, assert_cli_error, cold_read, is_mounted, wait_pid_gone
 
 SIZE, BLOCK = "8M", "64K"
 KiB = 1024
@@ -35,6 +44,86 @@ def without_leases(snapshot: dict) -> dict:
     takes the lease (a writable mount, gc) may turn over before it finds
     the damage."""
     return {k: v for k, v in snapshot.items() if not k.startswith("lock")}
+
+
+# --------------------------------------------------------------------------
+# 1. damaged objects
+# --------------------------------------------------------------------------
+
+def volume_with_every_kind_of_object(bd):
+    """A volume holding blocks, pages, a root and a journal: written and
+    unmounted cleanly once, then written, fsynced and killed."""
+    vol = bd.create(size=SIZE, block_size=BLOCK)
+    rng = random.Random(31)
+    for offset, kill in ((0, False), (4 * MiB, True)):
+        m = bd.mount(vol)
+        fd = os.open(m.file, os.O_RDWR)
+        try:
+            os.pwrite(fd, rng.randbytes(MiB), offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if kill:
+            os.kill(m.pid, signal.SIGKILL)
+            assert wait_pid_gone(m.pid)
+        assert bd.run("unmount", m.path).returncode == 0
+    return vol
+
+
+def keys_of(vol, prefix: str) -> list[str]:
+    keys = sorted(k for k in vol.keys() if k.startswith(prefix))
+    assert keys, f"the volume holds no {prefix} object"
+    return keys
+
+
+def damage(vol, key: str) -> bytes:
+    """Flip one byte in the middle of `key` (the record, JSON that may
+    survive a flipped byte, becomes binary junk); returns its original bytes."""
+    data = vol.place.read(key)
+    bad = bytearray(data)
+    bad[len(bad) // 2] ^= 0x55
+    vol.place.write(key, b"\x00\xff junk" if key == "volume" else bytes(bad))
+    return data
+
+
+def test_a_damaged_object_is_named_by_every_command(bd):
+    vol = volume_with_every_kind_of_object(bd)
+    for prefix in ("map/roots/", "map/journal/", "map/pages/", "volume"):
+        key = keys_of(vol, prefix)[-1]
+        original = damage(vol, key)
+        where = f"{vol.url}/{key}"
+        before = vol.snapshot()
+        for argv in (("info",), ("info", "--json"), ("gc", "--dry-run")):
+            line = assert_cli_error(bd.run(argv[0], vol.url, *argv[1:], *vol.store_args))
+            assert where in line, f"{argv}: {line}"
+        assert vol.snapshot() == before, f"{key}: a refused command changed the volume"
+        for argv in (("gc",),):
+            line = assert_cli_error(bd.run(argv[0], vol.url, *vol.store_args))
+            assert where in line, f"{argv}: {line}"
+        for flags in (("--read-only",), ()):
+            line = refused_mount(bd, vol, *flags)
+            assert where in line, f"mount {flags}: {line}"
+        assert without_leases(vol.snapshot()) == without_leases(before)
+        vol.place.write(key, original)
+    # whole again: every command works
+    assert bd.info(vol)["mapped_blocks"] == 32
+
+
+def test_a_damaged_block_reads_as_eio_and_the_log_names_it(bd):
+    vol = volume_with_every_kind_of_object(bd)
+    originals = {key: damage(vol, key) for key in keys_of(vol, "blocks/")}
+    m = bd.mount(vol, read_only=True)
+    with pytest.raises(OSError) as failure:
+        cold_read(m.file, 0, 64 * KiB)
+    assert failure.value.errno == errno.EIO
+    named = re.findall(rf"{re.escape(vol.url)}/(blocks/[0-9a-f]{{2}}/[0-9a-f]{{64}}) is damaged", m.log.read_text())
+    assert named and set(named) <= set(originals), m.log.read_text()[-2000:]
+    bd.unmount(m)
+    for key, data in originals.items():
+        vol.place.write(key, data)
+    m = bd.mount(vol, read_only=True)
+    assert len(cold_read(m.file, 0, 64 * KiB)) == 64 * KiB
+    bd.unmount(m)
 
 
 # --------------------------------------------------------------------------
