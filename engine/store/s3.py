@@ -364,12 +364,8 @@ class S3Store(ObjectStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         return (key for key, _ in self._list_objects(prefix))
 
-    def usage(self, prefix: str = "") -> tuple[int, int]:
-        count = total = 0
-        for _, size in self._list_objects(prefix):
-            count += 1
-            total += size
-        return count, total
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        return self._list_objects(prefix)  # the listing carries the sizes: no HEAD per key
 
     def _list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
         params = {"list-type": "2", "prefix": self.prefix + prefix, "max-keys": "1000"}
