@@ -3,6 +3,7 @@ process of it still runs.  The lease (volume/lock.py) and the file://
 store's temporary files (file.py) name their owner with these, so that
 what a dead process left behind can be told from what a live one holds.
 """
+import functools
 import hashlib
 import os
 import socket
@@ -44,6 +45,7 @@ def process_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+@functools.cache  # fixed for the life of a process (taken once, not at every put)
 def place_tag() -> str:
     """16 hex digits naming this host, boot and PID namespace together:
     two processes with the same tag see each other's pids in /proc."""
