@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from ..errors import NotFound, StoreError, UserError
 from ..store.base import ObjectStore
+from ..store.owner import boot_id, pid_namespace, proc_is_ours, process_alive
 from . import layout
 
 log = logging.getLogger(__name__)
@@ -69,40 +70,6 @@ def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _proc_is_ours() -> bool:
-    """Whether /proc shows this PID namespace (not so after `unshare --pid`
-    without --mount-proc: then a pid read there names another process)."""
-    try:
-        return os.readlink("/proc/self") == str(os.getpid())
-    except OSError:
-        return False
-
-
-def _process_alive(pid: int) -> bool:
-    """True for a running process; a zombie (killed, not yet reaped) is dead."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
 @dataclass(frozen=True)
 class Holder:
     """What a lease object says about the mount that holds (or held) it."""
@@ -123,10 +90,10 @@ class Holder:
         f, now = self.fields, time.time() if now is None else now
         if self.released:
             return "released"
-        if f.get("host") == socket.gethostname() and f.get("boot_id") == _boot_id() \
-                and f.get("pidns") == _pid_namespace() and _proc_is_ours():
+        if f.get("host") == socket.gethostname() and f.get("boot_id") == boot_id() \
+                and f.get("pidns") == pid_namespace() and proc_is_ours():
             pid = f.get("pid")
-            if isinstance(pid, int) and pid != os.getpid() and _process_alive(pid):
+            if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
                 return "live-here"
             return "dead"
         expires = f.get("expires")
@@ -245,7 +212,7 @@ class Lease:
 
     def _content(self, *, released: bool = False) -> bytes:
         return json.dumps({
-            "host": socket.gethostname(), "boot_id": _boot_id(), "pidns": _pid_namespace(),
+            "host": socket.gethostname(), "boot_id": boot_id(), "pidns": pid_namespace(),
             "pid": os.getpid(), "token": self.token, "epoch": self.epoch,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._since)),
             "since_epoch_seconds": self._since, "fences": self._fences,

@@ -320,7 +320,8 @@ class MapStore:
                 last_log = max(last_log, journal.log)
                 for index, content, watermark in journal.changes:
                     if index >= self.block_count:
-                        raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
+                        raise CorruptData(f"it names block {index}, beyond the volume").at(
+                            self.store.key_url(layout.journal_key(journal.epoch, journal.seq)))
                     changes[index] = content
                     marks[index] = watermark
             # The root's live logs: their pages may sit in a journal before it,
@@ -335,7 +336,8 @@ class MapStore:
         for run in newer:
             if run.block >= self.block_count or (run.first_page + len(run.data) // LOG_PAGE) * LOG_PAGE \
                     > self.block_size:
-                raise CorruptData(f"logged pages of block {run.block} lie beyond it")
+                raise CorruptData(f"its logged pages of block {run.block} lie beyond it").at(
+                    self.store.key_url(layout.journal_key(*log_journals[run.log])))
         newer.sort(key=lambda r: r.log)
         return Replay(changes, newer, log_journals, last_log)
 
@@ -343,9 +345,9 @@ class MapStore:
         def count_page(item) -> int:
             number, page_hash = item
             first = number * self.page_entries
-            entries = bytes(min(self.page_entries, self.block_count - first) * HASH_SIZE)
+            entries = bytes(self._page_bytes(number))
             if page_hash != ZERO_HASH:
-                entries = self.read_page(page_hash)
+                entries = self.read_page(page_hash, number)
             mapped = (len(entries) - _zero_entries(entries) * HASH_SIZE) // HASH_SIZE
             for index in range(first, first + len(entries) // HASH_SIZE):
                 if index in changes:
@@ -366,16 +368,35 @@ class MapStore:
                 if attempt == LOAD_ATTEMPTS - 1:
                     raise
 
+    def _read(self, key: str, decode):
+        """decode(unpacked bytes of `key`); a CorruptData raised on the way
+        names the key's URL."""
+        data = self.store.get(key)
+        try:
+            return decode(self.codec.unpack(data))
+        except CorruptData as e:
+            raise e.at(self.store.key_url(key)) from None
+
     def read_root(self, epoch: int, seq: int) -> Root:
-        data = self.codec.unpack(self.store.get(layout.root_key(epoch, seq)))
+        """The root of that name; raises CorruptData (naming its key) for a
+        damaged one, ForeignObject for another volume's."""
+        return self._read(layout.root_key(epoch, seq), lambda data: self._decode_root(data, epoch, seq))
+
+    def _decode_root(self, data: bytes, epoch: int, seq: int) -> Root:
         root = decode_root(data, self.block_count, self.page_entries, self.uuid)
         if root.seq != seq or (root.epoch and root.epoch != epoch):
             raise CorruptData(f"map root {epoch:x}-{seq:x} names itself {root.epoch:x}-{root.seq:x}")
+        if len(root.page_hashes) != -(-self.block_count // self.page_entries):
+            raise CorruptData(f"map root has {len(root.page_hashes)} pages for {self.block_count} blocks")
         root.epoch = epoch  # a version 2 root carries no epoch: its name's (0) holds
         return root
 
     def read_journal(self, epoch: int, seq: int) -> Journal:
-        data = self.codec.unpack(self.store.get(layout.journal_key(epoch, seq)))
+        """The journal of that name; raises CorruptData (naming its key) for
+        a damaged one, ForeignObject for another volume's."""
+        return self._read(layout.journal_key(epoch, seq), lambda data: self._decode_journal(data, epoch, seq))
+
+    def _decode_journal(self, data: bytes, epoch: int, seq: int) -> Journal:
         journal = decode_journal(data, self.uuid)
         if journal.seq != seq or (journal.epoch and journal.epoch != epoch):
             raise CorruptData(f"journal {epoch:x}-{seq:x} names itself {journal.epoch:x}-{journal.seq:x}")
@@ -416,20 +437,27 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return dict(pool.map(put, pages.items()))
 
-    def read_page(self, page_hash: bytes) -> bytes:
-        data = self.codec.unpack(self.store.get(layout.page_key(page_hash)))
-        if content_hash(data) != page_hash:
-            raise CorruptData(f"map page {page_hash.hex()[:16]}… does not match its hash")
-        return data
+    def read_page(self, page_hash: bytes, number: int | None = None) -> bytes:
+        """The entries of the page with that hash; with its `number`, also
+        checked to be that page's length.  Raises CorruptData naming the key."""
+        def check(data: bytes) -> bytes:
+            if content_hash(data) != page_hash:
+                raise CorruptData("map page does not match its hash")
+            if number is not None and len(data) != self._page_bytes(number):
+                raise CorruptData(f"map page has {len(data)} bytes for page {number}, "
+                                  f"expected {self._page_bytes(number)}")
+            return data
+        return self._read(layout.page_key(page_hash), check)
+
+    def _page_bytes(self, number: int) -> int:
+        """Bytes of entries page `number` holds (the last one may be short)."""
+        return min(self.page_entries, self.block_count - number * self.page_entries) * HASH_SIZE
 
     def _load_pages(self, blockmap: BlockMap, root: Root) -> None:
-        if len(root.page_hashes) != blockmap.page_count:
-            raise CorruptData("map root has the wrong number of pages")
-
         def fetch(item):
             number, page_hash = item
             if page_hash != ZERO_HASH:
-                blockmap.load_page(number, self.read_page(page_hash))
+                blockmap.load_page(number, self.read_page(page_hash, number))
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             list(pool.map(fetch, enumerate(root.page_hashes)))

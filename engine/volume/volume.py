@@ -39,7 +39,7 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import StoreError, UserError
+from ..errors import CorruptData, StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -130,8 +130,12 @@ class Volume:
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
-        obj = self.store.get(layout.block_key(content_hash))
-        return self.codec.decode_block(obj, content_hash, self.block_size)
+        key = layout.block_key(content_hash)
+        obj = self.store.get(key)
+        try:
+            return self.codec.decode_block(obj, content_hash, self.block_size)
+        except CorruptData as e:
+            raise e.at(self.store.key_url(key)) from None
 
     def store_block(self, data, index: int | None = None) -> bytes:
         """Upload a block and return its hash; `index` is the block it will
