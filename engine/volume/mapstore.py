@@ -31,7 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..codec._hot import is_zero
+from ..codec._hot import count_zero_entries, is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
 from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
@@ -217,12 +217,6 @@ class Replay:
     last_log: int
 
 
-def _zero_entries(entries: bytes) -> int:
-    """How many 32-byte entries of `entries` are all zeros."""
-    view = memoryview(entries)
-    return sum(1 for at in range(0, len(view), HASH_SIZE) if view[at : at + HASH_SIZE] == ZERO_HASH)
-
-
 class KeyTaken(StoreError):
     """A create-only map write found its name taken by different content."""
 
@@ -346,7 +340,7 @@ class MapStore:
             entries = bytes(min(self.page_entries, self.block_count - first) * HASH_SIZE)
             if page_hash != ZERO_HASH:
                 entries = self.read_page(page_hash)
-            mapped = (len(entries) - _zero_entries(entries) * HASH_SIZE) // HASH_SIZE
+            mapped = (len(entries) - count_zero_entries(entries, HASH_SIZE) * HASH_SIZE) // HASH_SIZE
             for index in range(first, first + len(entries) // HASH_SIZE):
                 if index in changes:
                     old = entries[(index - first) * HASH_SIZE : (index - first + 1) * HASH_SIZE]
