@@ -207,6 +207,11 @@ class Loaded:
     # live logs of the root and the logs of the journals replayed after it
     log_journals: dict[int, tuple[int, int]]
     listing: Listing
+    # For a reader that follows a writer (follow.py): every listed journal
+    # as read (None: another volume's), and the root's entry of each block
+    # the journals changed, so the root's own map can be had back from `map`.
+    journals: dict[tuple[int, int], "Journal | None"] = field(default_factory=dict)
+    base: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,11 +264,12 @@ class MapStore:
         root = self.newest_root(listing)
         if root.page_hashes and (root.epoch or root.seq):
             self._load_pages(blockmap, root)
-        replay = self._replay(listing, root)
-        for index, content in replay.changes.items():
-            blockmap.set(index, content)
+        journals = self.read_journals(listing.journals)
+        replay = self.replay(own_journals(journals), root)
+        base = {index: blockmap.set(index, content) for index, content in replay.changes.items()}
         last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
-        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing)
+        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
+                      journals, base)
 
     def count(self) -> tuple[int, int, Listing]:
         """(blocks that have an object, fsynced pages not yet in their
@@ -273,7 +279,7 @@ class MapStore:
             listing = self.listing()
             try:
                 root = self.newest_root(listing)
-                replay = self._replay(listing, root)
+                replay = self.replay(own_journals(self.read_journals(listing.journals)), root)
                 mapped = self._count_mapped(root, replay.changes)
             except NotFound:  # a live writer tidied up between the listing and a read
                 if attempt == LOAD_ATTEMPTS - 1:
@@ -298,11 +304,17 @@ class MapStore:
         except ForeignObject:
             return None
 
-    def _replay(self, listing: Listing, root: Root) -> "Replay":
-        """What the journals add to `root`: the changes of those of its epoch
-        after it (in order), and the logged pages newer than their block."""
+    def read_journals(self, names: list[tuple[int, int]]) -> dict[tuple[int, int], "Journal | None"]:
+        """The journals of these names, FETCH_PARALLELISM at a time; None
+        for one of another volume.  Raises NotFound if one has gone (a live
+        writer deleted it after a checkpoint: list again)."""
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = [j for j in pool.map(self.read_journal_if_own, listing.journals) if j is not None]
+            return dict(zip(names, pool.map(self.read_journal_if_own, names)))
+
+    def replay(self, journals: list[Journal], root: Root) -> "Replay":
+        """What the journals (in name order) add to `root`: the changes of
+        those of its epoch after it (in order), and the logged pages newer
+        than their block.  Reads nothing."""
         changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []
@@ -427,3 +439,8 @@ class MapStore:
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             list(pool.map(fetch, enumerate(root.page_hashes)))
+
+
+def own_journals(journals: dict[tuple[int, int], "Journal | None"]) -> list[Journal]:
+    """The journals of this volume, in name order."""
+    return [journals[name] for name in sorted(journals) if journals[name] is not None]
