@@ -39,14 +39,35 @@ class BlockMap:
         start = page * self.page_entries * HASH_SIZE
         return bytes(self._entries[start : start + self.page_entries * HASH_SIZE])
 
+    def page_bytes(self, page: int) -> int:
+        """How many bytes of entries page number `page` holds (the last may be short)."""
+        return min(self.page_entries, self.count - page * self.page_entries) * HASH_SIZE
+
     def load_page(self, page: int, data: bytes) -> None:
+        """Replace a whole page of entries; ValueError if `data` is not
+        `page_bytes(page)` long."""
         start = page * self.page_entries * HASH_SIZE
-        expected = min(self.page_entries, self.count - page * self.page_entries) * HASH_SIZE
+        expected = self.page_bytes(page)
         if len(data) != expected:
             raise ValueError(f"map page {page} has {len(data)} bytes, expected {expected}")
         before = count_zero_entries(memoryview(self._entries)[start : start + expected], HASH_SIZE)
         self._entries[start : start + expected] = data
         self.mapped_count += before - count_zero_entries(data, HASH_SIZE)
+
+    def copy(self) -> "BlockMap":
+        """An independent copy of the entries (no dirty pages): what a
+        read-only view builds its next map on (follow.py)."""
+        twin = object.__new__(BlockMap)
+        twin.count, twin.page_entries, twin.page_count = self.count, self.page_entries, self.page_count
+        twin._entries = bytearray(self._entries)
+        twin._dirty_pages = set()
+        twin.mapped_count = self.mapped_count
+        return twin
+
+    def changed_from(self, other: "BlockMap") -> list[int]:
+        """Block numbers whose entry differs from `other`'s (same
+        geometry), without copying either map; neither may change meanwhile."""
+        return changed_entries(other._entries, self._entries)
 
     def entries(self) -> bytes:
         """A copy of every entry (count * 32 bytes), for scanning without a lock."""
