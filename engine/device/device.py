@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..codec.block import ZERO_HASH
 from ..errors import NotFound, StoreError
 from ..stats import Stats
-from ..volume.follow import FOLLOW_SECONDS, refresh
+from ..volume.follow import FOLLOW_SECONDS, Follower
 from ..volume.lock import Fenced
 from ..volume.mapstore import LOG_PAGE
 from ..volume.volume import Volume
@@ -80,6 +80,7 @@ class BlockDevice(Flushing):
             self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
         else:
             self._follow_lock = threading.Lock()
+            self._follower = Follower(volume)
             self._threads.append(threading.Thread(target=self._follow_loop, name="follow", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -180,7 +181,7 @@ class BlockDevice(Flushing):
         """Read-only: take the writer's newest state and drop the cached
         blocks it changed."""
         with self._follow_lock:
-            changed = refresh(self.volume)
+            changed = self._follower.refresh()
         if changed:
             with self._lock:
                 for index in changed:
@@ -404,6 +405,8 @@ class BlockDevice(Flushing):
         for thread in self._threads:
             thread.join()
         self._fetchers.shutdown(wait=True)
+        if self.read_only:
+            self._follower.close()
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -31,7 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..codec._hot import is_zero
+from ..codec._hot import count_zero_entries, is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
 from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
@@ -207,6 +207,11 @@ class Loaded:
     # live logs of the root and the logs of the journals replayed after it
     log_journals: dict[int, tuple[int, int]]
     listing: Listing
+    # For a reader that follows a writer (follow.py): every listed journal
+    # as read (None: another volume's), and the root's entry of each block
+    # the journals changed, so the root's own map can be had back from `map`.
+    journals: dict[tuple[int, int], "Journal | None"] = field(default_factory=dict)
+    base: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,12 +220,6 @@ class Replay:
     runs: list[Run]                          # logged pages newer than their block, oldest first
     log_journals: dict[int, tuple[int, int]]
     last_log: int
-
-
-def _zero_entries(entries: bytes) -> int:
-    """How many 32-byte entries of `entries` are all zeros."""
-    view = memoryview(entries)
-    return sum(1 for at in range(0, len(view), HASH_SIZE) if view[at : at + HASH_SIZE] == ZERO_HASH)
 
 
 class KeyTaken(StoreError):
@@ -265,11 +264,12 @@ class MapStore:
         root = self.newest_root(listing)
         if root.page_hashes and (root.epoch or root.seq):
             self._load_pages(blockmap, root)
-        replay = self._replay(listing, root)
-        for index, content in replay.changes.items():
-            blockmap.set(index, content)
+        journals = self.read_journals(listing.journals)
+        replay = self.replay(own_journals(journals), root)
+        base = {index: blockmap.set(index, content) for index, content in replay.changes.items()}
         last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
-        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing)
+        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
+                      journals, base)
 
     def count(self) -> tuple[int, int, Listing]:
         """(blocks that have an object, fsynced pages not yet in their
@@ -279,7 +279,7 @@ class MapStore:
             listing = self.listing()
             try:
                 root = self.newest_root(listing)
-                replay = self._replay(listing, root)
+                replay = self.replay(own_journals(self.read_journals(listing.journals)), root)
                 mapped = self._count_mapped(root, replay.changes)
             except NotFound:  # a live writer tidied up between the listing and a read
                 if attempt == LOAD_ATTEMPTS - 1:
@@ -304,11 +304,17 @@ class MapStore:
         except ForeignObject:
             return None
 
-    def _replay(self, listing: Listing, root: Root) -> "Replay":
-        """What the journals add to `root`: the changes of those of its epoch
-        after it (in order), and the logged pages newer than their block."""
+    def read_journals(self, names: list[tuple[int, int]]) -> dict[tuple[int, int], "Journal | None"]:
+        """The journals of these names, FETCH_PARALLELISM at a time; None
+        for one of another volume.  Raises NotFound if one has gone (a live
+        writer deleted it after a checkpoint: list again)."""
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = [j for j in pool.map(self.read_journal_if_own, listing.journals) if j is not None]
+            return dict(zip(names, pool.map(self.read_journal_if_own, names)))
+
+    def replay(self, journals: list[Journal], root: Root) -> "Replay":
+        """What the journals (in name order) add to `root`: the changes of
+        those of its epoch after it (in order), and the logged pages newer
+        than their block.  Reads nothing."""
         changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []
@@ -348,7 +354,7 @@ class MapStore:
             entries = bytes(self._page_bytes(number))
             if page_hash != ZERO_HASH:
                 entries = self.read_page(page_hash, number)
-            mapped = (len(entries) - _zero_entries(entries) * HASH_SIZE) // HASH_SIZE
+            mapped = (len(entries) - count_zero_entries(entries, HASH_SIZE) * HASH_SIZE) // HASH_SIZE
             for index in range(first, first + len(entries) // HASH_SIZE):
                 if index in changes:
                     old = entries[(index - first) * HASH_SIZE : (index - first + 1) * HASH_SIZE]
@@ -461,3 +467,8 @@ class MapStore:
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             list(pool.map(fetch, enumerate(root.page_hashes)))
+
+
+def own_journals(journals: dict[tuple[int, int], "Journal | None"]) -> list[Journal]:
+    """The journals of this volume, in name order."""
+    return [journals[name] for name in sorted(journals) if journals[name] is not None]
