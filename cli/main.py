@@ -8,7 +8,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands
-from .units import parse_size
+from .units import join_negative_sizes, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # A mount daemon logs warnings (retries, slow server) to its log file; a
     # one-shot command keeps its stderr to the one line that matters.
