@@ -179,9 +179,9 @@ class Lease:
         """
         leases = read_leases(store)
         newest = leases[-1] if leases else _legacy_holder(store)
-        fences, state_of_newest = False, None
+        fences, state = False, None
         if newest is not None:
-            state = state_of_newest = newest.state()
+            state = newest.state()
             if state == "live-here":
                 raise UserError(f"volume is mounted writable by {newest.describe()} (a live process on "
                                 "this machine); unmount it first")
@@ -204,7 +204,7 @@ class Lease:
         if newest is not None and newest.epoch == 0 and not leases:
             store.delete([layout.LEGACY_LOCK])
         lease._start_renewing()
-        if state_of_newest == "held":  # forced: the holder may still acknowledge writes
+        if state == "held":  # forced: the holder may still acknowledge writes
             log.warning("took the volume from %s with --force; waiting %.0f s until it can acknowledge "
                         "nothing more", newest.describe(), TAKEOVER_WAIT)
             time.sleep(TAKEOVER_WAIT)
