@@ -312,6 +312,7 @@ def gc(args: argparse.Namespace) -> int:
     facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
              f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
              f"{verb}_temp_files": temp_files,  # abandoned ones only (file://)
+             "aliases_in_use": found.aliases,  # second copies written while a late delete could land
              "stored_bytes_before": before, "stored_bytes_after": after}
     _print_facts(facts, args.json)
     return 0

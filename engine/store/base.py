@@ -6,9 +6,11 @@ alike that nothing rewrites on the way; the stores refuse any other key
 (names.py).  Stores know nothing about volumes, blocks or maps.
 """
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..stats import Stats
+
+DeleteGuard = Callable[[list[str], int], None]
 
 
 class ObjectStore(ABC):
@@ -31,8 +33,14 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def delete(self, keys: Iterable[str]) -> None:
-        """Remove the objects; missing ones are not an error."""
+    def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
+        """Remove the objects; missing ones are not an error.
+
+        `guard(keys, attempt)` is called right before each request that
+        deletes `keys` is sent (attempt 0, then 1, 2... for retries); it
+        may raise to stop.  A retried delete may land twice, the first
+        one late: the guard is how the caller learns of it.
+        """
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
-from .base import ObjectStore
+from .base import DeleteGuard, ObjectStore
 from .names import is_plain_key, shown
 from .owner import place_tag, proc_is_ours, process_alive
 
@@ -116,7 +116,10 @@ class FileStore(ObjectStore):
         self.stats.add("bytes_put", len(data))
         return True
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
+        keys = list(keys)
+        if guard is not None and keys:
+            guard(keys, 0)  # an unlink is not retried: one attempt
         touched: set[str] = set()
         for key in keys:
             path = self._path(key)

@@ -26,7 +26,7 @@ import urllib3
 
 from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
-from .base import ObjectStore
+from .base import DeleteGuard, ObjectStore
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
 from .s3args import endpoint_of, sse_headers
@@ -215,13 +215,14 @@ class S3Store(ObjectStore):
     def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
                  budget: float | None = None, idempotent: bool = False,
-                 unreachable_budget: float | None = None) -> Reply:
+                 unreachable_budget: float | None = None, before_attempt=None) -> Reply:
         """Send one request, retrying what may succeed later; returns an accepted response.
 
         `idempotent` requests (object GETs and plain PUTs) that straggle are
         sent again at once (see Stragglers).  `budget` bounds the retries
         (seconds, default --retry-time); `unreachable_budget`, when given,
-        bounds them instead once no connection could be made at all."""
+        bounds them instead once no connection could be made at all.
+        `before_attempt(attempt)` is called before each sending (0 first)."""
         path, query = self._path(key), canonical_query(params)
         payload_hash = hashlib.sha256(data).hexdigest() if data else EMPTY_SHA256
         first_sent = time.monotonic()
@@ -230,6 +231,8 @@ class S3Store(ObjectStore):
         while True:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
             started = time.monotonic()
+            if before_attempt is not None:
+                before_attempt(attempt)
             try:
                 signed = self._signer.sign(method, self._host, path, query, headers or {}, payload_hash)
                 reply = self._send(method, path, query, data, signed, read_timeout)
@@ -335,12 +338,12 @@ class S3Store(ObjectStore):
         self.stats.add("bytes_put", len(data))
         return True
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
         keys = list(keys)
         for start in range(0, len(keys), DELETE_BATCH):
-            self._delete_batch(keys[start : start + DELETE_BATCH])
+            self._delete_batch(keys[start : start + DELETE_BATCH], guard)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: list[str], guard: DeleteGuard | None) -> None:
         if not keys:
             return
         root = ET.Element("Delete")
@@ -350,7 +353,9 @@ class S3Store(ObjectStore):
         body = ET.tostring(root, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
                    "Content-Type": "application/xml"}
-        response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers)
+        before = (lambda attempt: guard(keys, attempt)) if guard is not None else None
+        response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers,
+                                 before_attempt=before)
         failed = []
         for error in ET.fromstring(response.body):
             if _local(error.tag) == "Error":

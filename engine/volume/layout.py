@@ -5,6 +5,11 @@ lease it mounted under, see lock.py) and a sequence number, both 16 hex
 digits, so keys sort in the order they were written and two writers can
 never write the same name.  Keys of the first format (sequence only) are
 read as epoch 0.
+
+An alias is a second copy of a block or page, `<hash>-<number>`, under a
+name used once: the number is the writer's epoch << 32 plus a count.  It
+is written while an older delete of the plain name may still land
+(latedeletes.py), and read when the plain name has gone.
 """
 import re
 
@@ -22,6 +27,8 @@ _SEQ_NAME = re.compile(rf"^(?:({_HEX16})-)?({_HEX16})$")
 _LEASE_NAME = re.compile(rf"^({_HEX16})$")
 _BLOCK_KEY = re.compile(rf"^blocks/([0-9a-f]{{2}})/({_HEX64})$")
 _PAGE_KEY = re.compile(rf"^map/pages/{_HEX64}$")
+_BLOCK_ALIAS = re.compile(rf"^blocks/([0-9a-f]{{2}})/({_HEX64})-({_HEX16})$")
+_PAGE_ALIAS = re.compile(rf"^map/pages/({_HEX64})-({_HEX16})$")
 
 
 def block_key(content_hash: bytes) -> str:
@@ -43,6 +50,25 @@ def page_key(page_hash: bytes) -> str:
 
 def hash_of_page_key(key: str) -> bytes | None:
     return bytes.fromhex(key[len(PAGES):]) if _PAGE_KEY.match(key) else None
+
+
+def block_alias_key(content_hash: bytes, number: int) -> str:
+    return f"{block_key(content_hash)}-{number:016x}"
+
+
+def page_alias_key(page_hash: bytes, number: int) -> str:
+    return f"{page_key(page_hash)}-{number:016x}"
+
+
+def alias_of(key: str) -> tuple[str, bytes, int] | None:
+    """("block" or "page", hash, number) of an alias key, or None."""
+    m = _BLOCK_ALIAS.match(key)
+    if m is not None and m.group(2)[:2] == m.group(1):
+        return "block", bytes.fromhex(m.group(2)), int(m.group(3), 16)
+    m = _PAGE_ALIAS.match(key)
+    if m is not None:
+        return "page", bytes.fromhex(m.group(1)), int(m.group(2), 16)
+    return None
 
 
 def root_key(epoch: int, seq: int) -> str:
@@ -89,6 +115,7 @@ def is_volume_key(key: str) -> bool:
     return (key in (RECORD, LEGACY_LOCK)
             or hash_of_block_key(key) is not None
             or hash_of_page_key(key) is not None
+            or alias_of(key) is not None
             or name_of(key, ROOTS) is not None
             or name_of(key, JOURNAL) is not None
             or epoch_of_lease_key(key) is not None)

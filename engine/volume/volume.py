@@ -31,7 +31,11 @@ Ordering rules that keep a crash harmless:
   * a block object is deleted only when the durable root does not name it,
     no journal after that root names it, and no upload of it is in flight
     (see `_collect`); the scan for that runs without the volume lock, and
-    uploads of content being deleted wait for the delete.
+    uploads of content being deleted wait for the delete;
+  * what a delete may remove is listed in the root written before it
+    (`doomed`), the lease is checked before each delete request, and
+    content whose plain object a late delete may still remove is uploaded
+    with an alias (latedeletes.py).
 """
 import dataclasses
 import logging
@@ -39,11 +43,13 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import CorruptData, StoreError, UserError
+from ..errors import CorruptData, NotFound, StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import BlockMap, referenced_in
+from .blockmap import BlockMap
+from .collection import LOG_EPOCH_SHIFT, Collection
+from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, read_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
@@ -53,14 +59,15 @@ log = logging.getLogger(__name__)
 # Replaying many small journals slows the next mount; fold them into a
 # checkpoint once this many have accumulated.
 CHECKPOINT_JOURNALS = 64
-LOG_EPOCH_SHIFT = 32  # log numbers of epoch E start at E << 32
 
 
-class Volume:
-    def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None):
+class Volume(Collection):
+    def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
+                 late_delete_seconds: float = LATE_DELETE_SECONDS):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
-        and writes the epoch's first root."""
+        and writes the epoch's first root.  `late_delete_seconds`: how long
+        a delete request may take to land (latedeletes.py)."""
         record = read_record(store)
         if record is None:
             raise UserError(f"no bucketdisk volume at {store.describe()} (create one with 'bucketdisk create')")
@@ -84,6 +91,8 @@ class Volume:
         self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
         self._deleting: set[bytes] = set()     # block objects being deleted right now
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
+        self._quarantine = Quarantine(late_delete_seconds)
+        self._aliases_written = 0
         self._lease: Lease | None = None
         if writable:
             self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
@@ -116,6 +125,9 @@ class Volume:
             # older bucketdisk would ignore the lease: make it refuse the volume
             self.record = dataclasses.replace(self.record, format_version=FORMAT_VERSION)
             self.store.put(layout.RECORD, self.record.to_bytes())
+        # The last writer may still have deletes of these in flight.
+        self._quarantine.add(BLOCK, loaded.root.doomed_blocks)
+        self._quarantine.add(PAGE, loaded.root.doomed_pages)
         if loaded.runs:
             self._merge_logged(loaded.runs)
         self.checkpoint(start=True)
@@ -132,7 +144,10 @@ class Volume:
         if merged is not None:
             return merged
         key = layout.block_key(content_hash)
-        obj = self.store.get(key)
+        try:
+            obj = self.store.get(key)
+        except NotFound:
+            key, obj = read_alias(self.store, key)  # a late delete took it (latedeletes.py)
         try:
             return self.codec.decode_block(obj, content_hash, self.block_size)
         except CorruptData as e:
@@ -160,11 +175,14 @@ class Volume:
             self._collecting.discard(content_hash)
             self._inflight[content_hash] = self._inflight.get(content_hash, 0) + 1
             unchanged = index is not None and self._map.get(index) == content_hash
-        if unchanged:
+        aliased = self._quarantine.needs_alias(BLOCK, content_hash)
+        if unchanged and not aliased:
             self.stats.add("blocks_deduplicated")
             return content_hash
         try:
             self.store.put(layout.block_key(content_hash), obj)
+            if aliased:
+                self._put_alias(BLOCK, content_hash, obj)
         except BaseException:
             self.abandon([content_hash])
             raise
@@ -284,10 +302,11 @@ class Volume:
             except StoreError as e:  # counted as a request failure by the store
                 log.warning("checkpoint failed, will retry: %s", e)
 
-    def checkpoint(self, *, start: bool = False) -> None:
+    def checkpoint(self, *, start: bool = False, doomed: tuple[Iterable[bytes], Iterable[bytes]] = ((), ())) -> None:
         """Write changed map pages and a new root, then delete what it
         supersedes.  `start`: the epoch's first root, written even when
-        nothing changed."""
+        nothing changed.  `doomed`: (block hashes, page hashes) the caller
+        will delete after it, recorded in the root."""
         with self._sync_lock:
             self._check_lease_held()
             with self._lock:
@@ -307,11 +326,17 @@ class Volume:
                 self._collecting = set(candidates)
                 entries = self._map.entries() if candidates else b""  # the map this root holds
             try:
-                page_hashes = self.maps.write_pages(contents)
+                aliased: list[tuple[bytes, str]] = []
+                page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
                 root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
                 for number, page_hash in page_hashes.items():
                     root.page_hashes[number] = page_hash
+                stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
+                root.doomed_blocks = sorted(candidates | set(self._quarantine.active(BLOCK)) | set(doomed[0]))
+                root.doomed_pages = sorted(stale_pages | set(self._quarantine.active(PAGE)) | set(doomed[1]))
                 self._write_map(self.maps.write_root, root)
+                for page_hash, key in aliased:
+                    self._quarantine.wrote_alias(PAGE, page_hash, key)
             except BaseException:
                 with self._lock:
                     self._map.mark_pages_dirty(pages)
@@ -328,10 +353,9 @@ class Volume:
                     self._live.pop(n, None)
                     self._log_journals.pop(n, None)
                 self._prune_marks()
-            if self._lease is not None:
-                self._lease.check()  # a superseded writer deletes nothing
             self._drop_superseded(old_root, root, keep)
             self._collect(candidates, entries)
+            self._settle_aliases()
 
     def _write_map(self, write, obj) -> None:
         try:
@@ -370,62 +394,6 @@ class Volume:
             else:
                 dead.append(number)
         return live, dead
-
-    def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
-        """Delete the journals the new root covers (but not those of live
-        logged pages), the root it replaces and that root's pages it does
-        not use.  Anything older is left to gc."""
-        covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
-                   if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
-        used = set(new.page_hashes)
-        stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
-        if old.seq or old.epoch:
-            stale.append(layout.root_key(old.epoch, old.seq))
-        self.store.delete(stale)
-
-    def _collect(self, candidates: set[bytes], entries: bytes) -> None:
-        """Delete the candidates that the root just written does not name
-        (`entries` is the map it holds) and that no commit or upload has
-        claimed since (they left `_collecting`): no journal after the root
-        can name them.  The volume lock is held only between the store
-        calls; an upload of content being deleted waits (`store_block`)."""
-        if not candidates:
-            return
-        unreferenced = candidates - referenced_in(entries, candidates)
-        with self._lock:
-            dead = unreferenced & self._collecting
-            self._collecting = set()
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead])
-            self.stats.add("blocks_collected", len(dead))
-        except BaseException:
-            with self._lock:
-                self._candidates |= dead  # looked at again by the next checkpoint
-            raise
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
-
-    def delete_unreferenced(self, block_keys: list[str], other_keys: list[str]) -> None:
-        """Delete what a sweep (sweep.py) found no durable map names,
-        except blocks the live map or an upload took up since it looked.
-        Needs the lease; raises Fenced without it."""
-        if self._lease is None:
-            raise ValueError("deleting needs the volume open writable")
-        self._lease.check()
-        hashes = {layout.hash_of_block_key(k) for k in block_keys}
-        with self._lock:
-            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead] + other_keys)
-            self.stats.add("blocks_collected", len(dead))
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
 
     def close(self) -> None:
         """Make everything durable, checkpoint, and give the lease back.
