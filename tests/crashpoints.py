@@ -106,6 +106,9 @@ class CrashStore(ObjectStore):
     def head(self, key: str) -> int | None:
         return self.inner.head(key)
 
+    def age(self, key: str) -> float | None:
+        return self.inner.age(key)
+
     def list(self, prefix: str = ""):
         return self.inner.list(prefix)
 

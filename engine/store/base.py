@@ -50,6 +50,12 @@ class ObjectStore(ABC):
     def head(self, key: str) -> int | None:
         """The object's size, or None if it does not exist."""
 
+    @abstractmethod
+    def age(self, key: str) -> float | None:
+        """Seconds since the object was last written, by the store's own
+        clock (so no two machines' clocks are compared), or None if it
+        does not exist."""
+
     def usage(self, prefix: str = "") -> tuple[int, int]:
         """(object count, total bytes) under a prefix."""
         count = total = 0

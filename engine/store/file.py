@@ -91,6 +91,21 @@ class FileStore(ObjectStore):
             raise Forbidden(f"looking at {key}: {e.strerror}") from None
         return None if stat.S_ISDIR(st.st_mode) else st.st_size
 
+    def age(self, key: str) -> float | None:
+        """A fresh probe file's mtime minus the object's: both stamped by
+        the file system holding the store (an NFS server's clock, when
+        machines share it), not by this machine's clock."""
+        try:
+            written = os.stat(self._path(key)).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        probe = self._write_temp(b"")
+        try:
+            now = os.stat(probe).st_mtime
+        finally:
+            _unlink_quietly(probe)
+        return now - written
+
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         path = self._path(key)
         parent = os.path.dirname(path)

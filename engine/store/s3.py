@@ -21,6 +21,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import urllib3
 
@@ -319,6 +320,20 @@ class S3Store(ObjectStore):
         if response.status == 404:
             return None
         return int(response.headers.get("Content-Length", 0))
+
+    def age(self, key: str) -> float | None:
+        """The server's `Date` minus the object's `Last-Modified`, both
+        from one HEAD answer (RFC 9110 HTTP-dates, whole seconds)."""
+        response = self._request("HEAD", key, accept=(200, 404))
+        self.stats.add("objects_headed")
+        if response.status == 404:
+            return None
+        try:
+            now = parsedate_to_datetime(response.headers["Date"])
+            written = parsedate_to_datetime(response.headers["Last-Modified"])
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{self.endpoint} gave no usable Date and Last-Modified for {key}") from None
+        return (now - written).total_seconds()
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         # No Content-MD5: the SigV4 signature covers the body's SHA-256
