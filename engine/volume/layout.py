@@ -20,11 +20,12 @@ BLOCKS = "blocks/"
 PAGES = "map/pages/"
 ROOTS = "map/roots/"
 JOURNAL = "map/journal/"
+SNAPSHOTS = "snapshots/"
 
 _HEX16 = "[0-9a-f]{16}"
 _HEX64 = "[0-9a-f]{64}"
 _SEQ_NAME = re.compile(rf"^(?:({_HEX16})-)?({_HEX16})$")
-_LEASE_NAME = re.compile(rf"^({_HEX16})$")
+_NUMBER_NAME = re.compile(rf"^({_HEX16})$")  # leases and snapshot records
 _BLOCK_KEY = re.compile(rf"^blocks/([0-9a-f]{{2}})/({_HEX64})$")
 _PAGE_KEY = re.compile(rf"^map/pages/{_HEX64}$")
 _BLOCK_ALIAS = re.compile(rf"^blocks/([0-9a-f]{{2}})/({_HEX64})-({_HEX16})$")
@@ -79,6 +80,18 @@ def journal_key(epoch: int, seq: int) -> str:
     return f"{JOURNAL}{epoch:016x}-{seq:016x}"
 
 
+def snapshot_key(number: int) -> str:
+    return f"{SNAPSHOTS}{number:016x}"
+
+
+def number_of_snapshot_key(key: str) -> int | None:
+    """The number a snapshot record's key names, or None for any other key."""
+    if not key.startswith(SNAPSHOTS):
+        return None
+    m = _NUMBER_NAME.match(key[len(SNAPSHOTS):])
+    return int(m.group(1), 16) if m else None
+
+
 def lease_key(epoch: int) -> str:
     return f"{LEASES}{epoch:016x}"
 
@@ -104,7 +117,7 @@ def name_of(key: str, prefix: str) -> tuple[int, int] | None:
 def epoch_of_lease_key(key: str) -> int | None:
     if not key.startswith(LEASES):
         return None
-    m = _LEASE_NAME.match(key[len(LEASES):])
+    m = _NUMBER_NAME.match(key[len(LEASES):])
     epoch = int(m.group(1), 16) if m else None
     return epoch if epoch is not None and epoch <= MAX_EPOCH else None
 
@@ -118,4 +131,5 @@ def is_volume_key(key: str) -> bool:
             or alias_of(key) is not None
             or name_of(key, ROOTS) is not None
             or name_of(key, JOURNAL) is not None
-            or epoch_of_lease_key(key) is not None)
+            or epoch_of_lease_key(key) is not None
+            or number_of_snapshot_key(key) is not None)
