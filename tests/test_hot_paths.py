@@ -15,7 +15,7 @@ import pytest
 
 from bucketdisk.codec import _hot
 from bucketdisk.codec._hot import (
-    FORMAT_VERSION, HEADER_SIZE, MAGIC, CorruptObject, frame, is_zero, unframe, xxh3_64,
+    FORMAT_VERSION, HEADER_SIZE, MAGIC, CorruptObject, frame, frame_header, is_zero, unframe, xxh3_64,
 )
 from bucketdisk.device._bitmap import Bitmap
 
@@ -282,6 +282,19 @@ def test_frame_layout_matches_reference(n):
     assert out == ref_frame(payload, flags, raw_len, hasher=xxh3_64)
     assert out[:4] == b"BDKB" and out[4] == 1 and out[5] == flags and out[6:8] == b"\0\0"
     assert struct.unpack_from("<IIQ", out, 8) == (raw_len, n, xxh3_64(payload))
+
+
+@pytest.mark.parametrize("n", [0, 1, 16383, 16384, MIB])
+def test_frame_header_frames_the_payload_without_copying_it(n):
+    """An upload sends frame_header(p) and then p itself: together they are frame(p)."""
+    rng = random.Random(200 + n)
+    payload = bytearray(rand_bytes(rng, n))
+    flags, raw_len = rng.randrange(256), rng.randrange(1 << 32)
+    header = frame_header(memoryview(payload), flags, raw_len)
+    assert type(header) is bytes and len(header) == HEADER_SIZE
+    assert header + payload == frame(payload, flags, raw_len)
+    with pytest.raises(ValueError):
+        frame_header(payload, 256, 1)
 
 
 @needs_libxxhash
