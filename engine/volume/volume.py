@@ -127,11 +127,22 @@ class Volume:
 
     def read_block(self, content_hash: bytes) -> bytes:
         """The block with this content hash (never called for ZERO_HASH)."""
+        return bytes(self.load_block(content_hash))
+
+    def load_block(self, content_hash: bytes) -> bytearray | bytes:
+        """The block with this content hash (never called for ZERO_HASH),
+        without a copy: a new block_buffer the caller owns, decoded as it
+        is read (codec.BlockReader: no other block-sized buffer), or bytes
+        merged in memory (read-only)."""
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
-        obj = self.store.get(layout.block_key(content_hash))
-        return self.codec.decode_block(obj, content_hash, self.block_size)
+        reader = self.codec.block_reader(self.block_size, content_hash)
+        try:
+            self.store.get_into(layout.block_key(content_hash), reader)
+            return reader.finish()
+        finally:
+            reader.close()
 
     def store_block(self, data, index: int | None = None) -> bytes:
         """Upload a block and return its hash; `index` is the block it will
@@ -142,7 +153,9 @@ class Volume:
         that a collection is deleting right now is uploaded after it.
         Identical content maps to the same key, so a plain PUT that replaces
         an existing object changes nothing; a conditional one (If-None-Match)
-        would cost the server a lookup per block.
+        would cost the server a lookup per block.  `data` must not change
+        until this returns: an uncompressed block is sent as it is, not
+        copied.
         """
         if self.fenced is not None:  # another mount has the volume: write nothing into it
             raise Fenced(self.fenced)
@@ -211,21 +224,30 @@ class Volume:
             self._live.pop(number, None)
 
     def _merge_logged(self, runs: list[Run]) -> None:
-        """Mount after a crash: store each block with its newer logged pages."""
-        blocks: dict[int, bytearray] = {}
+        """Mount after a crash: store each block with its newer logged pages.
+
+        One block at a time (runs in log order, grouped by block), so this
+        holds one block and its object, not every logged block at once."""
+        by_block: dict[int, list[Run]] = {}
         for run in runs:
-            if run.block not in blocks:
-                content_hash = self._map.get(run.block)
-                base = bytes(self.block_size) if content_hash == ZERO_HASH else self.read_block(content_hash)
-                blocks[run.block] = bytearray(base)
-            start = run.first_page * LOG_PAGE
-            blocks[run.block][start : start + len(run.data)] = run.data
-        mark = self._log
-        self.commit([(index, self.store_block(data, index), mark) for index, data in blocks.items()])
+            by_block.setdefault(run.block, []).append(run)
+        changes = [(index, self._merge_block(index, block_runs), self._log)
+                   for index, block_runs in by_block.items()]
+        self.commit(changes)
         self._live.clear()  # the next root holds every merged block
         log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
-                    self.unmerged_pages, len(blocks))
+                    self.unmerged_pages, len(by_block))
         self.unmerged_pages = 0
+
+    def _merge_block(self, index: int, runs: list[Run]) -> bytes:
+        """Store block `index` with `runs` (its logged pages, oldest first)
+        written over it; its new content hash.  Raises StoreError."""
+        content_hash = self._map.get(index)
+        data = bytearray(self.block_size) if content_hash == ZERO_HASH else self.load_block(content_hash)
+        for run in runs:
+            start = run.first_page * LOG_PAGE
+            data[start : start + len(run.data)] = run.data
+        return self.store_block(data, index)
 
     # -- durability -------------------------------------------------------------
 
