@@ -6,8 +6,9 @@
   that starts over); a damaged, short or long object is CorruptData; a
   compressed read gives its decompressor back.  Every buffer that holds a
   block has one allocation size (so glibc reuses a freed one).
-- Budget: a 256M cache of 1M blocks holds 256 of them; dirty blocks leave
-  room for one upload; small blocks pay for their bookkeeping; a cache of
+- Budget: a 256M cache of 1M blocks holds 256 of them, all may be dirty
+  (uploads of blocks up to 16M have their own area), larger dirty blocks
+  leave room for one upload; small blocks pay for their bookkeeping; a cache of
   fewer than two blocks is refused in one line naming a size that works.
 """
 from __future__ import annotations
@@ -140,11 +141,11 @@ def test_every_block_buffer_has_one_allocation_size():
     assert len(allocated) == 1, allocated
 
 
-def test_budget_holds_whole_caches_and_leaves_room_for_an_upload():
+def test_budget_holds_whole_caches_and_room_for_an_upload():
     budget = Budget.for_cache(256 * MiB, MiB)
-    assert budget.max_blocks == 256 and budget.max_dirty == 255
+    assert budget.max_blocks == 256 and budget.max_dirty == 256  # uploads have their own area
     assert budget.readahead(8) == 8 and budget.workers(64) == 64
-    big = Budget.for_cache(256 * MiB, 64 * MiB)
+    big = Budget.for_cache(256 * MiB, 64 * MiB)  # too big for the upload area
     assert (big.max_blocks, big.max_dirty, big.readahead(8), big.workers(16)) == (4, 3, 1, 2)
     assert big.limit <= 256 * MiB + 4 * ENTRY_OVERHEAD
     two = Budget.for_cache(128 * MiB, 64 * MiB)

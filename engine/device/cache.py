@@ -118,7 +118,7 @@ class CacheIndex:
 
     An entry costs ENTRY_OVERHEAD, plus the block size while it holds a
     buffer or is loading.  Whoever adds to `used` (inserting an entry,
-    giving one a buffer, or `charge`) first makes room for it.
+    giving one a buffer) first makes room for it.
     Not thread-safe by itself: the device holds its lock around every call.
     """
 
@@ -130,6 +130,7 @@ class CacheIndex:
         self.block_size = budget.block_size
         self.used = 0          # bytes charged to the budget (see budget.py)
         self.dirty_blocks = 0  # entries marked dirty
+        self.area_used = 0     # bytes of the upload area taken (budget.UPLOAD_AREA)
         self.table = BlockTable(budget.max_blocks, budget.block_size)
 
     def _cost(self, entry: Entry) -> int:
@@ -151,14 +152,6 @@ class CacheIndex:
         entry = self.entries.pop(index)
         self.withdraw(index, entry)
         self.used -= self._cost(entry)
-
-    def charge(self, size: int) -> None:
-        """Count `size` bytes held outside entries (room made first)."""
-        self.used += size
-
-    def credit(self, size: int) -> None:
-        """Count `size` bytes charged earlier as freed."""
-        self.used -= size
 
     def publish(self, index: int, entry: Entry) -> None:
         """Let FUSE threads read a clean, loaded block without asking us."""
@@ -217,6 +210,28 @@ class CacheIndex:
         entry.unlogged = 0
         self.dirty_blocks -= 1
         self.dirty.clear(index)
+
+    def take_upload_room(self) -> str | None:
+        """Charge the object an upload builds: to the upload area while it
+        has room, else to the cache, evicting clean blocks; "area" or
+        "cache" (give it back with give_upload_room), None if neither has
+        room now."""
+        budget = self.budget
+        if self.area_used + budget.block_size <= budget.upload_area:
+            self.area_used += budget.block_size  # (and a header: counted in the fixed overhead)
+            return "area"
+        if self.make_room(budget.object_cost):
+            self.used += budget.object_cost
+            return "cache"
+        return None
+
+    def give_upload_room(self, charged: str | None) -> None:
+        """An upload's object is gone: credit it where take_upload_room
+        charged it (None: nothing was)."""
+        if charged == "area":
+            self.area_used -= self.budget.block_size
+        elif charged == "cache":
+            self.used -= self.budget.object_cost
 
     def dirty_room(self) -> bool:
         """Whether one more block may turn dirty and still leave room for an

@@ -9,9 +9,9 @@ volume.py).  It works on the device's state, set up by BlockDevice:
 `_stopped`, `_log_lock`, `volume` and `stats`.
 
 Memory (budget.py): an upload is charged the object it builds
-(budget.object_cost) from before it starts until it ends, and waits for
-room for it; the buffer it sends stays charged until it ends even if a
-writer has moved on to a copy.  An fsync's log holds copies of the pages it
+(budget.object_cost, to the upload area or else the cache) from before it
+starts until it ends, and waits for room for it; the buffer it sends
+stays charged until it ends even if a writer has moved on to a copy.  An fsync's log holds copies of the pages it
 logs while it runs, at most FSYNC_LOG_MAX of them: a fixed overhead, not
 charged to the cache (charging it evicted cached blocks at every fsync, for
 a log that lives for one journal write, and the writes after it fetched
@@ -82,33 +82,37 @@ class Flushing:
             anything = bool(self._urgent or self._closing)
             index, wait = self._index.queue.take(self._index.entries, time.monotonic(), anything)
             if index is not None:
-                self._wait_for_upload_room(self._index.entries[index])
                 return index
             if wait is None and self._closing:
                 return None
             self._flushable.wait(wait)  # a newly queued block notifies us
 
-    def _wait_for_upload_room(self, entry: Entry) -> None:
+    def _wait_for_upload_room(self, entry: Entry) -> str | None:
         """Wait (lock held, released while waiting) until the object of an
-        upload of `entry` fits.  It does in the end: dirty blocks leave room
-        for one upload (budget.py), and everything else in the way is clean
-        (evicted here) or a fetch or upload that ends by itself.  The block
-        stays taken meanwhile, so no other flush thread takes it."""
-        while entry.data is not None and not self._index.make_room(self._budget.object_cost):
+        upload of `entry` fits, and charge it; where (CacheIndex.take_upload_room),
+        None for a block of zeros (nothing to build).  It fits in the end:
+        dirty blocks leave room for one upload (budget.py), and everything
+        else in the way is clean (evicted here) or a fetch or upload that
+        ends by itself.  The block stays taken meanwhile, so no other flush
+        thread takes it."""
+        while entry.data is not None:
+            where = self._index.take_upload_room()
+            if where is not None:
+                return where
             self._changed.wait(1.0)  # fetches and uploads notify as they end
+        return None
 
     def _start_upload(self, index: int) -> "Upload":
-        """Mark the block as being uploaded and charge its object (lock held,
-        room made)."""
+        """Charge the object of an upload of the block (waiting for room),
+        and mark the block as being uploaded (lock held)."""
         entry = self._index.entries[index]
+        charged = self._wait_for_upload_room(entry)
         entry.flushing = True
         entry.shared = True
         entry.dirty_since = time.monotonic()  # later writes are not in this upload
         entry.attempts += 1
-        cost = 0 if entry.data is None else self._budget.object_cost
-        self._index.charge(cost)
         watermark = self.volume.log_number()  # ordered against fsync's next_log by this lock
-        return Upload(entry, entry.attempts, entry.version, entry.data, watermark, cost)
+        return Upload(entry, entry.attempts, entry.version, entry.data, watermark, charged)
 
     def _flush_one(self, index: int, upload: "Upload") -> None:
         entry, version = upload.entry, upload.version
@@ -142,7 +146,7 @@ class Flushing:
         buffer it sent if the entry has moved on to another."""
         upload.entry.flushing = False
         self._index.upload_done(upload.entry, data)
-        self._index.credit(upload.cost)
+        self._index.give_upload_room(upload.charged)
 
     def _upload_stored(self, index: int, entry: Entry, version: int) -> None:
         """An upload of `version` of the block went up (lock held)."""
@@ -329,15 +333,16 @@ def _page_runs(mask: int):
 class Upload:
     """One upload of a block: what it sends and what it was charged."""
 
-    __slots__ = ("entry", "attempt", "version", "data", "watermark", "cost")
+    __slots__ = ("entry", "attempt", "version", "data", "watermark", "charged")
 
-    def __init__(self, entry: Entry, attempt: int, version: int, data, watermark: int, cost: int) -> None:
+    def __init__(self, entry: Entry, attempt: int, version: int, data, watermark: int,
+                 charged: str | None) -> None:
         self.entry = entry
         self.attempt = attempt      # the entry's upload attempt this is
         self.version = version      # the entry's version it sends
         self.data = data            # the buffer it sends (None: zeros)
         self.watermark = watermark  # the fsync log number it makes obsolete
-        self.cost = cost            # bytes charged for its object
+        self.charged = charged      # where its object is charged (None: zeros, no object)
 
 
 class FsyncPlan:
