@@ -11,7 +11,6 @@ the pool.
 import base64
 import copy
 import hashlib
-import http.client
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ import urllib3
 from ..errors import Forbidden, NotFound, StoreError, UserError, without_traceback
 from ..stats import Stats
 from .base import Body, ObjectStore, Sink, body_length, body_pieces
+from .bodies import read_body_into, sha256_hex
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
 from .userfiles import check_regular_file
@@ -81,8 +81,6 @@ class Reply:
     headers: dict
     body: bytes | int  # for get_into: the length given to its sink
 
-
-READ_CHUNK = 256 << 10  # bytes read at a time for a sink (get_into)
 
 
 class Stragglers:
@@ -225,7 +223,7 @@ class S3Store(ObjectStore):
         sent one piece after the other, never joined.  With `into`, a 200
         answer's body goes to that sink (its reply's body is its length)."""
         path, query = self._path(key), canonical_query(params)
-        payload_hash = _sha256_hex(body_pieces(data)) if data else EMPTY_SHA256
+        payload_hash = sha256_hex(body_pieces(data)) if data else EMPTY_SHA256
         deadline = time.monotonic() + (self.options.retry_time if budget is None else budget)
         attempt = 0
         while True:
@@ -285,7 +283,7 @@ class S3Store(ObjectStore):
             if method == "HEAD":
                 body = b""
             elif into is not None and response.status == 200:
-                body = _read_body_into(response, into)
+                body = read_body_into(response, into)
             else:
                 body = response.read(decode_content=False)
         finally:
@@ -467,63 +465,6 @@ def _pool_manager(scheme: str, host: str, options: S3Options) -> urllib3.PoolMan
     if proxy and not urllib.request.proxy_bypass(host):
         return urllib3.ProxyManager(proxy, **settings)
     return urllib3.PoolManager(**settings)
-
-
-def _read_body_into(response, sink: Sink) -> int:
-    """Give a response's body to `sink` (from its start, see Sink) with no
-    body-sized allocation of its own; its length.
-
-    With a Content-Length (S3 sends one with every object) the bytes go
-    from the socket straight into the sink's buffers, through http.client's
-    readinto under urllib3 (urllib3's read hands each piece over in a new
-    bytes, to be copied once more: cold sequential reads ran at 369 MiB/s
-    that way, against 408-448 this way, in benchmarks here); else through
-    urllib3, at most READ_CHUNK at a time.  A short body raises ProtocolError (retried); a
-    sink that refuses the body (CorruptData) gets the rest drained."""
-    sink.reset()
-    length = response.headers.get("Content-Length")
-    total = int(length) if length is not None else None
-    raw = getattr(response, "_fp", None)
-    direct = total is not None and hasattr(raw, "readinto")
-    got = 0
-    while total is None or got < total:
-        room = sink.buffer()
-        if direct:
-            count = _readinto(raw, room[: min(len(room), total - got)])
-        else:
-            chunk = response.read(min(len(room), READ_CHUNK), decode_content=False)
-            count = len(chunk)
-            room[:count] = chunk
-        if not count:
-            break
-        try:
-            sink.filled(count)
-        except StoreError:
-            response.drain_conn()
-            raise
-        got += count
-    if total is not None and got < total:
-        raise urllib3.exceptions.ProtocolError(f"body cut short: {got} of {total} bytes")
-    return got
-
-
-def _readinto(raw, view: memoryview) -> int:
-    """http.client's readinto, its failures as urllib3's (so that they are
-    retried, and a timeout counts as a straggler)."""
-    try:
-        return raw.readinto(view)
-    except TimeoutError as e:
-        raise urllib3.exceptions.ReadTimeoutError(None, None, f"read timed out: {e}") from None
-    except http.client.HTTPException as e:
-        raise urllib3.exceptions.ProtocolError(f"body cut short: {e!r}") from None
-
-
-def _sha256_hex(pieces: tuple) -> str:
-    """SHA-256 of the pieces joined (without joining them), in hex."""
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.hexdigest()
 
 
 def _reason(e: Exception) -> str:
