@@ -18,6 +18,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Start afresh, but never over anything the demo did not make itself.
+if [ -e "$WORK" ]; then
+    others=$(find "$WORK" -mindepth 1 -maxdepth 1 ! -name volume ! -name disk ! -name files ! -name sample)
+    if [ -n "$others" ] || mountpoint -q "$DISK" || mountpoint -q "$FILES"; then
+        echo "demo: $WORK holds something the demo did not make (or is mounted); set DEMO_DIR" >&2
+        exit 1
+    fi
+fi
 rm -rf "$WORK" && mkdir -p "$DISK" "$FILES"
 set -x
 $BD create "$VOLUME" --size 1G

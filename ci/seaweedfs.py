@@ -29,8 +29,9 @@ Python use::
 
 Command line::
 
-    eval "$(python ci/seaweedfs.py start --dir /tmp/sw)"   # prints export lines
-    python ci/seaweedfs.py stop --dir /tmp/sw                # stops it by its PID
+    eval "$(python ci/seaweedfs.py start --dir /tmp/sw --bucket disks)"  # prints export lines
+    python ci/seaweedfs.py make-bucket more-disks --dir /tmp/sw          # another bucket
+    python ci/seaweedfs.py stop --dir /tmp/sw                            # stops it by its PID
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -68,6 +70,11 @@ S3_CONFIG_FILE = "s3.json"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 TIMEOUT = (5, 60)  # requests (connect, read)
+# S3's bucket naming rules (3-63 lowercase letters, digits, '.', '-'; a letter
+# or digit at each end; not an IP address): SeaweedFS takes more, but
+# bucketdisk and AWS tools would then refuse the bucket.
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+IPV4_RE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
 class SeaweedFSError(RuntimeError):
@@ -271,7 +278,7 @@ class SeaweedFS:
         server = cls(Path(data_dir))
         state_path = server.data_dir / STATE_FILE
         if not state_path.exists():
-            raise SeaweedFSError(f"no {STATE_FILE} in {server.data_dir}")
+            raise SeaweedFSError(f"no server was started in {server.data_dir} (no {STATE_FILE})")
         state = json.loads(state_path.read_text())
         server.ports = state["ports"]
         server.access_key, server.secret_key = state["access_key"], state["secret_key"]
@@ -475,6 +482,22 @@ class SeaweedFS:
         if r.status_code != 200:
             raise _s3_error(r, f"create bucket {name}")
 
+    def make_bucket(self, name: str) -> bool:
+        """Create bucket `name` if it does not exist yet: True if made, False
+        if it was there.  Raises SeaweedFSError, in one line, for a name S3
+        would refuse or an answer other than created / already yours."""
+        if not BUCKET_RE.fullmatch(name) or ".." in name or IPV4_RE.fullmatch(name):
+            raise SeaweedFSError(f"bad bucket name {name!r}: S3 bucket names are 3-63 lowercase letters, "
+                                 "digits, '.' and '-', start and end with a letter or digit, and are not "
+                                 "IP addresses")
+        r = self.request("PUT", name)
+        if r.status_code == 200:
+            return True
+        if r.status_code == 409 and b"BucketAlreadyOwnedByYou" in r.content:
+            return False
+        code = _strip_ns(ET.fromstring(r.content)).findtext("Code") if r.content.startswith(b"<") else ""
+        raise SeaweedFSError(f"creating bucket {name}: HTTP {r.status_code} {code or ''}".rstrip())
+
     def list_keys(self, bucket: str, prefix: str = "", page_size: int = 1000) -> list[str]:
         """All keys under prefix (ListObjectsV2, following continuation tokens)."""
         keys: list[str] = []
@@ -524,6 +547,11 @@ def _exports(server: SeaweedFS) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
+def _make_bucket(server: SeaweedFS, name: str) -> None:
+    made = server.make_bucket(name)
+    print(f"# bucket {name} {'created' if made else 'already exists'} at {server.endpoint}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seaweedfs.py",
@@ -535,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="data directory (created if missing; default: a new temp dir)")
     p.add_argument("--timeout", type=float, default=READY_TIMEOUT,
                    help="seconds to wait until S3 works (default %(default)s)")
+    p.add_argument("--bucket", action="append", default=[], metavar="NAME",
+                   help="also create this bucket (may be given more than once)")
+    p = sub.add_parser("make-bucket", help="create a bucket on the server running in DIR (exists: fine)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dir", type=Path, required=True)
     p = sub.add_parser("stop", help="stop the server recorded in DIR, by its PID")
     p.add_argument("--dir", type=Path, required=True)
     p = sub.add_parser("status", help="print export lines if the server in DIR runs, else exit 1")
@@ -552,6 +585,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(_exports(server))
             print(f"# SeaweedFS ready in {server.start_seconds:.1f}s, log {server.log_path}",
                   file=sys.stderr)
+            for name in args.bucket:
+                _make_bucket(server, name)
+        elif args.command == "make-bucket":
+            server = SeaweedFS.attach(args.dir)
+            if not server.running():
+                raise SeaweedFSError(f"no running server in {args.dir} (start one with: "
+                                     f"seaweedfs.py start --dir {args.dir})")
+            _make_bucket(server, args.name)
         elif args.command == "stop":
             server = SeaweedFS.attach(args.dir)
             if not server.running():

@@ -92,8 +92,12 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--readahead cannot be negative")
     from bucketdisk.store import parse_url
 
-    parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
+    scheme, _ = parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
     s3_options(args, args.threads)  # refuse bad store options before forking
+    if scheme == "s3" and not args.endpoint and os.environ.get("AWS_ENDPOINT_URL"):
+        from bucketdisk.store.s3args import check_endpoint
+
+        check_endpoint(os.environ["AWS_ENDPOINT_URL"], "AWS_ENDPOINT_URL")
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
@@ -241,7 +245,6 @@ def _wait_for_exit(pid: int | None) -> None:
 
 def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
-    from bucketdisk.volume import layout
     from bucketdisk.volume.lock import current_holder
     from bucketdisk.volume.mapstore import MapStore
     from bucketdisk.volume.record import check_record_fits, read_record
@@ -251,8 +254,9 @@ def info(args: argparse.Namespace) -> int:
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")
     check_record_fits(record)  # a volume no mount here could serve is refused alike
-    mapped, unmerged, listing = MapStore.of(store, record).count()  # never holds the whole map
-    objects, stored = store.usage(layout.BLOCKS)
+    mapped, unmerged, _ = MapStore.of(store, record).count()  # never holds the whole map
+    objects, stored, unknown = _survey(store)
+    temp_files, abandoned = store.scratch()
     holder = current_holder(store)
     facts = {
         "url": args.url, "uuid": record.uuid, "format_version": record.format_version,
@@ -261,10 +265,27 @@ def info(args: argparse.Namespace) -> int:
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
         "writer": holder.describe() if holder and holder.state() in ("live-here", "held") else None,
-        "unknown_keys": listing.unknown,  # named as nothing of ours: left alone
+        "unknown_keys": unknown,  # named as nothing of ours: left alone
+        "temp_files": temp_files,  # file://: uploads under way, or left by a killed writer...
+        "abandoned_temp_files": abandoned,  # ...which gc and the next writable mount remove
     }
     _print_facts(facts, args.json)
     return 0
+
+
+def _survey(store) -> tuple[int, int, list[str]]:
+    """(block objects, their bytes, keys the layout does not name) of the
+    volume in `store`, from one listing of everything under its place."""
+    from bucketdisk.volume import layout
+
+    objects = stored = 0
+    unknown = []
+    for key, size in store.list_sizes():
+        if layout.hash_of_block_key(key) is not None:
+            objects, stored = objects + 1, stored + size
+        elif key and not layout.is_volume_key(key):  # "": an S3 console's marker of the place itself
+            unknown.append(key)
+    return objects, stored, unknown
 
 
 def gc(args: argparse.Namespace) -> int:
@@ -283,12 +304,14 @@ def gc(args: argparse.Namespace) -> int:
     try:
         before = store.usage(layout.BLOCKS)[1]
         found = sweep_settled(volume, delete=not args.dry_run)
+        temp_files = store.scratch()[1] if args.dry_run else store.tidy_scratch()
         after = store.usage(layout.BLOCKS)[1]
     finally:
         volume.close()
     verb = "found" if args.dry_run else "deleted"
     facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
              f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
+             f"{verb}_temp_files": temp_files,  # abandoned ones only (file://)
              "stored_bytes_before": before, "stored_bytes_after": after}
     _print_facts(facts, args.json)
     return 0

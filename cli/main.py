@@ -8,7 +8,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands
-from .units import parse_size
+from .units import join_negative_sizes, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -22,10 +22,35 @@ EXAMPLES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (README: "Errors print one
+    line"), pointing at --help for the usage it no longer prints; exit 2."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())  # never more than one line
+        self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+
+
 def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_text, description=help_text, parents=list(parents),
                           epilog=f"example:\n  {EXAMPLES[name]}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _checked(check: str, lead: str = ""):
+    """An argparse type running s3args.`check` (its ValueError says what is
+    wrong, after `lead`) and giving back the text; s3args is imported on
+    use, so that commands without the option start without the storage
+    layers."""
+    def parse(text: str) -> str:
+        from bucketdisk.store import s3args
+
+        try:
+            getattr(s3args, check)(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{lead}{e}") from None
+        return text
+    return parse
 
 
 def _store_options() -> argparse.ArgumentParser:
@@ -33,7 +58,9 @@ def _store_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("s3:// store (credentials come from the environment, "
                                       "AWS_PROFILE/~/.aws, or --credentials-file)")
-    group.add_argument("--endpoint", help="S3 endpoint URL (default AWS_ENDPOINT_URL, else AWS S3)")
+    endpoint_form = "must be scheme://host[:port], the scheme http or https: "
+    group.add_argument("--endpoint", type=_checked("endpoint_parts", endpoint_form),
+                       help="S3 endpoint, scheme://host[:port] (default AWS_ENDPOINT_URL, else AWS S3)")
     group.add_argument("--addressing", choices=("path", "virtual", "auto"), default="auto",
                        help="bucket in the path or in the host name (default auto)")
     group.add_argument("--region", help="region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
@@ -42,7 +69,8 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--ca-bundle", help="CA certificates to trust for HTTPS")
     group.add_argument("--insecure", action="store_true", help="do not check TLS certificates (warns)")
     group.add_argument("--storage-class", help="storage class of new objects, e.g. STANDARD_IA")
-    group.add_argument("--sse", help="server-side encryption: AES256, aws:kms or aws:kms:KEYID")
+    group.add_argument("--sse", type=_checked("sse_parts"),
+                       help="server-side encryption: AES256, aws:kms[:KEYID] or aws:kms:dsse[:KEYID]")
     group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     group.add_argument("--read-timeout", type=float, default=60.0, help="seconds (default 60)")
     group.add_argument("--retry-time", type=float, default=300.0,
@@ -52,7 +80,7 @@ def _store_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     store = _store_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bucketdisk",
         description="A disk that lives in an object store: mount it, format it, loop-mount it.",
         epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
@@ -63,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "create", "create a new volume", [store])
-    p.add_argument("url", help="where the volume lives, e.g. file:///srv/disk1")
+    p.add_argument("url", metavar="URL", help="where the volume lives, e.g. file:///srv/disk1")
     p.add_argument("--size", type=parse_size, required=True, help="volume size, e.g. 100G")
     p.add_argument("--block-size", type=parse_size, default=1 << 20,
                    help="block size, a power of two from 4K to 64M (default 1M)")
@@ -71,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
-    p.add_argument("url")
-    p.add_argument("mountpoint")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20,
                    help="memory for every block the mount holds: cached, dirty, being uploaded or read "
@@ -90,29 +118,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.mount)
 
     p = _command(sub, "unmount", "flush everything, unmount, and wait for the daemon to exit")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.set_defaults(run=commands.unmount)
 
     p = _command(sub, "info", "show a volume's record and what it stores", [store])
-    p.add_argument("url")
+    p.add_argument("url", metavar="URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
 
     p = _command(sub, "gc", "delete objects nothing refers to (left by a mount that died); "
                             "the volume must not be mounted", [store])
-    p.add_argument("url")
+    p.add_argument("url", metavar="URL")
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.gc)
 
     p = _command(sub, "stats", "show a mounted volume's counters")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.stats)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # A mount daemon logs warnings (retries, slow server) to its log file; a
     # one-shot command keeps its stderr to the one line that matters.

@@ -3,7 +3,9 @@ import argparse
 import re
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
+# ASCII digits only: int() would also take other scripts' digits ("١G").
+_PATTERN = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
+SIZE_OPTIONS = ("--size", "--block-size", "--cache-size")
 
 
 def parse_size(text: str) -> int:
@@ -25,3 +27,16 @@ def format_size(n: int) -> str:
         if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
             return f"{n // _UNITS[unit]}{unit}"
     return str(n)
+
+
+def join_negative_sizes(argv: list[str]) -> list[str]:
+    """`--size -1G` as `--size=-1G`, so a negative size is refused as
+    one (argparse would take "-1G" for an option and say "expected one
+    argument")."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in SIZE_OPTIONS and re.match(r"-[0-9.]", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out

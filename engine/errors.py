@@ -18,7 +18,20 @@ class NotFound(StoreError):
 
 
 class CorruptData(StoreError):
-    """An object failed its integrity checks."""
+    """An object failed its integrity checks.  The layers that decode bytes
+    do not know where they came from; the one that read them names the
+    object with `at`, so that every such error says which key is damaged."""
+
+    where: str | None = None  # the damaged object's URL, once named
+
+    def at(self, where: str) -> "CorruptData":
+        """This failure (same class), its message naming the object `where`
+        (a URL such as s3://bucket/prefix/map/roots/...); named once."""
+        if self.where is not None:
+            return self
+        named = type(self)(f"{where} is damaged: {self}")
+        named.where = where
+        return named
 
 
 class Forbidden(StoreError):

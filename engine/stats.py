@@ -5,7 +5,7 @@ import threading
 # Counters every mount reports, zero until something happens.
 COUNTERS = (
     "cache_hits", "cache_misses", "readahead_blocks",
-    "objects_put", "objects_got", "objects_deleted", "bytes_put", "bytes_got",
+    "objects_put", "objects_got", "objects_headed", "objects_deleted", "bytes_put", "bytes_got",
     "blocks_deduplicated", "blocks_collected", "journal_writes", "checkpoints", "fsync_log_pages",
     "follow_refreshes",  # a read-only mount took a newer state of the writer's map
     # store level: attempts repeated, requests sent again at once for being far

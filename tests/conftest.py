@@ -156,10 +156,9 @@ def stop_pid(pid: int) -> None:
 
 
 def assert_cli_error(proc: subprocess.CompletedProcess) -> str:
-    """A failed command: non-zero exit, one `bucketdisk...: error:` line, no traceback.
-
-    argparse usage errors may print usage lines first; anything else must be
-    exactly one line on stderr. Returns the error line."""
+    """A failed command: non-zero exit, exactly one line on stderr, `bucketdisk...:
+    error: ...` (usage errors too: README promises one line), no traceback.
+    Returns the error line."""
     assert proc.returncode != 0, f"expected failure, got exit 0\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     assert "Traceback" not in proc.stderr, f"traceback on stderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stdout, f"traceback on stdout:\n{proc.stdout}"
@@ -168,8 +167,7 @@ def assert_cli_error(proc: subprocess.CompletedProcess) -> str:
     error_lines = [ln for ln in lines if ": error:" in ln]
     assert len(error_lines) == 1, f"expected one error line, got:\n{proc.stderr}"
     assert ERROR_LINE_RE.match(lines[-1]), f"last stderr line is not 'bucketdisk: error: ...':\n{proc.stderr}"
-    if not lines[0].startswith("usage:"):
-        assert len(lines) == 1, f"expected exactly one line on stderr:\n{proc.stderr}"
+    assert len(lines) == 1, f"expected exactly one line on stderr:\n{proc.stderr}"
     return lines[-1]
 
 

@@ -86,6 +86,17 @@ def test_create_unparseable_sizes(bd, tmp_path, option, value):
     assert not target.exists()
 
 
+@once
+@pytest.mark.parametrize("value, says", [("-1G", "positive"), ("\u0661G", "not a size")])
+def test_create_sizes_as_a_user_types_them(bd, tmp_path, value, says):
+    """`--size -1G` (separate word) is refused as a size, not as a missing
+    argument; digits of other scripts are not sizes."""
+    target = tmp_path / "v"
+    line = assert_cli_error(bd.run("create", f"file://{target}", "--size", value))
+    assert says in line and "expected one argument" not in line, line
+    assert not target.exists()
+
+
 def test_create_with_force_replaces_volume(bd):
     """The counterpart of the refusal: --force does replace it (new UUID)."""
     vol = bd.create(size="16M", block_size="64K")

@@ -130,3 +130,34 @@ def test_checkpoints_while_pages_are_logged_keep_them(bd):
     assert_file_matches(m.file, model)
     bd.unmount(m)
     vol.assert_clean_layout()
+
+
+def test_an_fsync_costs_no_lease_request(bd):
+    """Acknowledging an fsync needs proof that no other mount took the
+    volume; a recent look for a successor lease (the renewer's, every 15 s)
+    is that proof, so a run of fsyncs sends no HEAD of its own (it sent one
+    each before).  Each fsync still stores one journal."""
+    vol = bd.create(size="16M", block_size="64K")
+    m = bd.mount(vol)
+    before = bd.stats(m.path)
+    rng = random.Random(7)
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        for i in range(40):
+            offset = rng.randrange(0, vol.size // PAGE) * PAGE
+            data = rng.randbytes(PAGE)
+            os.pwrite(fd, data, offset)
+            os.fsync(fd)
+            model[offset : offset + PAGE] = data
+    finally:
+        os.close(fd)
+    after = bd.stats(m.path)
+    journals = after["journal_writes"] - before["journal_writes"]
+    heads = after["objects_headed"] - before["objects_headed"]
+    assert journals >= 40, (before, after)
+    # a lease renewal may fall inside the run: it looks twice
+    assert heads <= 4, f"{heads} HEADs for 40 fsyncs"
+    m = bd.remount(m)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)

@@ -222,6 +222,44 @@ def test_is_zero_accepts_any_buffer_and_rejects_non_buffers():
         is_zero(None)
 
 
+# -- count_zero_entries / differing_entries ------------------------------------------
+
+def ref_zero_entries(buf, width):
+    return sum(1 for at in range(0, len(buf), width) if not any(buf[at : at + width]))
+
+
+def ref_differing_entries(a, b, width):
+    return [at // width for at in range(0, len(a), width) if a[at : at + width] != b[at : at + width]]
+
+
+@pytest.mark.parametrize("entries", [0, 1, 31, 4096, 4097, 3 * 4096 + 5])
+def test_map_entries_against_reference(entries):
+    rng = random.Random(entries)
+    width = 32
+    old = bytearray(entries * width)
+    for i in rng.sample(range(entries), entries // 2):
+        old[i * width : (i + 1) * width] = rng.randbytes(width)
+    new = bytearray(old)
+    for i in rng.sample(range(entries), min(entries, 40)):  # some changed, some zeroed, one byte each
+        at = i * width + rng.randrange(width)
+        new[at] ^= 1 + rng.randrange(255)
+    assert _hot.count_zero_entries(old, width) == ref_zero_entries(old, width)
+    assert _hot.count_zero_entries(memoryview(new)[width:], width) == ref_zero_entries(new[width:], width)
+    assert _hot.differing_entries(old, new, width) == ref_differing_entries(old, new, width)
+    assert _hot.differing_entries(bytes(old), old, width) == []
+
+
+def test_map_entries_argument_checks():
+    with pytest.raises(ValueError):
+        _hot.count_zero_entries(bytes(33), 32)
+    with pytest.raises(ValueError):
+        _hot.count_zero_entries(bytes(32), 0)
+    with pytest.raises(ValueError):
+        _hot.differing_entries(bytes(32), bytes(64), 32)
+    with pytest.raises(ValueError):
+        _hot.differing_entries(bytes(40), bytes(40), 32)
+
+
 # -- xxh3_64 ---------------------------------------------------------------------------
 
 def test_xxh3_known_vector_empty():

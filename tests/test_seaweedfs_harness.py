@@ -5,6 +5,7 @@ No mocks: every test talks SigV4 over HTTP to a server this file starts.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -237,6 +238,51 @@ def test_cli_start_status_stop(tmp_path):
     status = subprocess.run(script + ["status", "--dir", str(data_dir)],
                             capture_output=True, text=True, timeout=30)
     assert status.returncode == 1
+
+
+def test_cli_make_bucket_as_the_readme_shows(tmp_path):
+    """README's S3 section: start a server with a bucket, make another, and
+    bucketdisk uses them with nothing but the printed exports."""
+    data_dir = tmp_path / "sw"
+    script = [sys.executable, str(CI / "seaweedfs.py")]
+
+    def cli(*args, env=None):
+        return subprocess.run([*script, *args], capture_output=True, text=True, timeout=90, env=env)
+
+    out = cli("start", "--dir", str(data_dir), "--bucket", "disks")
+    assert out.returncode == 0, out.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    pid = int(exports["SEAWEEDFS_PID"])
+    try:
+        assert "bucket disks created" in out.stderr
+        made = cli("make-bucket", "more-disks", "--dir", str(data_dir))
+        assert made.returncode == 0 and "bucket more-disks created" in made.stderr, made.stderr
+        again = cli("make-bucket", "more-disks", "--dir", str(data_dir))
+        assert again.returncode == 0 and "already exists" in again.stderr, again.stderr
+        for argv in (("make-bucket", "Bad_Name", "--dir", str(data_dir)),
+                     ("make-bucket", "disks", "--dir", str(tmp_path / "no-server")),
+                     ("make-bucket", "--dir", str(data_dir))):
+            refused = cli(*argv)
+            lines = refused.stderr.splitlines()
+            assert refused.returncode != 0 and lines and "error:" in lines[-1], refused.stderr
+            assert "Traceback" not in refused.stderr
+        attached = SeaweedFS.attach(data_dir)
+        assert attached.request("HEAD", "disks").status_code == 200
+        assert attached.request("HEAD", "more-disks").status_code == 200
+        assert attached.request("HEAD", "bad-name").status_code == 404
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env |= {k: shlex.split(v)[0] for k, v in exports.items()}
+        bucketdisk = Path(sys.executable).parent / "bucketdisk"
+        for bucket in ("disks", "more-disks"):
+            made = subprocess.run([str(bucketdisk), "create", f"s3://{bucket}/vm1", "--size", "64M"],
+                                  capture_output=True, text=True, timeout=90, env=env)
+            assert made.returncode == 0, made.stderr
+            assert attached.list_keys(bucket) == ["vm1/volume"]
+    finally:
+        stop = cli("stop", "--dir", str(data_dir))
+    assert stop.returncode == 0, stop.stderr
+    assert wait_gone(pid)
 
 
 def test_cli_help():

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Hot byte-level paths of the block codec: zero detection, hashing, framing.
+"""Hot byte-level paths of the block codec: zero detection, hashing, framing,
+and the counting and comparing of the block map's fixed-width entries.
 
 Every function accepts any object exporting a C-contiguous buffer (bytes,
 bytearray, memoryview, mmap, array...); a buffer that is only read may be
@@ -47,7 +48,8 @@ cdef extern from "xxhash.h" nogil:
 
 __all__ = [
     "CorruptObject", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC",
-    "Xxh3", "frame", "frame_header", "is_zero", "read_header", "unframe", "xxh3_64",
+    "Xxh3", "count_zero_entries", "differing_entries", "frame", "frame_header",
+    "is_zero", "read_header", "unframe", "xxh3_64",
 ]
 
 HEADER_SIZE = 24
@@ -156,6 +158,67 @@ def is_zero(buf) -> bool:
     finally:
         PyBuffer_Release(&view)
     return result
+
+
+# -- fixed-width entries (the block map's content hashes) ----------------------
+
+cdef enum:
+    _SPAN_ENTRIES = 4096  # entries compared as one memcmp before looking closer
+
+
+def count_zero_entries(buf, Py_ssize_t width) -> int:
+    """How many of the `width`-byte entries `buf` is cut into are all
+    zeros.  ValueError if `width` < 1 or the length is not a multiple of it."""
+    cdef Py_buffer view
+    cdef Py_ssize_t at, count = 0
+    if width < 1:
+        raise ValueError("entry width must be at least 1")
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if view.len % width:
+            raise ValueError(f"{view.len} bytes are not whole entries of {width}")
+        with nogil:
+            at = 0
+            while at < view.len:
+                count += _all_zero(<const uint8_t*>view.buf + at, <size_t>width)
+                at += width
+    finally:
+        PyBuffer_Release(&view)
+    return count
+
+
+def differing_entries(old, new, Py_ssize_t width) -> list:
+    """The numbers of the `width`-byte entries at which two buffers of the
+    same length differ, in order.  Runs of equal entries are skipped a span
+    at a time, so two equal maps cost one memcmp per span.  ValueError if
+    the lengths differ or are not whole entries."""
+    cdef Py_buffer a, b
+    cdef Py_ssize_t at, stop, span
+    cdef const uint8_t* p
+    cdef const uint8_t* q
+    cdef list out = []
+    if width < 1:
+        raise ValueError("entry width must be at least 1")
+    PyObject_GetBuffer(old, &a, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(new, &b, PyBUF_SIMPLE)
+        try:
+            if a.len != b.len or a.len % width:
+                raise ValueError(f"cannot compare {a.len} and {b.len} bytes as entries of {width}")
+            p, q, span = <const uint8_t*>a.buf, <const uint8_t*>b.buf, width * _SPAN_ENTRIES
+            for at in range(0, a.len, span):
+                stop = min(at + span, a.len)
+                if memcmp(p + at, q + at, <size_t>(stop - at)) == 0:
+                    continue
+                while at < stop:
+                    if memcmp(p + at, q + at, <size_t>width):
+                        out.append(at // width)
+                    at += width
+        finally:
+            PyBuffer_Release(&b)
+    finally:
+        PyBuffer_Release(&a)
+    return out
 
 
 # -- hashing ------------------------------------------------------------------

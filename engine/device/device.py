@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..codec.block import ZERO_HASH, block_buffer
 from ..errors import StoreError
 from ..stats import Stats
+from ..volume.follow import Follower
 from ..volume.lock import Fenced
 from ..volume.mapstore import LOG_PAGE
 from ..volume.volume import Volume
@@ -92,6 +93,7 @@ class BlockDevice(Reading, Flushing):
             self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
         else:
             self._follow_lock = threading.Lock()
+            self._follower = Follower(volume)
             self._threads.append(threading.Thread(target=self._follow_loop, name="follow", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -312,6 +314,8 @@ class BlockDevice(Reading, Flushing):
         for thread in self._threads:
             thread.join()
         self._fetchers.shutdown(wait=True)
+        if self.read_only:
+            self._follower.close()
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -16,7 +16,7 @@ import time
 
 from ..codec.block import ZERO_HASH
 from ..errors import NotFound, StoreError, without_traceback
-from ..volume.follow import FOLLOW_SECONDS, refresh
+from ..volume.follow import FOLLOW_SECONDS
 from .cache import Entry
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Reading:
         """Read-only: take the writer's newest state and drop the cached
         blocks it changed."""
         with self._follow_lock:
-            changed = refresh(self.volume)
+            changed = self._follower.refresh()
         if changed:
             with self._lock:
                 for index in changed:

@@ -110,6 +110,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         store.close()
         raise
     volume = Volume(store, writable=not options.read_only, force=options.force)
+    if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
+        removed = store.tidy_scratch()
+        if removed:
+            log.warning("removed %d temporary files an earlier writer left behind", removed)
     # --retry-time bounds a wait for cache room on every store, file:// too:
     # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,

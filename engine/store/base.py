@@ -99,10 +99,25 @@ class ObjectStore(ABC):
     def usage(self, prefix: str = "") -> tuple[int, int]:
         """(object count, total bytes) under a prefix."""
         count = total = 0
-        for key in self.list(prefix):
+        for _, size in self.list_sizes(prefix):
             count += 1
-            total += self.head(key) or 0
+            total += size
         return count, total
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of every key starting with `prefix`, in
+        lexicographic order (a key gone meanwhile counts 0 bytes)."""
+        for key in self.list(prefix):
+            yield key, self.head(key) or 0
+
+    def scratch(self) -> tuple[int, int]:
+        """(files, abandoned files) the store keeps besides its objects
+        (the file:// store's temporary files); (0, 0) for a store with none."""
+        return 0, 0
+
+    def tidy_scratch(self) -> int:
+        """Remove the abandoned files `scratch` counts; returns how many."""
+        return 0
 
     def close(self) -> None:
         """Release connections and file handles."""
@@ -114,6 +129,10 @@ class ObjectStore(ABC):
     def url(self) -> str:
         """The volume URL of this place (file:///PATH, s3://BUCKET/PREFIX)."""
         return self.describe()
+
+    def key_url(self, key: str) -> str:
+        """The URL of one object of this place, for messages (no secrets)."""
+        return f"{self.url()}/{key}"
 
     def parent(self) -> "ObjectStore | None":
         """The store of the place that encloses this one (the directory or

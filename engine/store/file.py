@@ -5,11 +5,16 @@ fsynced, then linked (create-only) or renamed (replace) into place, and the
 directory is fsynced so the new name survives a crash.  The store's own
 directory is made by the first put, so a place that is only looked at
 (and a create that is refused) leaves nothing behind.
+
+Temporary files live in `.tmp/` (never listed as keys).  A writer killed
+between writing one and linking it leaves it there; `scratch` counts such
+files and `tidy_scratch` removes them, by the rule of `_abandoned`.
 """
 import errno
 import os
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -17,8 +22,15 @@ from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
 from .base import Body, ObjectStore, Sink, body_length, body_pieces
 from .names import is_plain_key, shown
+from .owner import place_tag, proc_is_ours, process_alive
 
 TMP_DIR = ".tmp"
+# A temporary file whose owner cannot be asked (another machine, boot or PID
+# namespace, or a name from before owners were recorded) is abandoned once
+# it is this old: a live writer links or removes its file seconds after
+# making it, so a day leaves room for a stalled disk and for clocks that
+# differ between the machines sharing the directory.
+TMP_MAX_AGE = 24 * 3600.0  # seconds
 
 
 class FileStore(ObjectStore):
@@ -86,6 +98,7 @@ class FileStore(ObjectStore):
         return size
 
     def head(self, key: str) -> int | None:
+        self.stats.add("objects_headed")
         try:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
@@ -149,10 +162,63 @@ class FileStore(ObjectStore):
                     keys.append(key)
         return iter(sorted(keys))
 
+    def scratch(self) -> tuple[int, int]:
+        """(temporary files, of which abandoned) in `.tmp/` (see _abandoned)."""
+        names = self._temp_names()
+        now = time.time()
+        return len(names), sum(1 for name in names if self._abandoned(name, now))
+
+    def tidy_scratch(self) -> int:
+        """Remove the abandoned temporary files; returns how many went."""
+        now, removed = time.time(), 0
+        for name in self._temp_names():
+            if self._abandoned(name, now):
+                try:
+                    os.unlink(os.path.join(self._tmp, name))
+                    removed += 1
+                except OSError:  # gone meanwhile, or not ours to remove: left for another time
+                    pass
+        return removed
+
+    def _temp_names(self) -> "list[str]":  # (`list` is a method here)
+        try:
+            return sorted(os.listdir(self._tmp))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def _abandoned(self, name: str, now: float) -> bool:
+        """Whether the temporary file `name` can no longer be linked into
+        place by anyone, so removing it is safe.
+
+        Its name is `<place tag>-<pid>-<random>` (owner.place_tag: host,
+        boot and PID namespace).  A file of this place's tag is abandoned
+        when its pid is no running process (a live pid, maybe a reused one,
+        keeps it); any other file once it is TMP_MAX_AGE old.  A file
+        being written right now is always young, and its writer alive."""
+        tag, _, rest = name.partition("-")
+        pid = rest.partition("-")[0]
+        if tag == place_tag() and pid.isdigit() and proc_is_ours() and not process_alive(int(pid)):
+            return True
+        try:
+            age = now - os.lstat(os.path.join(self._tmp, name)).st_mtime
+        except FileNotFoundError:
+            return False  # linked or removed by its writer meanwhile
+        return age > TMP_MAX_AGE
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, bytes) of every key listed; the keys came from the
+        directory itself, so any name (a stray one too) is looked at."""
+        for key in self.list(prefix):
+            try:
+                yield key, os.lstat(os.path.join(self.root, key)).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                yield key, 0  # gone meanwhile
+
     def _write_temp(self, pieces: tuple) -> str:
         """A new file in the scratch dir holding the pieces, fsynced; its path."""
         self._ensure_dir(self._tmp)
-        tmp = os.path.join(self._tmp, uuid.uuid4().hex)
+        # named by its owner, so that one left by a killed writer is known (_abandoned)
+        tmp = os.path.join(self._tmp, f"{place_tag()}-{os.getpid()}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             for piece in pieces:

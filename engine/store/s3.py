@@ -21,7 +21,6 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import urllib3
 
@@ -31,6 +30,7 @@ from .base import Body, ObjectStore, Sink, body_length, body_pieces
 from .bodies import read_body_into, sha256_hex
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
+from .s3args import endpoint_of, sse_headers
 from .userfiles import check_regular_file
 from .sigv4 import EMPTY_SHA256, Signer, canonical_query
 
@@ -41,6 +41,11 @@ STRAGGLER_FACTOR = 4   # an object request this many times slower than usual...
 STRAGGLER_MIN = 0.25   # ...and slower than this many seconds is sent again at once
 BACKOFF_CAP = 10.0     # seconds between attempts at most
 CHECK_BUDGET = 20.0    # seconds the first contact may take before giving up
+# ...unless nothing answers at all (connection refused, no such host, no
+# route): then the endpoint is wrong or the server is down, and waiting
+# longer only delays the one line that says so.  A volume already reached
+# retries such failures for --retry-time like any other (a restarting server).
+UNREACHABLE_BUDGET = 1.5  # seconds
 DELETE_BATCH = 1000    # DeleteObjects takes at most 1000 keys
 RETRY_STATUS = {500, 502, 503, 504, 429}
 RETRY_CODES = {"RequestTimeout", "SlowDown", "InternalError", "OperationAborted",
@@ -149,23 +154,20 @@ class S3Store(ObjectStore):
         self._owns_pool = True
         self.region = resolve_region(options.region, options.profile)
         self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
-        endpoint = options.endpoint or os.environ.get("AWS_ENDPOINT_URL") or \
-            f"https://s3.{self.region}.amazonaws.com"
-        parsed = urlparse(endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise UserError(f"bad endpoint {endpoint!r}: expected http(s)://host[:port]")
-        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        self._virtual = self._choose_addressing(options.addressing, parsed.netloc)
-        self._host = f"{self.bucket}.{parsed.netloc}" if self._virtual else parsed.netloc
-        self._base = f"{parsed.scheme}://{self._host}"
+        scheme, netloc = endpoint_of(options.endpoint, self.region)
+        self.endpoint = f"{scheme}://{netloc}"
+        self._virtual = self._choose_addressing(options.addressing, netloc)
+        self._host = f"{self.bucket}.{netloc}" if self._virtual else netloc
+        self._base = f"{scheme}://{self._host}"
         if options.ca_bundle:
             check_ca_bundle(options.ca_bundle, "--ca-bundle")
-        elif parsed.scheme == "https" and not options.insecure and os.environ.get("AWS_CA_BUNDLE"):
+        elif scheme == "https" and not options.insecure and os.environ.get("AWS_CA_BUNDLE"):
             check_ca_bundle(os.environ["AWS_CA_BUNDLE"], "AWS_CA_BUNDLE")
+        self._sse = sse_headers(options.sse)
         if options.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.warning("TLS certificate checks are OFF (--insecure) for %s", self.endpoint)
-        self._http = _pool_manager(parsed.scheme, self._host, options)
+        self._http = _pool_manager(scheme, self._host, options)
         self._signer = Signer(self._credentials, self.region)
         self._stragglers = Stragglers(options.read_timeout)
 
@@ -215,16 +217,20 @@ class S3Store(ObjectStore):
     def _request(self, method: str, key: str | None, *, params: dict | None = None, data: Body | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
                  budget: float | None = None, idempotent: bool = False,
-                 into: Sink | None = None) -> Reply:
+                 unreachable_budget: float | None = None, into: Sink | None = None) -> Reply:
         """Send one request, retrying what may succeed later; returns an accepted response.
 
         `idempotent` requests (object GETs and plain PUTs) that straggle are
-        sent again at once (see Stragglers).  A body of several pieces is
-        sent one piece after the other, never joined.  With `into`, a 200
-        answer's body goes to that sink (its reply's body is its length)."""
+        sent again at once (see Stragglers).  `budget` bounds the retries
+        (seconds, default --retry-time); `unreachable_budget`, when given,
+        bounds them instead once no connection could be made at all.  A body
+        of several pieces is sent one piece after the other, never joined.
+        With `into`, a 200 answer's body goes to that sink (its reply's body
+        is its length)."""
         path, query = self._path(key), canonical_query(params)
         payload_hash = sha256_hex(body_pieces(data)) if data else EMPTY_SHA256
-        deadline = time.monotonic() + (self.options.retry_time if budget is None else budget)
+        first_sent = time.monotonic()
+        deadline = first_sent + (self.options.retry_time if budget is None else budget)
         attempt = 0
         while True:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
@@ -247,6 +253,8 @@ class S3Store(ObjectStore):
                     attempt += 1
                     continue
                 failure = f"cannot reach {self.endpoint}: {_reason(e)}"
+                if unreachable_budget is not None and _unreachable(e):
+                    deadline = min(deadline, first_sent + unreachable_budget)
             else:
                 if reply.status in accept:
                     if idempotent:
@@ -305,7 +313,7 @@ class S3Store(ObjectStore):
         """Reach the bucket once, failing fast with one clear line."""
         budget = min(self.options.retry_time, CHECK_BUDGET)
         self._request("GET", None, params={"list-type": "2", "max-keys": "1", "prefix": self.prefix},
-                      budget=budget)
+                      budget=budget, unreachable_budget=min(budget, UNREACHABLE_BUDGET))
 
     def get(self, key: str) -> bytes:
         try:
@@ -333,6 +341,7 @@ class S3Store(ObjectStore):
 
     def head(self, key: str) -> int | None:
         response = self._request("HEAD", key, accept=(200, 404))
+        self.stats.add("objects_headed")
         if response.status == 404:
             return None
         return int(response.headers.get("Content-Length", 0))
@@ -350,12 +359,7 @@ class S3Store(ObjectStore):
             headers["If-None-Match"] = "*"
         if self.options.storage_class:
             headers["x-amz-storage-class"] = self.options.storage_class
-        if self.options.sse:
-            algorithm, _, kms_key = self.options.sse.partition(":kms:") if self.options.sse.startswith("aws:kms:") \
-                else (self.options.sse, "", "")
-            headers["x-amz-server-side-encryption"] = "aws:kms" if kms_key else algorithm
-            if kms_key:
-                headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key
+        headers.update(self._sse)
         response = self._request("PUT", key, data=list(pieces), headers=headers, accept=(200, 412),
                                  idempotent=not if_absent)
         if response.status == 412:
@@ -394,12 +398,8 @@ class S3Store(ObjectStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         return (key for key, _ in self._list_objects(prefix))
 
-    def usage(self, prefix: str = "") -> tuple[int, int]:
-        count = total = 0
-        for _, size in self._list_objects(prefix):
-            count += 1
-            total += size
-        return count, total
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        return self._list_objects(prefix)  # the listing carries the sizes: no HEAD per key
 
     def _list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
         params = {"list-type": "2", "prefix": self.prefix + prefix, "max-keys": "1000"}
@@ -467,11 +467,21 @@ def _pool_manager(scheme: str, host: str, options: S3Options) -> urllib3.PoolMan
     return urllib3.PoolManager(**settings)
 
 
+def _unreachable(e: Exception) -> bool:
+    """Whether no connection could be made at all (refused, no such host,
+    no route), to the server or to the proxy in front of it."""
+    if isinstance(e, urllib3.exceptions.ProxyError):
+        e = e.original_error
+    return isinstance(e, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError))
+
+
 def _reason(e: Exception) -> str:
     """The innermost, human part of a transport exception."""
     text = str(e)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Remote end closed connection", "Connection aborted", "certificate verify failed"):
+    for marker in ("Connection refused", "timed out", "Name or service not known",
+                   "Temporary failure in name resolution", "No route to host", "Network is unreachable",
+                   "Connection reset", "Remote end closed connection", "Connection aborted",
+                   "certificate verify failed"):
         if marker in text:
             return marker.lower()
     return type(e).__name__

@@ -8,6 +8,7 @@ checkpoint rewrites only those.
 """
 from __future__ import annotations
 
+from ..codec._hot import count_zero_entries, differing_entries
 from ..codec.block import HASH_SIZE, ZERO_HASH
 
 
@@ -38,15 +39,36 @@ class BlockMap:
         start = page * self.page_entries * HASH_SIZE
         return bytes(self._entries[start : start + self.page_entries * HASH_SIZE])
 
+    def page_bytes(self, page: int) -> int:
+        """How many bytes of entries page number `page` holds (the last may be short)."""
+        return min(self.page_entries, self.count - page * self.page_entries) * HASH_SIZE
+
     def load_page(self, page: int, data: bytes) -> None:
+        """Replace a whole page of entries; ValueError if `data` is not
+        `page_bytes(page)` long."""
         start = page * self.page_entries * HASH_SIZE
-        expected = min(self.page_entries, self.count - page * self.page_entries) * HASH_SIZE
+        expected = self.page_bytes(page)
         if len(data) != expected:
             raise ValueError(f"map page {page} has {len(data)} bytes, expected {expected}")
-        before = sum(1 for h in self._iter_hashes(start, start + expected) if h != ZERO_HASH)
+        before = count_zero_entries(memoryview(self._entries)[start : start + expected], HASH_SIZE)
         self._entries[start : start + expected] = data
-        after = sum(1 for h in self._iter_hashes(start, start + expected) if h != ZERO_HASH)
-        self.mapped_count += after - before
+        self.mapped_count += before - count_zero_entries(data, HASH_SIZE)
+
+    def copy(self) -> "BlockMap":
+        """An independent copy of the entries (no dirty pages): what a
+        read-only view builds its next map on (follow.py)."""
+        twin = object.__new__(BlockMap)
+        twin.count, twin.page_entries, twin.page_count = self.count, self.page_entries, self.page_count
+        twin._entries = bytearray(self._entries)
+        twin._dirty_pages = set()
+        twin.mapped_count = self.mapped_count
+        return twin
+
+    def changed_from(self, other: "BlockMap") -> list[int]:
+        """Block numbers whose entry differs from `other`'s (same
+        geometry), compared in C without copying either map (an unchanged
+        32 MiB map costs a few memcmp calls); neither may change meanwhile."""
+        return differing_entries(other._entries, self._entries, HASH_SIZE)
 
     def entries(self) -> bytes:
         """A copy of every entry (count * 32 bytes), for scanning without a lock."""
@@ -89,17 +111,3 @@ def _occurs_aligned(entries: bytes, content_hash: bytes) -> bool:
         at = entries.find(content_hash, at + 1)
     return False
 
-
-def changed_entries(old: bytes, new: bytes, stride: int = 4096) -> list[int]:
-    """Block numbers whose entry differs between two copies of a map's
-    entries (equal lengths).  Compares `stride` entries at a time first,
-    so an unchanged 32 MiB map costs a few memcmp calls."""
-    span = stride * HASH_SIZE
-    changed = []
-    for start in range(0, len(new), span):
-        if old[start : start + span] == new[start : start + span]:
-            continue
-        for at in range(start, min(start + span, len(new)), HASH_SIZE):
-            if old[at : at + HASH_SIZE] != new[at : at + HASH_SIZE]:
-                changed.append(at // HASH_SIZE)
-    return changed

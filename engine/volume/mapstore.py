@@ -31,7 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..codec._hot import is_zero
+from ..codec._hot import count_zero_entries, is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
 from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
@@ -207,6 +207,11 @@ class Loaded:
     # live logs of the root and the logs of the journals replayed after it
     log_journals: dict[int, tuple[int, int]]
     listing: Listing
+    # For a reader that follows a writer (follow.py): every listed journal
+    # as read (None: another volume's), and the root's entry of each block
+    # the journals changed, so the root's own map can be had back from `map`.
+    journals: dict[tuple[int, int], "Journal | None"] = field(default_factory=dict)
+    base: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,12 +220,6 @@ class Replay:
     runs: list[Run]                          # logged pages newer than their block, oldest first
     log_journals: dict[int, tuple[int, int]]
     last_log: int
-
-
-def _zero_entries(entries: bytes) -> int:
-    """How many 32-byte entries of `entries` are all zeros."""
-    view = memoryview(entries)
-    return sum(1 for at in range(0, len(view), HASH_SIZE) if view[at : at + HASH_SIZE] == ZERO_HASH)
 
 
 class KeyTaken(StoreError):
@@ -265,11 +264,12 @@ class MapStore:
         root = self.newest_root(listing)
         if root.page_hashes and (root.epoch or root.seq):
             self._load_pages(blockmap, root)
-        replay = self._replay(listing, root)
-        for index, content in replay.changes.items():
-            blockmap.set(index, content)
+        journals = self.read_journals(listing.journals)
+        replay = self.replay(own_journals(journals), root)
+        base = {index: blockmap.set(index, content) for index, content in replay.changes.items()}
         last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
-        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing)
+        return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
+                      journals, base)
 
     def count(self) -> tuple[int, int, Listing]:
         """(blocks that have an object, fsynced pages not yet in their
@@ -279,7 +279,7 @@ class MapStore:
             listing = self.listing()
             try:
                 root = self.newest_root(listing)
-                replay = self._replay(listing, root)
+                replay = self.replay(own_journals(self.read_journals(listing.journals)), root)
                 mapped = self._count_mapped(root, replay.changes)
             except NotFound:  # a live writer tidied up between the listing and a read
                 if attempt == LOAD_ATTEMPTS - 1:
@@ -304,11 +304,17 @@ class MapStore:
         except ForeignObject:
             return None
 
-    def _replay(self, listing: Listing, root: Root) -> "Replay":
-        """What the journals add to `root`: the changes of those of its epoch
-        after it (in order), and the logged pages newer than their block."""
+    def read_journals(self, names: list[tuple[int, int]]) -> dict[tuple[int, int], "Journal | None"]:
+        """The journals of these names, FETCH_PARALLELISM at a time; None
+        for one of another volume.  Raises NotFound if one has gone (a live
+        writer deleted it after a checkpoint: list again)."""
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            journals = [j for j in pool.map(self.read_journal_if_own, listing.journals) if j is not None]
+            return dict(zip(names, pool.map(self.read_journal_if_own, names)))
+
+    def replay(self, journals: list[Journal], root: Root) -> "Replay":
+        """What the journals (in name order) add to `root`: the changes of
+        those of its epoch after it (in order), and the logged pages newer
+        than their block.  Reads nothing."""
         changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []
@@ -320,7 +326,8 @@ class MapStore:
                 last_log = max(last_log, journal.log)
                 for index, content, watermark in journal.changes:
                     if index >= self.block_count:
-                        raise CorruptData(f"journal {journal.seq:016x} names block {index} beyond the volume")
+                        raise CorruptData(f"it names block {index}, beyond the volume").at(
+                            self.store.key_url(layout.journal_key(journal.epoch, journal.seq)))
                     changes[index] = content
                     marks[index] = watermark
             # The root's live logs: their pages may sit in a journal before it,
@@ -335,7 +342,8 @@ class MapStore:
         for run in newer:
             if run.block >= self.block_count or (run.first_page + len(run.data) // LOG_PAGE) * LOG_PAGE \
                     > self.block_size:
-                raise CorruptData(f"logged pages of block {run.block} lie beyond it")
+                raise CorruptData(f"its logged pages of block {run.block} lie beyond it").at(
+                    self.store.key_url(layout.journal_key(*log_journals[run.log])))
         newer.sort(key=lambda r: r.log)
         return Replay(changes, newer, log_journals, last_log)
 
@@ -343,10 +351,10 @@ class MapStore:
         def count_page(item) -> int:
             number, page_hash = item
             first = number * self.page_entries
-            entries = bytes(min(self.page_entries, self.block_count - first) * HASH_SIZE)
+            entries = bytes(self._page_bytes(number))
             if page_hash != ZERO_HASH:
-                entries = self.read_page(page_hash)
-            mapped = (len(entries) - _zero_entries(entries) * HASH_SIZE) // HASH_SIZE
+                entries = self.read_page(page_hash, number)
+            mapped = (len(entries) - count_zero_entries(entries, HASH_SIZE) * HASH_SIZE) // HASH_SIZE
             for index in range(first, first + len(entries) // HASH_SIZE):
                 if index in changes:
                     old = entries[(index - first) * HASH_SIZE : (index - first + 1) * HASH_SIZE]
@@ -366,16 +374,35 @@ class MapStore:
                 if attempt == LOAD_ATTEMPTS - 1:
                     raise
 
+    def _read(self, key: str, decode):
+        """decode(unpacked bytes of `key`); a CorruptData raised on the way
+        names the key's URL."""
+        data = self.store.get(key)
+        try:
+            return decode(self.codec.unpack(data))
+        except CorruptData as e:
+            raise e.at(self.store.key_url(key)) from None
+
     def read_root(self, epoch: int, seq: int) -> Root:
-        data = self.codec.unpack(self.store.get(layout.root_key(epoch, seq)))
+        """The root of that name; raises CorruptData (naming its key) for a
+        damaged one, ForeignObject for another volume's."""
+        return self._read(layout.root_key(epoch, seq), lambda data: self._decode_root(data, epoch, seq))
+
+    def _decode_root(self, data: bytes, epoch: int, seq: int) -> Root:
         root = decode_root(data, self.block_count, self.page_entries, self.uuid)
         if root.seq != seq or (root.epoch and root.epoch != epoch):
             raise CorruptData(f"map root {epoch:x}-{seq:x} names itself {root.epoch:x}-{root.seq:x}")
+        if len(root.page_hashes) != -(-self.block_count // self.page_entries):
+            raise CorruptData(f"map root has {len(root.page_hashes)} pages for {self.block_count} blocks")
         root.epoch = epoch  # a version 2 root carries no epoch: its name's (0) holds
         return root
 
     def read_journal(self, epoch: int, seq: int) -> Journal:
-        data = self.codec.unpack(self.store.get(layout.journal_key(epoch, seq)))
+        """The journal of that name; raises CorruptData (naming its key) for
+        a damaged one, ForeignObject for another volume's."""
+        return self._read(layout.journal_key(epoch, seq), lambda data: self._decode_journal(data, epoch, seq))
+
+    def _decode_journal(self, data: bytes, epoch: int, seq: int) -> Journal:
         journal = decode_journal(data, self.uuid)
         if journal.seq != seq or (journal.epoch and journal.epoch != epoch):
             raise CorruptData(f"journal {epoch:x}-{seq:x} names itself {journal.epoch:x}-{journal.seq:x}")
@@ -416,20 +443,32 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return dict(pool.map(put, pages.items()))
 
-    def read_page(self, page_hash: bytes) -> bytes:
-        data = self.codec.unpack(self.store.get(layout.page_key(page_hash)))
-        if content_hash(data) != page_hash:
-            raise CorruptData(f"map page {page_hash.hex()[:16]}… does not match its hash")
-        return data
+    def read_page(self, page_hash: bytes, number: int | None = None) -> bytes:
+        """The entries of the page with that hash; with its `number`, also
+        checked to be that page's length.  Raises CorruptData naming the key."""
+        def check(data: bytes) -> bytes:
+            if content_hash(data) != page_hash:
+                raise CorruptData("map page does not match its hash")
+            if number is not None and len(data) != self._page_bytes(number):
+                raise CorruptData(f"map page has {len(data)} bytes for page {number}, "
+                                  f"expected {self._page_bytes(number)}")
+            return data
+        return self._read(layout.page_key(page_hash), check)
+
+    def _page_bytes(self, number: int) -> int:
+        """Bytes of entries page `number` holds (the last one may be short)."""
+        return min(self.page_entries, self.block_count - number * self.page_entries) * HASH_SIZE
 
     def _load_pages(self, blockmap: BlockMap, root: Root) -> None:
-        if len(root.page_hashes) != blockmap.page_count:
-            raise CorruptData("map root has the wrong number of pages")
-
         def fetch(item):
             number, page_hash = item
             if page_hash != ZERO_HASH:
-                blockmap.load_page(number, self.read_page(page_hash))
+                blockmap.load_page(number, self.read_page(page_hash, number))
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             list(pool.map(fetch, enumerate(root.page_hashes)))
+
+
+def own_journals(journals: dict[tuple[int, int], "Journal | None"]) -> list[Journal]:
+    """The journals of this volume, in name order."""
+    return [journals[name] for name in sorted(journals) if journals[name] is not None]

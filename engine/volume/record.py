@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from ..codec.block import COMPRESSIONS, HASH_NAME
 from ..errors import NotFound, UserError
 from ..store.base import ObjectStore
+from ..store.names import shown
 from .layout import RECORD as RECORD_KEY
 
 FORMAT_NAME = "bucketdisk"
@@ -60,30 +61,113 @@ class VolumeRecord:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "VolumeRecord":
-        try:
-            fields = json.loads(data)
-            if fields.get("format") != FORMAT_NAME:
-                raise ValueError("not a bucketdisk volume record")
-            record = cls(**fields)
-        except (ValueError, TypeError) as e:
-            raise UserError(f"unreadable volume record: {e}") from None
-        if record.format_version > FORMAT_VERSION:
-            raise UserError(
-                f"volume format version {record.format_version} is newer than this bucketdisk "
-                f"understands ({FORMAT_VERSION}); upgrade bucketdisk"
-            )
-        record.validate()
-        return record
+    def from_bytes(cls, data: bytes, where: str = RECORD_KEY) -> "VolumeRecord":
+        """The record stored as `data` at `where` (its URL, for messages).
 
-    def validate(self) -> None:
-        validate_geometry(self.size, self.block_size)
-        if self.hash != HASH_NAME:
-            raise UserError(f"unsupported hash {self.hash!r}")
-        if self.compression not in COMPRESSIONS:
-            raise UserError(f"unsupported compression {self.compression!r}")
-        if self.page_entries <= 0:
-            raise UserError("volume record has a bad page size")
+        Every field is checked here, once, so that every command refuses a
+        damaged or hand-edited record alike, before using any of it: raises
+        UserError, one line naming `where` and the first bad field."""
+        fields = _record_fields(data, where)
+        for name, check in _FIELD_CHECKS.items():
+            problem = check(fields[name])
+            if problem is not None:
+                raise UserError(f"the volume record {where} is not valid: \"{name}\" {problem}")
+        problem = _geometry_problem(fields["size"], fields["block_size"])
+        if problem is not None:
+            raise UserError(f"the volume record {where} is not valid: {problem}")
+        return cls(**fields)
+
+
+# -- checking a stored record ---------------------------------------------------------
+
+MAX_PAGE_ENTRIES = 1 << 20  # a page of 32 MiB of hashes; PAGE_ENTRIES is 4096
+_FIELD_NAMES = tuple(f for f in VolumeRecord.__dataclass_fields__)
+
+
+def _record_fields(data: bytes, where: str) -> dict:
+    """The fields of a stored record, all present and none unknown; raises
+    UserError for what is not a record, or a newer version's."""
+    bad = f"the volume record {where} is not valid"
+    try:
+        fields = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{bad}: it is not JSON") from None
+    if not isinstance(fields, dict) or fields.get("format") != FORMAT_NAME:
+        raise UserError(f"{bad}: it is not a bucketdisk volume record (no \"format\": \"{FORMAT_NAME}\")")
+    version = fields.get("format_version")
+    if _is_int(version) and version > FORMAT_VERSION:  # its fields may differ: say so before checking them
+        raise UserError(f"volume format version {version} of {where} is newer than this bucketdisk "
+                        f"understands ({FORMAT_VERSION}); upgrade bucketdisk")
+    unknown = sorted(set(fields) - set(_FIELD_NAMES))
+    if unknown:
+        raise UserError(f"{bad}: unknown field \"{shown(unknown[0][:40])}\"")
+    missing = [name for name in _FIELD_NAMES if name not in fields]
+    if missing:  # never a default: a made-up uuid would read past every map object
+        raise UserError(f"{bad}: the field \"{missing[0]}\" is missing")
+    return fields
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown_value(value) -> str:
+    return shown(json.dumps(value)[:40])
+
+
+def _whole(low: int, high: int, wanted: str):
+    """A check: a whole number from `low` to `high`, described as `wanted`."""
+    def check(value) -> str | None:
+        if not _is_int(value) or not low <= value <= high:
+            return f"must be {wanted}, not {_shown_value(value)}"
+        return None
+    return check
+
+
+def _one_of(*allowed: str):
+    def check(value) -> str | None:
+        if value not in allowed:
+            return f"must be {' or '.join(map(json.dumps, allowed))}, not {_shown_value(value)}"
+        return None
+    return check
+
+
+def _uuid(value) -> str | None:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return f"must be a UUID, not {_shown_value(value)}"
+    return None
+
+
+def _text(value) -> str | None:
+    return None if isinstance(value, str) else f"must be a string, not {_shown_value(value)}"
+
+
+_FIELD_CHECKS = {
+    "format": _one_of(FORMAT_NAME),
+    "format_version": _whole(1, FORMAT_VERSION, f"a whole number from 1 to {FORMAT_VERSION}"),
+    "uuid": _uuid,
+    "size": _whole(1, 1 << 63, "a positive whole number of bytes"),  # its block count is checked next
+    "block_size": _whole(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE,
+                         f"a whole number of bytes from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}"),
+    "hash": _one_of(HASH_NAME),
+    "compression": _one_of(*COMPRESSIONS),
+    "page_entries": _whole(1, MAX_PAGE_ENTRIES, f"a whole number from 1 to {MAX_PAGE_ENTRIES}"),
+    "created": _text,
+}
+
+
+def _geometry_problem(size: int, block_size: int) -> str | None:
+    """What validate_geometry refuses, said of the record's fields (each
+    already a whole number in its range)."""
+    if block_size & (block_size - 1):
+        return f"\"block_size\" must be a power of two, not {block_size}"
+    if size % block_size:
+        return f"\"size\" {size} is not a multiple of \"block_size\" {block_size}"
+    if size // block_size > MAX_BLOCKS:
+        return f"\"size\" holds {size // block_size} blocks, more than {MAX_BLOCKS}"
+    return None
 
 
 def validate_geometry(size: int, block_size: int) -> None:
@@ -101,11 +185,13 @@ def validate_geometry(size: int, block_size: int) -> None:
 def read_record(store: ObjectStore) -> VolumeRecord | None:
     """The volume record in `store`, or None when there is none.
 
-    Raises UserError for a record this version cannot read."""
+    Raises UserError, naming the record's URL and the field, for a record
+    this version cannot read (VolumeRecord.from_bytes)."""
     try:
-        return VolumeRecord.from_bytes(store.get(RECORD_KEY))
+        data = store.get(RECORD_KEY)
     except NotFound:
         return None
+    return VolumeRecord.from_bytes(data, store.key_url(RECORD_KEY))
 
 
 def map_memory(block_count: int) -> int:

@@ -39,11 +39,11 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import StoreError, UserError
+from ..errors import CorruptData, StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import changed_entries, referenced_in
+from .blockmap import BlockMap, referenced_in
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
@@ -104,7 +104,8 @@ class Volume:
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
         self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
         self.unknown_keys = listing.unknown
-        self.view = None  # what a read-only view last followed (follow.py)
+        # What a read-only view starts following from (follow.py takes it once).
+        self._opened: Loaded | None = None if self.writable else loaded
         # Pages an fsync logged that never reached their blocks (the last
         # writer died): a writable open merges them; a read-only one
         # would show older data, so its users must refuse to serve it.
@@ -137,10 +138,13 @@ class Volume:
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
+        key = layout.block_key(content_hash)
         reader = self.codec.block_reader(self.block_size, content_hash)
         try:
-            self.store.get_into(layout.block_key(content_hash), reader)
+            self.store.get_into(key, reader)
             return reader.finish()
+        except CorruptData as e:
+            raise e.at(self.store.key_url(key)) from None
         finally:
             reader.close()
 
@@ -289,7 +293,7 @@ class Volume:
                 self._journals += 1
                 self.stats.add("journal_writes")
             if confirm and self._lease is not None:
-                self._lease.check()
+                self._lease.confirm()
         if self._journals >= CHECKPOINT_JOURNALS:
             # The journal is durable: a failed checkpoint must not fail the
             # caller's fsync (nor make it drop a log that is written); the
@@ -474,18 +478,30 @@ class Volume:
 
     # -- a read-only view following a writer (follow.py) -------------------------
 
-    def adopt(self, loaded: Loaded, merged: dict[bytes, bytes]) -> list[int]:
-        """Read-only: take a newer state of the map, with blocks merged in
-        memory (`merged`, by content hash); returns the blocks whose entry
-        changed."""
+    def take_opened(self) -> Loaded | None:
+        """Read-only: the state this volume was opened from, once (then
+        None): a follower's first refresh starts from it instead of
+        reading the map again."""
+        opened, self._opened = self._opened, None
+        return opened
+
+    def copy_map(self) -> BlockMap:
+        """A copy of the live map, to build a newer view on."""
+        with self._lock:
+            return self._map.copy()
+
+    def adopt(self, blockmap: BlockMap, root: Root, merged: dict[bytes, bytes], unmerged_pages: int) -> list[int]:
+        """Read-only: show a newer state of the writer's map, with blocks
+        merged in memory (`merged`, content hash -> content; it holds
+        `unmerged_pages` logged 4 KiB pages); returns the block numbers
+        whose entry changed."""
         if self.writable:
             raise ValueError("only a read-only volume follows another writer")
         with self._lock:
-            old = self._map.entries()
-            self._map, self._root, self._merged = loaded.map, loaded.root, merged
-            self.view = (loaded.listing.newest_root, tuple(loaded.listing.journals))
-            self.unmerged_pages = sum(len(r.data) for r in loaded.runs) // LOG_PAGE
-        return changed_entries(old, loaded.map.entries())
+            old = self._map
+            self._map, self._root, self._merged = blockmap, root, merged
+            self.unmerged_pages = unmerged_pages
+        return blockmap.changed_from(old)  # neither changes any more: no lock, no copies
 
     # -- reporting --------------------------------------------------------------
 
