@@ -24,7 +24,7 @@ import re
 
 import pytest
 
-from conftest import (KiB, MOUNT_TIMEOUT, MiB, assert_cli_error, cold_read, is_mounted, parse_size,
+from conftest import (KiB, MOUNT_TIMEOUT, Mount, MiB, assert_cli_error, cold_read, is_mounted, parse_size,
                       pwrite_fsync, run)
 
 # README (mount: Memory): besides --cache-size, a mount holds a fixed
@@ -103,7 +103,15 @@ def test_a_cache_under_two_blocks_is_refused_in_one_line_naming_one_that_works(b
     vol = bd.create(size="256M", block_size="64M")
     mp = bd.tmp / "mnt-small-cache"
     mp.mkdir()
-    proc = bd.run("mount", vol.url, mp, "--cache-size", "100M", *vol.store_args, timeout=MOUNT_TIMEOUT)
+    log = bd.tmp / "daemon-log-small-cache.txt"
+    # Registered before the attempt: should the refusal not happen, the
+    # janitor unmounts mp by path and stops its daemon by PID even though
+    # an assertion below fails (and the daemon's log is shown).
+    refused = Mount(vol, mp, False, log)
+    bd.mounts.append(refused)
+    bd.janitor.push(f"refused mount {mp}", lambda: bd.cleanup_mount(refused))
+    proc = bd.run("mount", vol.url, mp, "--log", log, "--cache-size", "100M", *vol.store_args,
+                  timeout=MOUNT_TIMEOUT)
     line = assert_cli_error(proc)
     assert "--cache-size 100M" in line and "64M" in line, line
     named = re.search(r"use --cache-size (\S+) or more", line)
