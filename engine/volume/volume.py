@@ -30,8 +30,8 @@ Ordering rules that keep a crash harmless:
     covers are deleted only after the root is;
   * a block object is deleted only when the durable root does not name it,
     no journal after that root names it, and no upload of it is in flight
-    (see `_collect`); the scan for that runs without the volume lock, and
-    uploads of content being deleted wait for the delete.
+    (see collection.py); the scan for that runs without the volume lock,
+    and uploads of content being deleted wait for the delete.
 """
 import dataclasses
 import logging
@@ -43,7 +43,8 @@ from ..errors import CorruptData, StoreError, UserError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import BlockMap, referenced_in
+from .blockmap import BlockMap
+from .collection import Collection
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
@@ -56,7 +57,7 @@ CHECKPOINT_JOURNALS = 64
 LOG_EPOCH_SHIFT = 32  # log numbers of epoch E start at E << 32
 
 
-class Volume:
+class Volume(Collection):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
@@ -391,62 +392,6 @@ class Volume:
             else:
                 dead.append(number)
         return live, dead
-
-    def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
-        """Delete the journals the new root covers (but not those of live
-        logged pages), the root it replaces and that root's pages it does
-        not use.  Anything older is left to gc."""
-        covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
-                   if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
-        used = set(new.page_hashes)
-        stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
-        if old.seq or old.epoch:
-            stale.append(layout.root_key(old.epoch, old.seq))
-        self.store.delete(stale)
-
-    def _collect(self, candidates: set[bytes], entries: bytes) -> None:
-        """Delete the candidates that the root just written does not name
-        (`entries` is the map it holds) and that no commit or upload has
-        claimed since (they left `_collecting`): no journal after the root
-        can name them.  The volume lock is held only between the store
-        calls; an upload of content being deleted waits (`store_block`)."""
-        if not candidates:
-            return
-        unreferenced = candidates - referenced_in(entries, candidates)
-        with self._lock:
-            dead = unreferenced & self._collecting
-            self._collecting = set()
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead])
-            self.stats.add("blocks_collected", len(dead))
-        except BaseException:
-            with self._lock:
-                self._candidates |= dead  # looked at again by the next checkpoint
-            raise
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
-
-    def delete_unreferenced(self, block_keys: list[str], other_keys: list[str]) -> None:
-        """Delete what a sweep (sweep.py) found no durable map names,
-        except blocks the live map or an upload took up since it looked.
-        Needs the lease; raises Fenced without it."""
-        if self._lease is None:
-            raise ValueError("deleting needs the volume open writable")
-        self._lease.check()
-        hashes = {layout.hash_of_block_key(k) for k in block_keys}
-        with self._lock:
-            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead] + other_keys)
-            self.stats.add("blocks_collected", len(dead))
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
 
     def close(self) -> None:
         """Make everything durable, checkpoint, and give the lease back.
