@@ -214,14 +214,15 @@ class FileStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError):
                 yield key, 0  # gone meanwhile
 
-    def _write_temp(self, pieces: tuple) -> str:
-        """A new file in the scratch dir holding the pieces, fsynced; its path."""
+    def _write_temp(self, data: Body) -> str:
+        """A new file in the scratch dir holding `data` (bytes-like, or its
+        pieces one after the other), fsynced; its path."""
         self._ensure_dir(self._tmp)
         # named by its owner, so that one left by a killed writer is known (_abandoned)
         tmp = os.path.join(self._tmp, f"{place_tag()}-{os.getpid()}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            for piece in pieces:
+            for piece in body_pieces(data):
                 view = memoryview(piece).cast("B")
                 while view:
                     written = os.write(fd, view)
