@@ -752,3 +752,20 @@ def test_block_table_keeps_data_alive_and_counts_hits():
         table.publish(1, b"short")
     table.withdraw(3)
     assert not table.read_into(out, 3 * 8)
+
+
+def test_a_stopped_block_table_serves_and_publishes_nothing():
+    """A read-only mount whose volume went away stops its table: FUSE
+    threads must then send every read to Python (which refuses it)."""
+    from bucketdisk.device._table import BlockTable
+
+    table = BlockTable(4, 8)
+    assert table.publish(1, b"abcdefgh") and table.publish(2, b"ijklmnop")
+    out = bytearray(16)
+    assert table.read_into(out, 8) and out == b"abcdefghijklmnop"
+    table.stop()
+    assert not table.read_into(out, 8) and not table.read_into(bytearray(1), 8)
+    assert not table.publish(3, b"qrstuvwx"), "a stopped table took a block"
+    assert not table.read_into(out, 3 * 8)
+    table.withdraw(1)  # the device may still withdraw what it had published
+    assert table.hits == 2
