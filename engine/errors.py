@@ -34,6 +34,13 @@ class CorruptData(StoreError):
         return named
 
 
+class VolumeReplaced(StoreError):
+    """The volume a read-only mount shows is no longer at its place: its
+    record is gone, or names another volume (`create --force` replaced
+    it).  Nothing read there now is that volume's; the message says which
+    happened."""
+
+
 class Forbidden(StoreError):
     """The store refused access to one object (S3 403, a file's EACCES):
     these credentials may not read it, which says nothing of whether it exists."""

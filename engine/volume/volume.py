@@ -39,7 +39,7 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import CorruptData, StoreError, UserError
+from ..errors import CorruptData, StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -85,6 +85,8 @@ class Volume(Collection):
         self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
         self._deleting: set[bytes] = set()     # block objects being deleted right now
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
+        # Read-only: why the place no longer holds this volume (follow.py), or None.
+        self.replaced: str | None = None
         self._lease: Lease | None = None
         if writable:
             self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
@@ -135,7 +137,10 @@ class Volume(Collection):
         """The block with this content hash (never called for ZERO_HASH),
         without a copy: a new block_buffer the caller owns, decoded as it
         is read (codec.BlockReader: no other block-sized buffer), or bytes
-        merged in memory (read-only)."""
+        merged in memory (read-only).  Raises VolumeReplaced once a
+        read-only view found its volume replaced or deleted."""
+        if self.replaced is not None:
+            raise VolumeReplaced(self.replaced)
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
@@ -429,6 +434,13 @@ class Volume(Collection):
         reading the map again."""
         opened, self._opened = self._opened, None
         return opened
+
+    def mark_replaced(self, reason: str) -> None:
+        """Read-only: the place no longer holds this volume (`reason` says
+        how); from now on no block of it is read (load_block raises)."""
+        if self.writable:
+            raise ValueError("only a read-only volume follows another writer")
+        self.replaced = reason
 
     def copy_map(self) -> BlockMap:
         """A copy of the live map, to build a newer view on."""
