@@ -327,6 +327,7 @@ class BlockDevice(Reading, Flushing):
                 "cache_bytes": self._index.used,
                 "cache_limit_bytes": self._budget.limit,
                 "fenced": int(self.volume.fenced is not None),
+                "replaced": int(self.volume.replaced is not None),
             }
         counters = self.stats.snapshot()
         fast = self._index.table.hits  # blocks FUSE threads served without Python

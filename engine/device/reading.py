@@ -9,13 +9,18 @@ and `stats`; waiting for room is BlockDevice's `_wait_for_room`.
 A fetch decodes its block straight into the block's own buffer as the
 object arrives (codec.BlockReader), so it is charged one cached block
 (budget.load_cost) before it starts, like any entry.
+
+A read-only mount whose volume was replaced or deleted at its place
+(follow.py) serves nothing more: every read raises VolumeReplaced (EIO),
+the table of published blocks stops serving FUSE threads, and the cache
+lets its blocks go.
 """
 import logging
 import threading
 import time
 
 from ..codec.block import ZERO_HASH
-from ..errors import NotFound, StoreError, without_traceback
+from ..errors import NotFound, StoreError, VolumeReplaced, without_traceback
 from ..volume.follow import FOLLOW_SECONDS
 from .cache import Entry
 
@@ -27,7 +32,9 @@ class Reading:
         """Fill `out` from `offset` on (short at the end of the device);
         returns the byte count.  Each block is copied once, straight from
         the cache into the caller's buffer.  Raises StoreError (NoRoomError
-        after --retry-time without room for a block to read)."""
+        after --retry-time without room for a block to read; VolumeReplaced
+        once a read-only mount's volume has gone from its place)."""
+        self._refuse_if_replaced()
         length = max(0, min(len(out), self.size - offset))
         if length == 0:
             return 0
@@ -47,6 +54,7 @@ class Reading:
         load_cost = self._budget.load_cost
         while True:
             with self._lock:
+                self._refuse_if_replaced()  # (also after waiting for a fetch)
                 entry = self._index.get(index)
                 if entry is None:
                     if self.volume.lookup(index) == ZERO_HASH:
@@ -89,9 +97,10 @@ class Reading:
             data = self._fetch(index, content_hash)
             error = None
         except Exception as e:  # reported to the reader waiting on it
-            log.error("reading block %d failed: %s", index, e,
-                      exc_info=not isinstance(e, StoreError))  # anything else is a bug: show where
-            self.stats.add("errors")
+            if not isinstance(e, VolumeReplaced):  # (follow logs that, once)
+                log.error("reading block %d failed: %s", index, e,
+                          exc_info=not isinstance(e, StoreError))  # anything else is a bug: show where
+                self.stats.add("errors")
             data, error = None, without_traceback(e)
         with self._lock:
             event = entry.loading
@@ -119,9 +128,15 @@ class Reading:
 
     def follow(self) -> None:
         """Read-only: take the writer's newest state and drop the cached
-        blocks it changed."""
+        blocks it changed.  Raises VolumeReplaced (and from the first time
+        on serves nothing more) once the volume has gone from its place."""
         with self._follow_lock:
-            changed = self._follower.refresh()
+            self._refuse_if_replaced()
+            try:
+                changed = self._follower.refresh()
+            except VolumeReplaced as e:
+                self._serve_nothing(str(e))
+                raise
         if changed:
             with self._lock:
                 for index in changed:
@@ -134,8 +149,28 @@ class Reading:
         while not self._stopped.wait(FOLLOW_SECONDS):
             try:
                 self.follow()
+            except VolumeReplaced:
+                return  # (logged once by follow) nothing more to follow
             except StoreError as e:
                 log.warning("following the writer failed, will retry: %s", e)
+
+    def _refuse_if_replaced(self) -> None:
+        reason = self.volume.replaced
+        if reason is not None:
+            raise VolumeReplaced(reason)
+
+    def _serve_nothing(self, reason: str) -> None:
+        """The volume shown has gone from its place (`reason`): FUSE threads
+        copy no more published blocks, the cache lets its blocks go (reads
+        raise VolumeReplaced from now on: see read_into), and the log says
+        so once."""
+        self._index.table.stop()
+        with self._lock:
+            for index in [i for i, e in self._index.entries.items() if e.loading is None and not e.dirty]:
+                self._index.remove(index)
+            self._changed.notify_all()
+        log.error("%s: this read-only mount shows none of it any more, and every read of its file fails "
+                  "with EIO; unmount it, and mount again to see what the place holds now", reason)
 
     def _maybe_read_ahead(self, first: int, last: int) -> None:
         # The kernel's own read-ahead sends several requests of one stream
