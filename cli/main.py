@@ -103,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20,
-                   help="memory for cached and dirty blocks (default 256M)")
-    p.add_argument("--threads", type=int, default=16, help="parallel uploads and downloads (default 16)")
+                   help="memory for every block the mount holds: cached, dirty, being uploaded or read "
+                        "(default 256M; at least 2 blocks)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="parallel uploads and downloads, as many as fit in the cache (default 16)")
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")

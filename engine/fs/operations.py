@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from ..device.device import BlockDevice
-from ..errors import StoreError
+from ..errors import StoreError, VolumeReplaced
 from ._fuse import Attr, FuseError, Statfs
 
 log = logging.getLogger(__name__)
@@ -175,5 +175,6 @@ class DiskOperations:
         except (StoreError, OSError) as e:
             if isinstance(e, FuseError):
                 raise
-            log.error("I/O error: %s", e)
+            if not isinstance(e, VolumeReplaced):  # logged once, when it was found: not at every read
+                log.error("I/O error: %s", e)
             raise FuseError(errno.EIO) from None

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..stats import Stats
-from .base import DeleteGuard, ObjectStore
+from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .names import is_plain_key, shown
 from .owner import place_tag, proc_is_ours, process_alive
 
@@ -81,6 +81,22 @@ class FileStore(ObjectStore):
         self.stats.add("bytes_got", len(data))
         return data
 
+    def get_into(self, key: str, sink: Sink) -> int:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                sink.reset()
+                size = _read_into(f, sink)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # as in get
+            raise NotFound(key) from None
+        except PermissionError as e:
+            raise Forbidden(f"reading {key}: {e.strerror}") from None
+        except OSError as e:
+            self.stats.add("request_failures")
+            raise StoreError(f"reading {key}: {e.strerror}") from e
+        self.stats.add("objects_got")
+        self.stats.add("bytes_got", size)
+        return size
+
     def head(self, key: str) -> int | None:
         self.stats.add("objects_headed")
         try:
@@ -106,11 +122,12 @@ class FileStore(ObjectStore):
             _unlink_quietly(probe)
         return now - written
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def put(self, key: str, data: Body, *, if_absent: bool = False) -> bool:
         path = self._path(key)
         parent = os.path.dirname(path)
         self._ensure_dir(parent)
-        tmp = self._write_temp(data)
+        pieces = body_pieces(data)
+        tmp = self._write_temp(pieces)
         try:
             if if_absent:
                 try:
@@ -128,7 +145,7 @@ class FileStore(ObjectStore):
             if tmp is not None:
                 _unlink_quietly(tmp)
         self.stats.add("objects_put")
-        self.stats.add("bytes_put", len(data))
+        self.stats.add("bytes_put", body_length(pieces))
         return True
 
     def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
@@ -215,16 +232,19 @@ class FileStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError):
                 yield key, 0  # gone meanwhile
 
-    def _write_temp(self, data: bytes) -> str:
+    def _write_temp(self, data: Body) -> str:
+        """A new file in the scratch dir holding `data` (bytes-like, or its
+        pieces one after the other), fsynced; its path."""
         self._ensure_dir(self._tmp)
         # named by its owner, so that one left by a killed writer is known (_abandoned)
         tmp = os.path.join(self._tmp, f"{place_tag()}-{os.getpid()}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for piece in body_pieces(data):
+                view = memoryview(piece).cast("B")
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
         except OSError as e:
             os.close(fd)
@@ -281,3 +301,15 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _read_into(f, sink: Sink) -> int:
+    """Read the unbuffered file `f` to its end straight into the sink's
+    buffers; the bytes read."""
+    got = 0
+    while True:
+        count = f.readinto(sink.buffer())
+        if not count:
+            return got
+        sink.filled(count)
+        got += count

@@ -96,15 +96,12 @@ def alias_key(kind: str, content_hash: bytes, number: int) -> str:
     return (layout.block_alias_key if kind == BLOCK else layout.page_alias_key)(content_hash, number)
 
 
-def read_alias(store: ObjectStore, plain: str) -> tuple[str, bytes]:
-    """(key, bytes) of an alias of the object named `plain`; raises
-    NotFound if there is none."""
+def find_alias(store: ObjectStore, plain: str) -> str:
+    """The key of an alias of the object named `plain`; raises NotFound
+    if there is none."""
     for key in store.list(plain + "-"):
         if layout.alias_of(key) is not None:
-            try:
-                return key, store.get(key)
-            except NotFound:
-                continue
+            return key
     raise NotFound(plain)
 
 

@@ -39,6 +39,7 @@ from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
+from .latedeletes import find_alias
 
 ROOT_HEADER_V1 = struct.Struct("<4sIQQII16s")
 ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
@@ -485,10 +486,7 @@ class MapStore:
         try:
             return self._read(key, check)
         except NotFound:
-            for alias_key in self.store.list(key + "-"):
-                if layout.alias_of(alias_key) is not None:
-                    return self._read(alias_key, check)
-            raise
+            return self._read(find_alias(self.store, key), check)  # a late delete took it (latedeletes.py)
 
     def _page_bytes(self, number: int) -> int:
         """Bytes of entries page `number` holds (the last one may be short)."""

@@ -30,7 +30,7 @@ Ordering rules that keep a crash harmless:
     covers are deleted only after the root is;
   * a block object is deleted only when the durable root does not name it,
     no journal after that root names it, and no upload of it is in flight
-    (see `_collect`); the scan for that runs without the volume lock, and
+    (see collection.py); the scan for that runs without the volume lock, and
     uploads of content being deleted wait for the delete;
   * what a delete may remove is listed in the root written before it
     (`doomed`), the lease is checked before each delete request, and
@@ -43,13 +43,13 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import CorruptData, NotFound, StoreError, UserError
+from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 from .collection import LOG_EPOCH_SHIFT, Collection
-from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, read_alias
+from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
@@ -93,6 +93,8 @@ class Volume(Collection):
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._quarantine = Quarantine(late_delete_seconds)
         self._aliases_written = 0
+        # Read-only: why the place no longer holds this volume (follow.py), or None.
+        self.replaced: str | None = None
         self._lease: Lease | None = None
         if writable:
             self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
@@ -140,18 +142,32 @@ class Volume(Collection):
 
     def read_block(self, content_hash: bytes) -> bytes:
         """The block with this content hash (never called for ZERO_HASH)."""
+        return bytes(self.load_block(content_hash))
+
+    def load_block(self, content_hash: bytes) -> bytearray | bytes:
+        """The block with this content hash (never called for ZERO_HASH),
+        without a copy: a new block_buffer the caller owns, decoded as it
+        is read (codec.BlockReader: no other block-sized buffer), or bytes
+        merged in memory (read-only).  Raises VolumeReplaced once a
+        read-only view found its volume replaced or deleted."""
+        if self.replaced is not None:
+            raise VolumeReplaced(self.replaced)
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
         key = layout.block_key(content_hash)
+        reader = self.codec.block_reader(self.block_size, content_hash)
         try:
-            obj = self.store.get(key)
-        except NotFound:
-            key, obj = read_alias(self.store, key)  # a late delete took it (latedeletes.py)
-        try:
-            return self.codec.decode_block(obj, content_hash, self.block_size)
+            try:
+                self.store.get_into(key, reader)
+            except NotFound:
+                key = find_alias(self.store, key)  # a late delete took it (latedeletes.py)
+                self.store.get_into(key, reader)
+            return reader.finish()
         except CorruptData as e:
             raise e.at(self.store.key_url(key)) from None
+        finally:
+            reader.close()
 
     def store_block(self, data, index: int | None = None) -> bytes:
         """Upload a block and return its hash; `index` is the block it will
@@ -162,7 +178,9 @@ class Volume(Collection):
         that a collection is deleting right now is uploaded after it.
         Identical content maps to the same key, so a plain PUT that replaces
         an existing object changes nothing; a conditional one (If-None-Match)
-        would cost the server a lookup per block.
+        would cost the server a lookup per block.  `data` must not change
+        until this returns: an uncompressed block is sent as it is, not
+        copied.
         """
         if self.fenced is not None:  # another mount has the volume: write nothing into it
             raise Fenced(self.fenced)
@@ -234,21 +252,30 @@ class Volume(Collection):
             self._live.pop(number, None)
 
     def _merge_logged(self, runs: list[Run]) -> None:
-        """Mount after a crash: store each block with its newer logged pages."""
-        blocks: dict[int, bytearray] = {}
+        """Mount after a crash: store each block with its newer logged pages.
+
+        One block at a time (runs in log order, grouped by block), so this
+        holds one block and its object, not every logged block at once."""
+        by_block: dict[int, list[Run]] = {}
         for run in runs:
-            if run.block not in blocks:
-                content_hash = self._map.get(run.block)
-                base = bytes(self.block_size) if content_hash == ZERO_HASH else self.read_block(content_hash)
-                blocks[run.block] = bytearray(base)
-            start = run.first_page * LOG_PAGE
-            blocks[run.block][start : start + len(run.data)] = run.data
-        mark = self._log
-        self.commit([(index, self.store_block(data, index), mark) for index, data in blocks.items()])
+            by_block.setdefault(run.block, []).append(run)
+        changes = [(index, self._merge_block(index, block_runs), self._log)
+                   for index, block_runs in by_block.items()]
+        self.commit(changes)
         self._live.clear()  # the next root holds every merged block
         log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
-                    self.unmerged_pages, len(blocks))
+                    self.unmerged_pages, len(by_block))
         self.unmerged_pages = 0
+
+    def _merge_block(self, index: int, runs: list[Run]) -> bytes:
+        """Store block `index` with `runs` (its logged pages, oldest first)
+        written over it; its new content hash.  Raises StoreError."""
+        content_hash = self._map.get(index)
+        data = bytearray(self.block_size) if content_hash == ZERO_HASH else self.load_block(content_hash)
+        for run in runs:
+            start = run.first_page * LOG_PAGE
+            data[start : start + len(run.data)] = run.data
+        return self.store_block(data, index)
 
     # -- durability -------------------------------------------------------------
 
@@ -431,6 +458,13 @@ class Volume(Collection):
         reading the map again."""
         opened, self._opened = self._opened, None
         return opened
+
+    def mark_replaced(self, reason: str) -> None:
+        """Read-only: the place no longer holds this volume (`reason` says
+        how); from now on no block of it is read (load_block raises)."""
+        if self.writable:
+            raise ValueError("only a read-only volume follows another writer")
+        self.replaced = reason
 
     def copy_map(self) -> BlockMap:
         """A copy of the live map, to build a newer view on."""
