@@ -72,3 +72,61 @@ def test_damaged_records_are_named_and_foreign_ones_read_past(places):  # noqa: 
     store.put(layout.snapshot_key(9), snaps.codec.pack(b"BDKS" + b"\0" * 20))
     with pytest.raises(CorruptData, match=layout.snapshot_key(9)):
         snaps.list()
+
+
+def test_gc_keeps_what_a_snapshot_names(places):  # noqa: F811
+    from crashpoints import CONTENT
+    from bucketdisk.volume.sweep import sweep
+    from bucketdisk.volume.volume import Volume
+
+    name = places.new()
+    store = places.open(name)
+    snaps = records(store)
+    x, y = CONTENT["A"], CONTENT["B"]
+    a = Volume(places.open(name), writable=True)
+    a.commit([(0, a.store_block(x, 0), 0)])
+    a.checkpoint()
+    root = a.durable_root()
+    snaps.write((root.epoch, root.seq), root.page_hashes, name="with-x")
+    a.commit([(0, a.store_block(y, 0), 0)])
+    a.sync()
+    a.abort()  # dies before a checkpoint: X is named by the snapshot alone
+
+    b = Volume(places.open(name), writable=True)
+    found = sweep(b, delete=True)
+    assert (found.blocks, found.pages) == (0, 0)
+    kept = snaps.find("with-x")
+    x_hash = b.maps.read_page(kept.page_hashes[0], 0)[:32]  # block 0 as the snapshot keeps it
+    assert b.read_block(x_hash) == x and b.read_block(b.lookup(0)) == y
+    b.close()
+
+
+def test_checkpoints_delete_only_what_this_mount_created_since_the_snapshots(places):  # noqa: F811
+    from crashpoints import CONTENT
+    from bucketdisk.volume.sweep import sweep
+    from bucketdisk.volume.volume import Volume
+
+    name = places.new()
+    store = places.open(name)
+    snaps = records(store)
+    x, y, z, w = (CONTENT[c] for c in "ABCD")
+    a = Volume(places.open(name), writable=True)
+    x_hash = a.store_block(x, 0)
+    a.commit([(0, x_hash, 0)])
+    a.checkpoint()
+    root = a.durable_root()
+    snaps.write((root.epoch, root.seq), root.page_hashes, name="with-x")
+    a.close()
+
+    b = Volume(places.open(name), writable=True)
+    b.commit([(0, b.store_block(y, 0), 0)])      # X: named by the snapshot only
+    z_hash = b.store_block(z, 1)
+    b.commit([(1, z_hash, 0)])
+    b.commit([(1, b.store_block(w, 1), 0)])      # Z: created by this mount since, named by nothing
+    b.checkpoint()
+    assert store.head(layout.block_key(x_hash)) is not None
+    assert store.head(layout.block_key(z_hash)) is None
+    assert b.maps.read_page(snaps.find("with-x").page_hashes[0], 0)[:32] == x_hash  # its page is kept
+    assert sweep(b, delete=True).blocks == 0
+    assert b.read_block(x_hash) == x
+    b.close()

@@ -18,7 +18,8 @@ LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 3
 class Collection:
     """Deleting, for Volume.  Needs its store, maps, stats, _lease, _lock,
     _sync_lock, _deleted, _quarantine, _aliases_written, _candidates,
-    _collecting, _deleting, _inflight, _map, epoch and checkpoint()."""
+    _collecting, _deleting, _inflight, _map, _kept_pages, _snapshotted,
+    _fresh, epoch and checkpoint()."""
 
     def _put_alias(self, kind: str, content_hash: bytes, obj) -> None:
         key = alias_key(kind, content_hash, self._alias_number())
@@ -62,7 +63,7 @@ class Collection:
         not use.  Anything older is left to gc."""
         covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
                    if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
-        used = set(new.page_hashes)
+        used = set(new.page_hashes) | self._kept_pages
         stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
         if old.seq or old.epoch:
             stale.append(layout.root_key(old.epoch, old.seq))
@@ -79,6 +80,9 @@ class Collection:
         unreferenced = candidates - referenced_in(entries, candidates)
         with self._lock:
             dead = unreferenced & self._collecting
+            if self._snapshotted:  # a snapshot may name any object older than this mount's uploads
+                dead &= self._fresh
+                self._fresh -= dead
             self._collecting = set()
             self._deleting = dead
         aliases = [key for h in dead if (key := self._quarantine.forget_alias(BLOCK, h)) is not None]

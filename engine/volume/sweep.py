@@ -4,8 +4,8 @@ Checkpoints delete what they supersede as they go.  A mount that dies
 leaves block objects it uploaded but never journalled; a checkpoint cut
 short leaves pages and roots; a superseded writer leaves journals and roots
 of its old epoch.  The sweep marks from durable state only, read back from
-the store: the newest root's pages (each distinct page once) and the
-journals replayed after it, plus, in this process, whatever the live map
+the store: the newest root's pages and every snapshot's (each distinct
+page once), the journals replayed after the root, plus, in this process, whatever the live map
 names or an upload in flight carries.  Everything of the volume's layout
 that is not marked is garbage; keys the layout does not name are never
 touched.  Aliases (latedeletes.py) of what is marked are settled: the
@@ -18,6 +18,7 @@ from ..codec.block import HASH_SIZE, ZERO_HASH
 from ..errors import NotFound
 from . import layout
 from .mapstore import Listing, MapStore, Root
+from .snapshots import SnapshotRecords
 from .volume import Volume
 
 
@@ -45,8 +46,9 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
     root = maps.newest_root(listing)
     newest = (root.epoch, root.seq)
     kept_journals = _needed_journals(maps, listing, root)
-    marked = _mark_blocks(maps, [root], kept_journals) | volume.hashes_in_use()
-    used_pages = set(root.page_hashes) - {ZERO_HASH}
+    kept = [root] + [Root(*s.root, s.page_hashes) for s in SnapshotRecords.of(volume.store, volume.record).list()]
+    marked = _mark_blocks(maps, kept, kept_journals) | volume.hashes_in_use()
+    used_pages = {h for r in kept for h in r.page_hashes} - {ZERO_HASH}
 
     blocks, block_aliases = _split(volume.store.list(layout.BLOCKS), layout.hash_of_block_key, marked)
     pages, page_aliases = _split(volume.store.list(layout.PAGES), layout.hash_of_page_key, used_pages)

@@ -53,6 +53,7 @@ from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alia
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
+from .snapshots import SnapshotRecords
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,13 @@ class Volume(Collection):
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._quarantine = Quarantine(late_delete_seconds)
         self._aliases_written = 0
+        # History: pages the snapshots keep (never collected here), and
+        # while any snapshot exists, the block objects this mount created
+        # since the newest one: the only ones a checkpoint may delete at
+        # once; gc marks from every snapshot for the rest.
+        self._kept_pages: set[bytes] = set()
+        self._snapshotted = False
+        self._fresh: set[bytes] = set()
         # Read-only: why the place no longer holds this volume (follow.py), or None.
         self.replaced: str | None = None
         self._lease: Lease | None = None
@@ -127,6 +135,9 @@ class Volume(Collection):
             # older bucketdisk would ignore the lease: make it refuse the volume
             self.record = dataclasses.replace(self.record, format_version=FORMAT_VERSION)
             self.store.put(layout.RECORD, self.record.to_bytes())
+        snapshots = SnapshotRecords.of(self.store, self.record).list()
+        self._snapshotted = bool(snapshots)
+        self._kept_pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
         # The last writer may still have deletes of these in flight.
         self._quarantine.add(BLOCK, loaded.root.doomed_blocks)
         self._quarantine.add(PAGE, loaded.root.doomed_pages)
@@ -198,7 +209,12 @@ class Volume(Collection):
             self.stats.add("blocks_deduplicated")
             return content_hash
         try:
-            self.store.put(layout.block_key(content_hash), obj)
+            if self._snapshotted:  # whether it is new decides whether a checkpoint may delete it
+                if self.store.put(layout.block_key(content_hash), obj, if_absent=True):
+                    with self._lock:
+                        self._fresh.add(content_hash)
+            else:
+                self.store.put(layout.block_key(content_hash), obj)
             if aliased:
                 self._put_alias(BLOCK, content_hash, obj)
         except BaseException:
