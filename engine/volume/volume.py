@@ -49,6 +49,7 @@ from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 from .collection import LOG_EPOCH_SHIFT, Collection
+from .fsynclog import FsyncLog
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_JOURNALS = 64
 
 
-class Volume(Collection):
+class Volume(Collection, FsyncLog):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS):
         """Open the volume in `store`: writable takes the lease (UserError
@@ -249,50 +250,6 @@ class Volume(Collection):
         else:
             self._inflight.pop(content_hash, None)
 
-    # -- the fsync log ------------------------------------------------------------
-
-    def log_number(self) -> int:
-        """The watermark for content read for upload now."""
-        return self._log
-
-    def next_log(self, blocks: Iterable[int]) -> int:
-        """A log number for pages of `blocks` about to be logged."""
-        with self._lock:
-            self._log += 1
-            self._live[self._log] = set(blocks)
-            return self._log
-
-    def drop_log(self, number: int) -> None:
-        """Forget a log number whose journal was never written."""
-        with self._lock:
-            self._live.pop(number, None)
-
-    def _merge_logged(self, runs: list[Run]) -> None:
-        """Mount after a crash: store each block with its newer logged pages.
-
-        One block at a time (runs in log order, grouped by block), so this
-        holds one block and its object, not every logged block at once."""
-        by_block: dict[int, list[Run]] = {}
-        for run in runs:
-            by_block.setdefault(run.block, []).append(run)
-        changes = [(index, self._merge_block(index, block_runs), self._log)
-                   for index, block_runs in by_block.items()]
-        self.commit(changes)
-        self._live.clear()  # the next root holds every merged block
-        log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
-                    self.unmerged_pages, len(by_block))
-        self.unmerged_pages = 0
-
-    def _merge_block(self, index: int, runs: list[Run]) -> bytes:
-        """Store block `index` with `runs` (its logged pages, oldest first)
-        written over it; its new content hash.  Raises StoreError."""
-        content_hash = self._map.get(index)
-        data = bytearray(self.block_size) if content_hash == ZERO_HASH else self.load_block(content_hash)
-        for run in runs:
-            start = run.first_page * LOG_PAGE
-            data[start : start + len(run.data)] = run.data
-        return self.store_block(data, index)
-
     # -- durability -------------------------------------------------------------
 
     @property
@@ -411,32 +368,10 @@ class Volume(Collection):
         if reason is not None:
             raise Fenced(reason)
 
-    def _prune_marks(self) -> None:
-        """Keep only the watermarks of blocks in live logs (lock held).  A
-        block's older mark is below any log number yet to come, so it
-        answers exactly as no mark does."""
-        if not self._live:
-            self._marks.clear()
-            return
-        logged = set().union(*self._live.values())
-        self._marks = {b: mark for b, mark in self._marks.items() if b in logged}
-
     def _restore_pending(self, changes: dict[int, tuple[bytes, int]]) -> None:
         with self._lock:
             for index, change in changes.items():
                 self._pending.setdefault(index, change)
-
-    def _split_live_logs(self) -> tuple[dict[int, set[int]], list[int]]:
-        """Log numbers whose pages are not all in the map yet, and the rest
-        (lock held).  A block's pages are in the map once content read for
-        upload after they were logged is committed (watermark >= number)."""
-        live, dead = {}, []
-        for number, blocks in self._live.items():
-            if any(self._marks.get(b, -1) < number for b in blocks):
-                live[number] = blocks
-            else:
-                dead.append(number)
-        return live, dead
 
     def close(self) -> None:
         """Make everything durable, checkpoint, and give the lease back.
