@@ -7,7 +7,7 @@ import sys
 from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
-from . import commands
+from . import commands, history
 from .units import join_negative_sizes, parse_size
 
 EXAMPLES = {
@@ -19,6 +19,11 @@ EXAMPLES = {
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run",
+    "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
+                "  bucketdisk snapshot list file:///srv/disk1",
+    "snapshot create": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade",
+    "snapshot list": "bucketdisk snapshot list file:///srv/disk1 --json",
+    "snapshot delete": "bucketdisk snapshot delete file:///srv/disk1 before-upgrade",
 }
 
 
@@ -31,9 +36,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
-def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help_text, description=help_text, parents=list(parents),
-                          epilog=f"example:\n  {EXAMPLES[name]}",
+def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
+             ) -> argparse.ArgumentParser:
+    """A subcommand `name` (EXAMPLES names its example), added to its parent as `name_in_parent`."""
+    return sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
+                          parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -137,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.stats)
+
+    history.add_commands(sub, store, _command)
     return parser
 
 

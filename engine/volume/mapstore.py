@@ -373,7 +373,7 @@ class MapStore:
         def count_page(item) -> int:
             number, page_hash = item
             first = number * self.page_entries
-            entries = bytes(self._page_bytes(number))
+            entries = bytes(self.page_bytes(number))
             if page_hash != ZERO_HASH:
                 entries = self.read_page(page_hash, number)
             mapped = (len(entries) - count_zero_entries(entries, HASH_SIZE) * HASH_SIZE) // HASH_SIZE
@@ -478,9 +478,9 @@ class MapStore:
         def check(data: bytes) -> bytes:
             if content_hash(data) != page_hash:
                 raise CorruptData("map page does not match its hash")
-            if number is not None and len(data) != self._page_bytes(number):
+            if number is not None and len(data) != self.page_bytes(number):
                 raise CorruptData(f"map page has {len(data)} bytes for page {number}, "
-                                  f"expected {self._page_bytes(number)}")
+                                  f"expected {self.page_bytes(number)}")
             return data
         key = layout.page_key(page_hash)
         try:
@@ -488,7 +488,7 @@ class MapStore:
         except NotFound:
             return self._read(find_alias(self.store, key), check)  # a late delete took it (latedeletes.py)
 
-    def _page_bytes(self, number: int) -> int:
+    def page_bytes(self, number: int) -> int:
         """Bytes of entries page `number` holds (the last one may be short)."""
         return min(self.page_entries, self.block_count - number * self.page_entries) * HASH_SIZE
 

@@ -16,7 +16,7 @@ keeps (all zeros: an all-zero page).  The metadata:
   completed       record was written
   root            [epoch, seq] of the root whose map it keeps
   changed_blocks  blocks whose entry differs from the previous snapshot's
-  new_bytes       stored bytes of the objects no earlier snapshot names
+  new_bytes       stored bytes of the distinct objects at those blocks
 
 The record is written in one create-only PUT after the map it keeps is
 durable, so a snapshot cut short leaves nothing any listing shows.

@@ -308,54 +308,70 @@ class Volume(Collection, FsyncLog):
         nothing changed.  `doomed`: (block hashes, page hashes) the caller
         will delete after it, recorded in the root."""
         with self._sync_lock:
-            self._check_lease_held()
+            self._checkpoint(start, doomed)
+
+    def snapshot_root(self) -> Root:
+        """A root of every change committed so far, from which on a snapshot
+        keeps it: its pages are never dropped, and no object that exists
+        now is deleted by a checkpoint (only gc, marking from snapshots)."""
+        with self._sync_lock:
             with self._lock:
-                pages = self._map.take_dirty_pages()
-                if not (start or pages or self._pending or self._journals):
-                    return
-                contents = {p: self._map.page(p) for p in pages}
-                changes, self._pending = self._pending, {}
-                self._seq += 1
-                seq = self._seq
-                live, dead = self._split_live_logs()
-                marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
-                log_high = self._log
-                uploading = self._candidates & set(self._inflight)
-                candidates = self._candidates - uploading
-                self._candidates = uploading  # looked at again by the next checkpoint
-                self._collecting = set(candidates)
-                entries = self._map.entries() if candidates else b""  # the map this root holds
-            try:
-                aliased: list[tuple[bytes, str]] = []
-                page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
-                root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
-                for number, page_hash in page_hashes.items():
-                    root.page_hashes[number] = page_hash
-                stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
-                root.doomed_blocks = sorted(candidates | set(self._quarantine.active(BLOCK)) | set(doomed[0]))
-                root.doomed_pages = sorted(stale_pages | set(self._quarantine.active(PAGE)) | set(doomed[1]))
-                self._write_map(self.maps.write_root, root)
-                for page_hash, key in aliased:
-                    self._quarantine.wrote_alias(PAGE, page_hash, key)
-            except BaseException:
-                with self._lock:
-                    self._map.mark_pages_dirty(pages)
-                    self._candidates |= candidates
-                    self._collecting = set()
-                self._restore_pending(changes)
-                raise
-            old_root, self._root = self._root, root
-            self._journals = 0
-            self.stats.add("checkpoints")
+                self._snapshotted = True
+                self._fresh.clear()
+            self._checkpoint(True, ((), ()))
             with self._lock:
-                keep = {self._log_journals[n] for n in live if n in self._log_journals}
-                for n in dead:
-                    self._live.pop(n, None)
-                    self._log_journals.pop(n, None)
-                self._prune_marks()
-            self._drop_superseded(old_root, root, keep)
-            self._collect(candidates, entries)
-            self._settle_aliases()
+                self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
+            return self._root
+
+    def _checkpoint(self, start: bool, doomed: tuple[Iterable[bytes], Iterable[bytes]]) -> None:
+        self._check_lease_held()
+        with self._lock:
+            pages = self._map.take_dirty_pages()
+            if not (start or pages or self._pending or self._journals):
+                return
+            contents = {p: self._map.page(p) for p in pages}
+            changes, self._pending = self._pending, {}
+            self._seq += 1
+            seq = self._seq
+            live, dead = self._split_live_logs()
+            marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
+            log_high = self._log
+            uploading = self._candidates & set(self._inflight)
+            candidates = self._candidates - uploading
+            self._candidates = uploading  # looked at again by the next checkpoint
+            self._collecting = set(candidates)
+            entries = self._map.entries() if candidates else b""  # the map this root holds
+        try:
+            aliased: list[tuple[bytes, str]] = []
+            page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
+            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
+            for number, page_hash in page_hashes.items():
+                root.page_hashes[number] = page_hash
+            stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
+            root.doomed_blocks = sorted(candidates | set(self._quarantine.active(BLOCK)) | set(doomed[0]))
+            root.doomed_pages = sorted(stale_pages | set(self._quarantine.active(PAGE)) | set(doomed[1]))
+            self._write_map(self.maps.write_root, root)
+            for page_hash, key in aliased:
+                self._quarantine.wrote_alias(PAGE, page_hash, key)
+        except BaseException:
+            with self._lock:
+                self._map.mark_pages_dirty(pages)
+                self._candidates |= candidates
+                self._collecting = set()
+            self._restore_pending(changes)
+            raise
+        old_root, self._root = self._root, root
+        self._journals = 0
+        self.stats.add("checkpoints")
+        with self._lock:
+            keep = {self._log_journals[n] for n in live if n in self._log_journals}
+            for n in dead:
+                self._live.pop(n, None)
+                self._log_journals.pop(n, None)
+            self._prune_marks()
+        self._drop_superseded(old_root, root, keep)
+        self._collect(candidates, entries)
+        self._settle_aliases()
 
     def _write_map(self, write, obj) -> None:
         try:

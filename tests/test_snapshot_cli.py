@@ -1,0 +1,94 @@
+"""`bucketdisk snapshot create|list|delete` on a volume URL (issue 14),
+through real mounts, on both stores: a snapshot keeps the disk as it was
+while the live disk changes, counts only what changed, survives gc, and
+deleting it frees what only it kept."""
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import MiB, assert_cli_error, pwrite_fsync
+from bucketdisk.store import open_store
+from bucketdisk.volume.snapshots import SnapshotRecords
+from bucketdisk.volume.volume import Volume
+
+
+def snapshot_disk(vol, name: str) -> bytes:
+    """The disk as snapshot `name` keeps it, read through the engine."""
+    store = open_store(vol.url, s3=None) if vol.kind == "file" else None
+    if store is None:
+        from bucketdisk.store.credentials import Credentials
+        from bucketdisk.store.s3 import S3Options, S3Store
+        server = vol.place.server
+        store = S3Store(vol.place.bucket, vol.place.prefix,
+                        S3Options(endpoint=server.endpoint, addressing="path", region=server.region),
+                        credentials=Credentials(server.access_key, server.secret_key))
+    volume = Volume(store, writable=False)
+    try:
+        kept = SnapshotRecords.of(store, volume.record).find(name)
+        disk = bytearray()
+        for number, page_hash in enumerate(kept.page_hashes):
+            page = volume.maps.read_page(page_hash, number) if any(page_hash) else \
+                bytes(volume.maps.page_bytes(number))
+            for at in range(0, len(page), 32):
+                h = page[at:at + 32]
+                disk += volume.read_block(h) if any(h) else bytes(volume.block_size)
+        return bytes(disk)
+    finally:
+        volume.close()
+
+
+def snap(bd, vol, *args) -> str:
+    return bd.ok("snapshot", *args[:1], vol.url, *args[1:], *vol.store_args).stdout
+
+
+def test_a_snapshot_keeps_the_disk_as_it_was(bd):
+    vol = bd.create(size="8M", block_size="64K")
+    model = bytearray(vol.size)
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, 0, os.urandom(2 * MiB))
+    bd.unmount(m)
+    assert "snapshot 1 'first'" in snap(bd, vol, "create", "--name", "first")
+    first = bytes(model)
+
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, MiB, os.urandom(256 << 10))  # 4 blocks of 64K change
+    bd.unmount(m)
+    snap(bd, vol, "create", "--name", "second")
+    listed = json.loads(snap(bd, vol, "list", "--json"))
+    assert [(s["number"], s["name"], s["type"]) for s in listed] == [(1, "first", "manual"), (2, "second", "manual")]
+    assert listed[0]["changed_blocks"] == 32 and listed[1]["changed_blocks"] == 4
+    assert 0 < listed[1]["new_bytes"] <= 4 * 64 * 1024 + 4096
+
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, 0, os.urandom(4 * MiB))  # the live disk moves on
+    bd.unmount(m)
+    bd.ok("gc", vol.url, *vol.store_args)
+    assert snapshot_disk(vol, "first") == first
+    before = vol.object_bytes()
+    assert "deleted snapshot 1 'first'" in snap(bd, vol, "delete", "first")
+    assert vol.object_bytes() < before  # what only it kept is gone
+    assert [s["name"] for s in json.loads(snap(bd, vol, "list", "--json"))] == ["second"]
+    m = bd.mount(vol, read_only=True)
+    with open(m.file, "rb") as f:
+        assert f.read() == bytes(model)
+    bd.unmount(m)
+
+
+def test_bad_snapshot_commands_say_so_in_one_line_and_change_nothing(bd):
+    vol = bd.create(size="4M", block_size="64K")
+    snap(bd, vol, "create", "--name", "a")
+    before = vol.snapshot()
+    for args in (["create", "--name", "a"], ["create", "--name", "Latest"], ["create", "--name", "a/b"],
+                 ["delete", "nope"]):
+        line = assert_cli_error(bd.run("snapshot", args[0], vol.url, *args[1:], *vol.store_args))
+        assert "snapshot" in line or "reserved" in line, line
+    m = bd.mount(vol)
+    line = assert_cli_error(bd.run("snapshot", "create", vol.url, *vol.store_args))
+    assert "mounted writable" in line, line
+    line = assert_cli_error(bd.run("snapshot", "create", str(m.path)))
+    assert "live mount" in line, line
+    bd.unmount(m)
+    after = vol.snapshot()
+    assert {k: v for k, v in after.items() if k.startswith("snapshots/")} == \
+        {k: v for k, v in before.items() if k.startswith("snapshots/")}
