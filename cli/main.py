@@ -21,7 +21,8 @@ EXAMPLES = {
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run",
     "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
                 "  bucketdisk snapshot list file:///srv/disk1",
-    "snapshot create": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade",
+    "snapshot create": "bucketdisk snapshot create /mnt/disk1 --freeze /mnt/data\n"
+                       "  bucketdisk snapshot create file:///srv/disk1 --name before-upgrade",
     "snapshot list": "bucketdisk snapshot list file:///srv/disk1 --json",
     "snapshot delete": "bucketdisk snapshot delete file:///srv/disk1 before-upgrade",
 }

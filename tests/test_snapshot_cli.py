@@ -86,9 +86,38 @@ def test_bad_snapshot_commands_say_so_in_one_line_and_change_nothing(bd):
     m = bd.mount(vol)
     line = assert_cli_error(bd.run("snapshot", "create", vol.url, *vol.store_args))
     assert "mounted writable" in line, line
-    line = assert_cli_error(bd.run("snapshot", "create", str(m.path)))
-    assert "live mount" in line, line
+    line = assert_cli_error(bd.run("snapshot", "create", str(m.path), "--name", "a/b"))
+    assert "bad snapshot name" in line, line
+    line = assert_cli_error(bd.run("snapshot", "list", str(m.path / "stats")))
+    assert "neither a volume URL nor a bucketdisk mount" in line, line
     bd.unmount(m)
     after = vol.snapshot()
     assert {k: v for k, v in after.items() if k.startswith("snapshots/")} == \
         {k: v for k, v in before.items() if k.startswith("snapshots/")}
+
+
+def test_a_live_mount_takes_a_clean_snapshot_of_its_frozen_filesystem(bd, tmp_path):
+    from conftest import run
+    vol = bd.create(size="64M", block_size="64K")
+    m = bd.mount(vol)
+    run("mkfs.ext4", "-q", "-F", m.file, timeout=180, check=True)
+    ext = bd.loop_mount(m.file, tmp_path / "ext")
+    (ext / "a").write_text("before")
+    out = bd.ok("snapshot", "create", str(m.path), "--freeze", str(ext), "--name", "one").stdout
+    assert "snapshot 1 'one'" in out
+    (ext / "a").write_text("after")  # thawed: the filesystem takes writes again
+    line = assert_cli_error(bd.run("snapshot", "create", str(m.path), "--freeze", str(ext), "--name", "one"))
+    assert "exists already" in line
+    (ext / "b").write_text("still thawed after a refusal")
+    os.sync()
+    listed = json.loads(bd.ok("snapshot", "list", str(m.path), "--json").stdout)
+    assert [s["name"] for s in listed] == ["one"]
+    bd.loop_umount(ext, m.file)
+    bd.unmount(m)
+
+    image = tmp_path / "one.img"
+    image.write_bytes(snapshot_disk(vol, "one"))
+    assert run("e2fsck", "-fn", image, timeout=180).returncode == 0, "the snapshot's filesystem is not clean"
+    old = bd.loop_mount(image, tmp_path / "old", read_only=True)
+    assert (old / "a").read_text() == "before" and not (old / "b").exists()
+    bd.loop_umount(old, image)

@@ -20,6 +20,7 @@ them again).
 import logging
 import time
 import weakref
+from contextlib import contextmanager
 
 from ..codec.block import ZERO_HASH
 from ..errors import StoreError, without_traceback
@@ -294,6 +295,18 @@ class Flushing:
         if entry.error is not None and entry.failed_attempt > attempts:
             raise FlushError(f"block {index} could not be stored: {entry.error}")
         return False
+
+    @contextmanager
+    def quiesced(self):
+        """Within it, every write acknowledged before it began is stored
+        whole and journalled, and no fsync logs pages (fsyncs wait; plain
+        writes go on into the cache): a checkpoint taken inside holds them
+        all and needs no fsync log.  Raises StoreError, Fenced."""
+        if self.read_only:
+            raise ValueError("a read-only mount stores nothing")
+        with self._log_lock:
+            self._upload_everything()
+            yield
 
     def _upload_everything(self) -> None:
         """Store every dirty block whole and journal it (for unmount)."""

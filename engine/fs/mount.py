@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
 from ..store import S3Options, open_store
+from ..errors import UserError
+from ..volume import history
 from ..volume.record import check_record_fits, read_record
+from ..volume.snapshots import SnapshotRecords, check_name
 from ..volume.volume import Volume
 from ._fuse import Session
+from .control import ControlServer
 from .mountpoints import FSTYPE, device_at
 from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
 
@@ -40,11 +44,36 @@ class MountOptions:
     s3: S3Options = S3Options()
 
 
-def render_stats(device: BlockDevice, url: str, started: float) -> str:
+def render_stats(device: BlockDevice, url: str, started: float, control: str) -> str:
     values = {"pid": os.getpid(), "uptime_seconds": int(time.time() - started),
               "read_only": int(device.read_only), **device.counters()}
-    lines = [f"volume: {url}"] + [f"{name}: {value}" for name, value in sorted(values.items())]
+    lines = [f"volume: {url}", f"control_socket: {control}"]
+    lines += [f"{name}: {value}" for name, value in sorted(values.items())]
     return "\n".join(lines) + "\n"
+
+
+def history_requests(device: BlockDevice, volume: Volume) -> Callable[[dict], dict]:
+    """The control channel's answers (control.py): snapshots of this mount."""
+    def handle(request: dict) -> dict:
+        op = request.get("op")
+        records = SnapshotRecords.of(volume.store, volume.record)
+        if op == "list":
+            return {"snapshots": [s.summary() for s in records.list()]}
+        if device.read_only:
+            raise UserError("a read-only mount takes and deletes no snapshots; ask the writable one")
+        if op == "snapshot":
+            name = request.get("name")
+            if name is not None:
+                check_name(str(name))  # before the flush
+            with device.quiesced():
+                snapshot = history.take(volume, name=name, type=str(request.get("type", "manual")))
+            log.info("snapshot %d '%s': %d blocks changed", snapshot.number, snapshot.name,
+                     snapshot.changed_blocks)
+            return {"snapshot": snapshot.summary()}
+        if op == "delete":
+            return {"snapshot": history.delete(volume, str(request.get("name"))).summary()}
+        raise UserError(f"unknown control request {op!r}")
+    return handle
 
 
 def tune_heap() -> None:
@@ -128,7 +157,9 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         if on_ready is not None:
             on_ready()
 
-    operations = DiskOperations(device, lambda: render_stats(device, url, started), ready)
+    control = ControlServer(history_requests(device, volume))
+    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path), ready,
+                                control.close)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
     session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
@@ -138,8 +169,11 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         session.run()
     except OSError:
         # libfuse refused the mount before init (it printed why on stderr).
+        control.close()
         device.close()
         raise
+    finally:
+        control.close()
     if operations.close_error is not None:
         raise operations.close_error
     log.info("unmounted %s cleanly", mountpoint)

@@ -56,6 +56,11 @@ class Snapshot:
     changed_blocks: int = 0
     new_bytes: int = 0
 
+    def summary(self) -> dict:
+        """What `snapshot list` shows of it."""
+        return {"number": self.number, "name": self.name, "type": self.type, "started": self.started,
+                "completed": self.completed, "changed_blocks": self.changed_blocks, "new_bytes": self.new_bytes}
+
     def metadata(self, volume_uuid: str) -> dict:
         return {"uuid": volume_uuid, "number": self.number, "name": self.name, "type": self.type,
                 "started": self.started, "completed": self.completed, "root": list(self.root),
