@@ -130,6 +130,27 @@ def delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def diff(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+
+    control = _mounted(args)
+    if control is not None:
+        found = _ask(control, {"op": "diff", "a": args.a, "b": args.b})["diff"]
+    else:
+        volume = _open(args, writable=False)
+        try:
+            found = history.diff(volume, args.a, args.b).summary()
+        finally:
+            volume.close()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for offset, length in found["ranges"]:
+        print(f"{offset} {length}")
+    print(f"{found['count']} ranges changed, {format_size(found['bytes'])}")
+    return 0
+
+
 def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     """The `snapshot` command and its subcommands, made with main's `command` helper."""
     p = command(sub, "snapshot", "take, list and delete snapshots of a volume")
@@ -148,3 +169,10 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     c.add_argument("url", metavar="URL|MOUNTPOINT")
     c.add_argument("name", metavar="NAME", help="its name or number")
     c.set_defaults(run=delete)
+    c = command(verbs, "snapshot diff", "the byte ranges of the disk that differ between two snapshots",
+                [store], name_in_parent="diff")
+    c.add_argument("url", metavar="URL|MOUNTPOINT")
+    c.add_argument("a", metavar="A", help="a snapshot's name or number")
+    c.add_argument("b", metavar="B", help="another, or 'live' for the disk as it is now")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(run=diff)

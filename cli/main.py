@@ -25,6 +25,7 @@ EXAMPLES = {
                        "  bucketdisk snapshot create file:///srv/disk1 --name before-upgrade",
     "snapshot list": "bucketdisk snapshot list file:///srv/disk1 --json",
     "snapshot delete": "bucketdisk snapshot delete file:///srv/disk1 before-upgrade",
+    "snapshot diff": "bucketdisk snapshot diff /mnt/disk1 before-upgrade live --json",
 }
 
 

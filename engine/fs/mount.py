@@ -59,6 +59,12 @@ def history_requests(device: BlockDevice, volume: Volume) -> Callable[[dict], di
         records = SnapshotRecords.of(volume.store, volume.record)
         if op == "list":
             return {"snapshots": [s.summary() for s in records.list()]}
+        if op == "diff":
+            a, b = str(request.get("a")), str(request.get("b"))
+            if "live" in (a, b) and not device.read_only:
+                with device.quiesced():  # every acknowledged write in the map compared
+                    return {"diff": history.diff(volume, a, b).summary()}
+            return {"diff": history.diff(volume, a, b).summary()}
         if device.read_only:
             raise UserError("a read-only mount takes and deletes no snapshots; ask the writable one")
         if op == "snapshot":

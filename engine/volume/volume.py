@@ -433,6 +433,15 @@ class Volume(Collection, FsyncLog):
             raise ValueError("only a read-only volume follows another writer")
         self.replaced = reason
 
+    def live_pages(self) -> tuple[BlockMap, list[bytes | None]]:
+        """A copy of the live map, and its pages' hashes as of the durable
+        root (None for a page changed since)."""
+        with self._lock:
+            hashes = list(self._root.page_hashes)
+            for number in self._map.dirty_pages():
+                hashes[number] = None
+            return self._map.copy(), hashes
+
     def copy_map(self) -> BlockMap:
         """A copy of the live map, to build a newer view on."""
         with self._lock:
