@@ -57,12 +57,13 @@ def create(args: argparse.Namespace) -> int:
             raise UserError("--freeze needs the volume mounted: give its mountpoint instead of its URL")
         volume = _open(args, writable=True)
         try:
-            made = history.take(volume, name=args.name).summary()
+            made = history.take(volume, name=args.name, started=args.time).summary()
         finally:
             volume.close()
     else:
         with _frozen(args.freeze):
-            made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual"})["snapshot"]
+            made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual",
+                                  "started": args.time})["snapshot"]
     print(f"snapshot {made['number']} '{made['name']}': {made['changed_blocks']} blocks changed, "
           f"{format_size(made['new_bytes'])} new")
     return 0
@@ -151,6 +152,59 @@ def diff(args: argparse.Namespace) -> int:
     return 0
 
 
+KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def prune(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+    from bucketdisk.volume.retention import policy_of
+
+    options = {name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}
+    options["within"] = args.keep_within
+    try:
+        policy = policy_of(options)  # refused before the lease is taken
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    control = _mounted(args)
+    if control is not None:
+        rows = _ask(control, {"op": "prune", "policy": options, "named_too": args.named_too,
+                              "dry_run": args.dry_run})["decisions"]
+    else:
+        volume = _open(args, writable=not args.dry_run)
+        try:
+            decided = history.prune(volume, policy, named_too=args.named_too, dry_run=args.dry_run)
+            rows = [history.decision_summary(s, d) for s, d in decided]
+        finally:
+            volume.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for row in rows:
+        fate = "keep" if row["keep"] else verb
+        print(f"{fate:<12}  {row['number']:>5}  {row['name']:<24} {row['started']}  {', '.join(row['reasons'])}")
+    return 0
+
+
+def _utc_time(text: str) -> float:
+    """argparse type: an ISO 8601 UTC time, YYYY-MM-DDTHH:MM:SSZ."""
+    from datetime import datetime, timezone
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UTC time like 2026-11-30T09:00:00Z") from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (a whole number, -1 for all)")
+    return value
+
+
 def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     """The `snapshot` command and its subcommands, made with main's `command` helper."""
     p = command(sub, "snapshot", "take, list and delete snapshots of a volume")
@@ -160,6 +214,8 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     c.add_argument("--name", help="default: the UTC start time, YYYY-MM-DD-HHMMSS")
     c.add_argument("--freeze", metavar="PATH", help="fsfreeze the filesystem mounted at PATH (the one "
                    "loop-mounted from the disk) while the snapshot is taken, so it holds it clean")
+    c.add_argument("--time", type=_utc_time, metavar="UTC", help="date it (its start time, and default "
+                   "name) otherwise than now, e.g. 2026-11-30T09:00:00Z: for imports and thinning tests")
     c.set_defaults(run=create)
     c = command(verbs, "snapshot list", "list the volume's snapshots, oldest first", [store], name_in_parent="list")
     c.add_argument("url", metavar="URL|MOUNTPOINT")
@@ -176,3 +232,16 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     c.add_argument("b", metavar="B", help="another, or 'live' for the disk as it is now")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(run=diff)
+
+    p = command(sub, "prune", "delete the snapshots no keep rule keeps (default: Time Machine's rule)",
+                [store])
+    p.add_argument("url", metavar="URL|MOUNTPOINT")
+    for name in KEEP_OPTIONS:
+        p.add_argument(f"--keep-{name}", type=_count, metavar="N",
+                       help=f"keep the {'N newest' if name == 'last' else f'newest of each of the N newest {name} periods'}")
+    p.add_argument("--keep-within", metavar="SPAN", help="keep every snapshot within SPAN (24h, 7d, 6m, 1y) "
+                   "before the newest")
+    p.add_argument("--named-too", action="store_true", help="apply the rules to snapshots you named too")
+    p.add_argument("--dry-run", action="store_true", help="only say what would go, and why the rest stays")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=prune)

@@ -12,6 +12,8 @@ from ..device.device import BlockDevice
 from ..store import S3Options, open_store
 from ..errors import UserError
 from ..volume import history
+from ..volume.history import decision_summary
+from ..volume.retention import policy_of
 from ..volume.record import check_record_fits, read_record
 from ..volume.snapshots import SnapshotRecords, check_name
 from ..volume.volume import Volume
@@ -71,13 +73,23 @@ def history_requests(device: BlockDevice, volume: Volume) -> Callable[[dict], di
             name = request.get("name")
             if name is not None:
                 check_name(str(name))  # before the flush
+            started = request.get("started")
             with device.quiesced():
-                snapshot = history.take(volume, name=name, type=str(request.get("type", "manual")))
+                snapshot = history.take(volume, name=name, type=str(request.get("type", "manual")),
+                                        started=float(started) if started is not None else None)
             log.info("snapshot %d '%s': %d blocks changed", snapshot.number, snapshot.name,
                      snapshot.changed_blocks)
             return {"snapshot": snapshot.summary()}
         if op == "delete":
             return {"snapshot": history.delete(volume, str(request.get("name"))).summary()}
+        if op == "prune":
+            try:
+                policy = policy_of(request.get("policy") or {})
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            decided = history.prune(volume, policy, named_too=bool(request.get("named_too")),
+                                    dry_run=bool(request.get("dry_run")))
+            return {"decisions": [decision_summary(s, d) for s, d in decided]}
         raise UserError(f"unknown control request {op!r}")
     return handle
 

@@ -13,22 +13,28 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from ..codec._hot import differing_entries
 from ..codec.block import HASH_SIZE, ZERO_HASH
 from ..errors import UserError
 from . import layout
 from .mapstore import FETCH_PARALLELISM, MapStore
+from .retention import Decision, Policy, decide
+from .retention import Snapshot as RetainedSnapshot
 from .snapshots import Snapshot, SnapshotRecords
 from .sweep import sweep
 from .volume import Volume
 
 
-def take(volume: Volume, *, name: str | None = None, type: str = "manual") -> Snapshot:
-    """Snapshot the volume's map as of now.  Raises UserError for a bad or
-    taken name, or while fsync-logged pages wait for their blocks' upload
-    (a live mount's device must flush first), StoreError if the store fails."""
-    started = time.time()
+def take(volume: Volume, *, name: str | None = None, type: str = "manual",
+         started: float | None = None) -> Snapshot:
+    """Snapshot the volume's map as of now; `started` (seconds since the
+    epoch) dates it otherwise than now (tests of thinning, imports).
+    Raises UserError for a bad or taken name, or while fsync-logged pages
+    wait for their blocks' upload (a live mount's device must flush
+    first), StoreError if the store fails."""
+    started = time.time() if started is None else started
     records = SnapshotRecords.of(volume.store, volume.record)
     previous = records.list()
     root = volume.snapshot_root()
@@ -107,6 +113,32 @@ def _ranges(blocks: list[int], block_size: int) -> list[tuple[int, int]]:
         else:
             ranges.append([index, 1])
     return [(first * block_size, count * block_size) for first, count in ranges]
+
+
+def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
+          dry_run: bool = False) -> list[tuple[Snapshot, Decision]]:
+    """Delete the snapshots `policy` does not keep (retention.py), then
+    sweep what only they kept; a dry run deletes nothing.  Returns each
+    snapshot with its decision, newest first."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    by_number = {str(s.number): s for s in records.list()}
+    decisions = decide([RetainedSnapshot(n, _parse_utc(s.started), s.named) for n, s in by_number.items()],
+                       policy, named_too=named_too)
+    gone = [by_number[d.snapshot.name] for d in decisions if not d.keep]
+    if gone and not dry_run:
+        for snapshot in gone:
+            records.delete(snapshot.number)
+        sweep(volume, delete=True)
+    return [(by_number[d.snapshot.name], d) for d in decisions]
+
+
+def decision_summary(snapshot: Snapshot, decision: Decision) -> dict:
+    """What `prune` shows of one snapshot's fate."""
+    return {**snapshot.summary(), "keep": decision.keep, "reasons": decision.reasons}
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes]) -> tuple[int, set[bytes]]:

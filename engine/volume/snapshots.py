@@ -15,6 +15,8 @@ keeps (all zeros: an all-zero page).  The metadata:
   started,        UTC ISO 8601 times: when it was asked for, and when its
   completed       record was written
   root            [epoch, seq] of the root whose map it keeps
+  named           whether the user chose its name (prune keeps such ones
+                  unless told otherwise)
   changed_blocks  blocks whose entry differs from the previous snapshot's
   new_bytes       stored bytes of the distinct objects at those blocks
 
@@ -55,16 +57,18 @@ class Snapshot:
     page_hashes: list[bytes]
     changed_blocks: int = 0
     new_bytes: int = 0
+    named: bool = False
 
     def summary(self) -> dict:
         """What `snapshot list` shows of it."""
         return {"number": self.number, "name": self.name, "type": self.type, "started": self.started,
-                "completed": self.completed, "changed_blocks": self.changed_blocks, "new_bytes": self.new_bytes}
+                "completed": self.completed, "changed_blocks": self.changed_blocks, "new_bytes": self.new_bytes,
+                "named": self.named}
 
     def metadata(self, volume_uuid: str) -> dict:
         return {"uuid": volume_uuid, "number": self.number, "name": self.name, "type": self.type,
                 "started": self.started, "completed": self.completed, "root": list(self.root),
-                "changed_blocks": self.changed_blocks, "new_bytes": self.new_bytes}
+                "changed_blocks": self.changed_blocks, "new_bytes": self.new_bytes, "named": self.named}
 
 
 def utc(seconds: float) -> str:
@@ -108,7 +112,7 @@ def decode(data: bytes, volume_uuid: str, page_count: int) -> Snapshot:
         epoch, seq = meta["root"]
         snapshot = Snapshot(int(meta["number"]), check_name(meta["name"]), meta["type"], meta["started"],
                             meta["completed"], (int(epoch), int(seq)), [], int(meta["changed_blocks"]),
-                            int(meta["new_bytes"]))
+                            int(meta["new_bytes"]), bool(meta.get("named", False)))
     except ForeignObject:
         raise
     except (ValueError, KeyError, TypeError, UserError):
@@ -175,6 +179,7 @@ class SnapshotRecords:
         and the blocks they name, must be durable), numbered one above
         every record stored.  Raises UserError for a bad or taken name."""
         started = time.time() if started is None else started
+        named = name is not None
         name = check_name(default_name(started) if name is None else name)
         if len(page_hashes) != self.page_count:
             raise ValueError(f"{len(page_hashes)} page hashes for a map of {self.page_count} pages")
@@ -186,7 +191,7 @@ class SnapshotRecords:
         number = max([0] + self.numbers()) + 1  # above damaged and foreign records too: keys are never reused
         for _ in range(NUMBER_ATTEMPTS):
             snapshot = Snapshot(number, name, type, utc(started), utc(time.time()), root, list(page_hashes),
-                                changed_blocks, new_bytes)
+                                changed_blocks, new_bytes, named)
             data = self.codec.pack(encode(snapshot, self.uuid))
             if self.store.put(layout.snapshot_key(number), data, if_absent=True):
                 return snapshot
