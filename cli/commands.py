@@ -90,6 +90,12 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    if args.snapshot is not None:
+        from bucketdisk.volume.snapshots import check_name
+        if args.force:
+            raise UserError("--force takes a writable volume; a snapshot mount is read-only and takes no lease")
+        if args.snapshot not in ("Latest",) and not args.snapshot.isdigit():
+            check_name(args.snapshot)
     from bucketdisk.store import parse_url
 
     scheme, _ = parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
@@ -122,7 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
             os.close(ready)
 
     options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
-                           read_only=args.read_only, force=args.force, s3=s3_options(args, args.threads))
+                           read_only=args.read_only or args.snapshot is not None, force=args.force,
+                           snapshot=args.snapshot, s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready)
     except BaseException as e:
@@ -157,6 +164,7 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
                 "--readahead", str(args.readahead)]
     command += _store_argv(args)
     command += ["--read-only"] if args.read_only else []
+    command += ["--snapshot", args.snapshot] if args.snapshot is not None else []
     command += ["--force"] if args.force else []
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,

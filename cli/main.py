@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--snapshot", metavar="NAME", help="mount that snapshot alone, read-only, without the "
+                   "writer's lease (also while the volume is mounted writable elsewhere)")
     p.add_argument("--force", action="store_true",
                    help="take the volume even if another writable mount seems to hold it")
     p.add_argument("--log", help="log file of the background daemon "

@@ -112,6 +112,20 @@ def test_a_live_mount_takes_a_clean_snapshot_of_its_frozen_filesystem(bd, tmp_pa
     os.sync()
     listed = json.loads(bd.ok("snapshot", "list", str(m.path), "--json").stdout)
     assert [s["name"] for s in listed] == ["one"]
+    # The snapshot alone, mounted beside the live writable mount, without its lease.
+    for name in ("one", "Latest", "1"):
+        kept = bd.mount(vol, tmp_path / f"kept-{name}", extra=["--snapshot", name])
+        old = bd.loop_mount(kept.file, tmp_path / f"old-{name}", read_only=True)
+        assert (old / "a").read_text() == "before" and not (old / "b").exists()
+        bd.loop_umount(old, kept.file)
+        line = assert_cli_error(bd.run("snapshot", "create", str(kept.path)))
+        assert "read-only" in line, line
+        bd.unmount(kept)
+    (ext / "c").write_text("the live disk stayed writable")
+    (tmp_path / "nope").mkdir()
+    line = assert_cli_error(bd.run("mount", vol.url, str(tmp_path / "nope"), "--snapshot", "nope",
+                                   *vol.store_args))
+    assert "no snapshot named 'nope'" in line, line
     bd.loop_umount(ext, m.file)
     bd.unmount(m)
 

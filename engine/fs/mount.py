@@ -43,6 +43,7 @@ class MountOptions:
     readahead: int = 8
     read_only: bool = False
     force: bool = False
+    snapshot: str | None = None  # mount that snapshot alone (read-only)
     s3: S3Options = S3Options()
 
 
@@ -156,7 +157,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     except BaseException:
         store.close()
         raise
-    volume = Volume(store, writable=not options.read_only, force=options.force)
+    volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
         removed = store.tidy_scratch()
         if removed:
@@ -165,7 +166,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead, retry_time=options.s3.retry_time)
-    if options.read_only:
+    if options.read_only and options.snapshot is None:
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
 

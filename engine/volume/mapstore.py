@@ -293,6 +293,12 @@ class MapStore:
         return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
                       journals, base)
 
+    def load_root(self, root: Root) -> "Loaded":
+        """The map `root` holds alone (a snapshot's: no journals apply)."""
+        blockmap = BlockMap(self.block_count, self.page_entries)
+        self._load_pages(blockmap, root)
+        return Loaded(blockmap, root, root.seq, root.log_high, [], {}, Listing([], [], []))
+
     def count(self) -> tuple[int, int, Listing]:
         """(blocks that have an object, fsynced pages not yet in their
         blocks, the listing), without holding the map: pages are counted

@@ -166,8 +166,12 @@ class SnapshotRecords:
             return [s for s in pool.map(read_own, self.numbers()) if s is not None]
 
     def find(self, name: str) -> Snapshot:
-        """The snapshot of that name (or number); raises UserError if none."""
-        for snapshot in self.list():
+        """The snapshot of that name (or number, or Latest: the newest);
+        raises UserError if none."""
+        snapshots = self.list()
+        if name == "Latest" and snapshots:
+            return snapshots[-1]
+        for snapshot in snapshots:
             if snapshot.name == name or name == str(snapshot.number):
                 return snapshot
         raise UserError(f"no snapshot named {name!r}")

@@ -65,11 +65,13 @@ CHECKPOINT_JOURNALS = 64
 
 class Volume(Collection, FsyncLog):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
-                 late_delete_seconds: float = LATE_DELETE_SECONDS):
+                 late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
         and writes the epoch's first root.  `late_delete_seconds`: how long
-        a delete request may take to land (latedeletes.py)."""
+        a delete request may take to land (latedeletes.py).  `snapshot`
+        (read-only): show the map that snapshot keeps (its name, number,
+        or Latest), not the live one; UserError if there is none."""
         record = read_record(store)
         if record is None:
             raise UserError(f"no bucketdisk volume at {store.describe()} (create one with 'bucketdisk create')")
@@ -110,7 +112,13 @@ class Volume(Collection, FsyncLog):
                                         volume_uuid=record.uuid)
         self.epoch = self._lease.epoch if self._lease else 0
         try:
-            self._open(self.maps.load_latest())  # everything written before we took over
+            if snapshot is not None:
+                if writable:
+                    raise ValueError("a snapshot is opened read-only")
+                kept = SnapshotRecords.of(store, record).find(snapshot)
+                self._open(self.maps.load_root(Root(*kept.root, kept.page_hashes)))
+            else:
+                self._open(self.maps.load_latest())  # everything written before we took over
         except BaseException:
             if self._lease is not None:
                 self._lease.release()
