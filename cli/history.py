@@ -205,6 +205,21 @@ def _count(text: str) -> int:
     return value
 
 
+def restore(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+
+    if "://" not in args.url:
+        raise UserError("restore works on a volume's URL, unmounted (unmount it first)")
+    volume = _open(args, writable=True)  # refused while a mount holds it writable
+    try:
+        kept, undo = history.restore(volume, args.snapshot)
+    finally:
+        volume.close()
+    print(f"the disk is now snapshot {kept.number} '{kept.name}'; what it held before is snapshot "
+          f"{undo.number} '{undo.name}' (restore that to undo)")
+    return 0
+
+
 def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     """The `snapshot` command and its subcommands, made with main's `command` helper."""
     p = command(sub, "snapshot", "take, list and delete snapshots of a volume")
@@ -245,3 +260,9 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what would go, and why the rest stays")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=prune)
+
+    p = command(sub, "restore", "make the disk what a snapshot keeps (after a pre-restore snapshot of it)",
+                [store])
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--snapshot", required=True, metavar="NAME", help="its name, number, or Latest")
+    p.set_defaults(run=restore)

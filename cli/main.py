@@ -26,6 +26,7 @@ EXAMPLES = {
     "snapshot list": "bucketdisk snapshot list file:///srv/disk1 --json",
     "snapshot delete": "bucketdisk snapshot delete file:///srv/disk1 before-upgrade",
     "snapshot diff": "bucketdisk snapshot diff /mnt/disk1 before-upgrade live --json",
+    "restore": "bucketdisk restore file:///srv/disk1 --snapshot before-upgrade",
     "prune": "bucketdisk prune /mnt/disk1 --dry-run            # Time Machine's rule\n"
              "  bucketdisk prune file:///srv/disk1 --keep-hourly 24 --keep-daily 30 --keep-weekly -1",
 }

@@ -182,3 +182,39 @@ def test_a_diff_names_exactly_the_ranges_that_changed(bd):
     assert [7 * MiB, 64 << 10] in live["ranges"]
     line = assert_cli_error(bd.run("snapshot", "diff", vol.url, "s1", "nope", *vol.store_args))
     assert "no snapshot named 'nope'" in line
+
+
+def test_restore_makes_the_disk_a_snapshot_and_can_be_undone(bd):
+    vol = bd.create(size="4M", block_size="64K")
+    model = bytearray(vol.size)
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, 0, os.urandom(MiB))
+    bd.ok("snapshot", "create", str(m.path), "--name", "s1")
+    state_a = bytes(model)
+    pwrite_fsync(m.file, model, MiB // 2, os.urandom(2 * MiB))
+    bd.ok("snapshot", "create", str(m.path), "--name", "s2")
+    pwrite_fsync(m.file, model, 3 * MiB, os.urandom(100_000))  # live, after s2
+    state_live = bytes(model)
+    line = assert_cli_error(bd.run("restore", vol.url, "--snapshot", "s1", *vol.store_args))
+    assert "mounted writable" in line, line
+    bd.unmount(m)
+
+    def disk() -> bytes:
+        r = bd.mount(vol, read_only=True)
+        with open(r.file, "rb") as f:
+            data = f.read()
+        bd.unmount(r)
+        return data
+
+    out = bd.ok("restore", vol.url, "--snapshot", "s1", *vol.store_args).stdout
+    assert "the disk is now snapshot 1 's1'" in out and "pre-restore" in out
+    assert disk() == state_a
+    listed = json.loads(snap(bd, vol, "list", "--json"))
+    undo = [s for s in listed if s["type"] == "pre-restore"]
+    assert len(undo) == 1 and undo[0]["number"] == 3
+    bd.ok("restore", vol.url, "--snapshot", "3", *vol.store_args)
+    assert disk() == state_live
+    bd.ok("gc", vol.url, *vol.store_args)
+    assert snapshot_disk(vol, "s2") != state_a and snapshot_disk(vol, "s1") == state_a
+    line = assert_cli_error(bd.run("restore", vol.url, "--snapshot", "nope", *vol.store_args))
+    assert "no snapshot named 'nope'" in line, line

@@ -47,6 +47,18 @@ def take(volume: Volume, *, name: str | None = None, type: str = "manual",
     return snapshot
 
 
+def restore(volume: Volume, name: str) -> tuple[Snapshot, Snapshot]:
+    """Make the live disk what snapshot `name` keeps, after a `pre-restore`
+    snapshot of the current state (so a restore can be undone).  Returns
+    (the snapshot restored, the pre-restore one).  Raises UserError if
+    there is no such snapshot."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    kept = records.find(name)
+    undo = take(volume, type="pre-restore")
+    volume.restore(kept.page_hashes)
+    return kept, undo
+
+
 def delete(volume: Volume, name: str) -> Snapshot:
     """Delete the snapshot of that name (or number), then sweep what only
     it kept.  Raises UserError if there is none."""

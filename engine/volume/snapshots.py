@@ -10,7 +10,8 @@ keeps (all zeros: an all-zero page).  The metadata:
   number          increasing; the key's number
   name            unique among the volume's snapshots; by default the
                   UTC start time YYYY-MM-DD-HHMMSS, as Time Machine names
-                  its backup folders
+                  its backup folders (-pre-restore after it for the
+                  snapshot a restore takes; -2, -3... if taken)
   type            "manual", "scheduled" or "pre-restore"
   started,        UTC ISO 8601 times: when it was asked for, and when its
   completed       record was written
@@ -183,15 +184,19 @@ class SnapshotRecords:
         and the blocks they name, must be durable), numbered one above
         every record stored.  Raises UserError for a bad or taken name."""
         started = time.time() if started is None else started
-        named = name is not None
-        name = check_name(default_name(started) if name is None else name)
         if len(page_hashes) != self.page_count:
             raise ValueError(f"{len(page_hashes)} page hashes for a map of {self.page_count} pages")
         if type not in TYPES:
             raise ValueError(f"unknown snapshot type {type!r}")
-        existing = self.list()
-        if any(s.name == name for s in existing):
-            raise UserError(f"a snapshot named {name!r} exists already")
+        taken = {s.name for s in self.list()}
+        named = name is not None
+        if named:
+            check_name(name)
+            if name in taken:
+                raise UserError(f"a snapshot named {name!r} exists already")
+        else:  # the start time, and -2, -3... for more in the same second
+            base = default_name(started) + ("-pre-restore" if type == "pre-restore" else "")
+            name = next(n for n in [base] + [f"{base}-{i}" for i in range(2, len(taken) + 2)] if n not in taken)
         number = max([0] + self.numbers()) + 1  # above damaged and foreign records too: keys are never reused
         for _ in range(NUMBER_ATTEMPTS):
             snapshot = Snapshot(number, name, type, utc(started), utc(time.time()), root, list(page_hashes),

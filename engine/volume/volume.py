@@ -47,9 +47,9 @@ from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplace
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import BlockMap
 from .collection import LOG_EPOCH_SHIFT, Collection
 from .fsynclog import FsyncLog
+from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_JOURNALS = 64
 
 
-class Volume(Collection, FsyncLog):
+class Volume(Collection, FsyncLog, Views):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
@@ -331,6 +331,27 @@ class Volume(Collection, FsyncLog):
                 self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
             return self._root
 
+    def restore(self, page_hashes: list[bytes]) -> None:
+        """Make the live map the one these pages hold (a snapshot's), in one
+        new root that names them: the cost follows the map's pages, not its
+        blocks.  Deletes nothing a snapshot keeps (take one of the current
+        state first).  Raises ValueError while changes wait for a journal."""
+        loaded = self.maps.load_root(Root(0, 0, list(page_hashes)))
+        with self._sync_lock:
+            self._check_lease_held()
+            with self._lock:
+                if self._pending or self._map.dirty_pages() or any(self._live.values()):
+                    raise ValueError("restore needs every change checkpointed first")
+                self._seq += 1
+                root = Root(self.epoch, self._seq, list(page_hashes), self._log,
+                            doomed_blocks=sorted(self._quarantine.active(BLOCK)),
+                            doomed_pages=sorted(self._quarantine.active(PAGE)))
+            self._write_map(self.maps.write_root, root)
+            with self._lock:
+                old_root, self._root, self._map = self._root, root, loaded.map
+                self._candidates, self._journals = set(), 0
+            self._drop_superseded(old_root, root, set())
+
     def _checkpoint(self, start: bool, doomed: tuple[Iterable[bytes], Iterable[bytes]]) -> None:
         self._check_lease_held()
         with self._lock:
@@ -424,49 +445,6 @@ class Volume(Collection, FsyncLog):
         if self._lease is not None:
             self._lease.release()
         self.store.close()
-
-    # -- a read-only view following a writer (follow.py) -------------------------
-
-    def take_opened(self) -> Loaded | None:
-        """Read-only: the state this volume was opened from, once (then
-        None): a follower's first refresh starts from it instead of
-        reading the map again."""
-        opened, self._opened = self._opened, None
-        return opened
-
-    def mark_replaced(self, reason: str) -> None:
-        """Read-only: the place no longer holds this volume (`reason` says
-        how); from now on no block of it is read (load_block raises)."""
-        if self.writable:
-            raise ValueError("only a read-only volume follows another writer")
-        self.replaced = reason
-
-    def live_pages(self) -> tuple[BlockMap, list[bytes | None]]:
-        """A copy of the live map, and its pages' hashes as of the durable
-        root (None for a page changed since)."""
-        with self._lock:
-            hashes = list(self._root.page_hashes)
-            for number in self._map.dirty_pages():
-                hashes[number] = None
-            return self._map.copy(), hashes
-
-    def copy_map(self) -> BlockMap:
-        """A copy of the live map, to build a newer view on."""
-        with self._lock:
-            return self._map.copy()
-
-    def adopt(self, blockmap: BlockMap, root: Root, merged: dict[bytes, bytes], unmerged_pages: int) -> list[int]:
-        """Read-only: show a newer state of the writer's map, with blocks
-        merged in memory (`merged`, content hash -> content; it holds
-        `unmerged_pages` logged 4 KiB pages); returns the block numbers
-        whose entry changed."""
-        if self.writable:
-            raise ValueError("only a read-only volume follows another writer")
-        with self._lock:
-            old = self._map
-            self._map, self._root, self._merged = blockmap, root, merged
-            self.unmerged_pages = unmerged_pages
-        return blockmap.changed_from(old)  # neither changes any more: no lock, no copies
 
     # -- reporting --------------------------------------------------------------
 
