@@ -255,14 +255,19 @@ def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
     from bucketdisk.volume.lock import current_holder
     from bucketdisk.volume.mapstore import MapStore
+    from bucketdisk.volume.history import mapped_blocks
     from bucketdisk.volume.record import check_record_fits, read_record
+    from bucketdisk.volume.snapshots import SnapshotRecords
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise UserError(f"no bucketdisk volume at {args.url}")
     check_record_fits(record)  # a volume no mount here could serve is refused alike
-    mapped, unmerged, _ = MapStore.of(store, record).count()  # never holds the whole map
+    maps = MapStore.of(store, record)
+    mapped, unmerged, _ = maps.count()  # never holds the whole map
+    snapshots = SnapshotRecords.of(store, record).list()
+    kept = mapped_blocks(maps, snapshots)
     objects, stored, unknown = _survey(store)
     temp_files, abandoned = store.scratch()
     holder = current_holder(store)
@@ -272,6 +277,11 @@ def info(args: argparse.Namespace) -> int:
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
+        "snapshots": len(snapshots),
+        "live_mapped_bytes": mapped * record.block_size,     # what the disk holds, uncompressed
+        "snapshots_mapped_bytes": kept * record.block_size,  # the same, summed over every snapshot
+        # everything the live disk and the snapshots map, over what is stored for it
+        "sharing_ratio": round((mapped + kept) * record.block_size / stored, 2) if stored else None,
         "writer": holder.describe() if holder and holder.state() in ("live-here", "held") else None,
         "unknown_keys": unknown,  # named as nothing of ours: left alone
         "temp_files": temp_files,  # file://: uploads under way, or left by a killed writer...

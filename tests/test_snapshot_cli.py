@@ -65,6 +65,10 @@ def test_a_snapshot_keeps_the_disk_as_it_was(bd):
     bd.unmount(m)
     bd.ok("gc", vol.url, *vol.store_args)
     assert snapshot_disk(vol, "first") == first
+    info = bd.info(vol)
+    assert info["snapshots"] == 2 and info["live_mapped_bytes"] == 4 * MiB
+    assert info["snapshots_mapped_bytes"] == 2 * 2 * MiB  # two snapshots of 2 MiB written
+    assert info["sharing_ratio"] == round((4 + 4) * MiB / info["stored_bytes"], 2)
     before = vol.object_bytes()
     assert "deleted snapshot 1 'first'" in snap(bd, vol, "delete", "first")
     assert vol.object_bytes() < before  # what only it kept is gone

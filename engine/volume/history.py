@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..codec._hot import differing_entries
+from ..codec._hot import count_zero_entries, differing_entries
 from ..codec.block import HASH_SIZE, ZERO_HASH
 from ..errors import UserError
 from . import layout
@@ -151,6 +151,22 @@ def decision_summary(snapshot: Snapshot, decision: Decision) -> dict:
 
 def _parse_utc(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def mapped_blocks(maps: MapStore, snapshots: list[Snapshot]) -> int:
+    """Blocks with an object, summed over `snapshots`; each distinct page
+    is read once, so the cost follows the distinct pages."""
+    counted: dict[bytes, int] = {ZERO_HASH: 0}
+    pages = {(h, n) for s in snapshots for n, h in enumerate(s.page_hashes) if h != ZERO_HASH}
+
+    def count(item) -> tuple[bytes, int]:
+        page_hash, number = item
+        entries = maps.read_page(page_hash, number)
+        return page_hash, len(entries) // HASH_SIZE - count_zero_entries(entries, HASH_SIZE)
+
+    with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+        counted.update(pool.map(count, pages))
+    return sum(counted[h] for s in snapshots for h in s.page_hashes)
 
 
 def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes]) -> tuple[int, set[bytes]]:
