@@ -90,6 +90,13 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    from .history import keep_options
+
+    keep = keep_options(args)
+    if keep and not args.snapshot_every:
+        raise UserError("--keep-* options of a mount go with --snapshot-every")
+    if args.snapshot_every and (args.read_only or args.snapshot is not None):
+        raise UserError("--snapshot-every needs a writable mount")
     if args.snapshot is not None:
         from bucketdisk.volume.snapshots import check_name
         if args.force:
@@ -120,6 +127,8 @@ def mount(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bucketdisk.fs.mount import MountOptions, serve
 
+    from .history import keep_options
+
     ready = args.ready_fd
 
     def on_ready() -> None:
@@ -129,7 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
                            read_only=args.read_only or args.snapshot is not None, force=args.force,
-                           snapshot=args.snapshot, s3=s3_options(args, args.threads))
+                           snapshot=args.snapshot, snapshot_every=args.snapshot_every,
+                           keep=keep_options(args), s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready)
     except BaseException as e:
@@ -155,6 +165,8 @@ def _default_log(mountpoint: str) -> str:
 
 
 def _spawn_daemon(args: argparse.Namespace) -> int:
+    from .history import keep_options
+
     log_path = os.path.abspath(args.log or _default_log(args.mountpoint))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     read_end, write_end = os.pipe()
@@ -165,6 +177,9 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
     command += _store_argv(args)
     command += ["--read-only"] if args.read_only else []
     command += ["--snapshot", args.snapshot] if args.snapshot is not None else []
+    command += ["--snapshot-every", f"{int(args.snapshot_every)}s"] if args.snapshot_every else []
+    for name, value in keep_options(args).items():
+        command += [f"--keep-{name}", str(value)]
     command += ["--force"] if args.force else []
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,

@@ -159,12 +159,8 @@ def prune(args: argparse.Namespace) -> int:
     from bucketdisk.volume import history
     from bucketdisk.volume.retention import policy_of
 
-    options = {name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}
-    options["within"] = args.keep_within
-    try:
-        policy = policy_of(options)  # refused before the lease is taken
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    options = keep_options(args)  # refused before the lease is taken
+    policy = policy_of(options)
     control = _mounted(args)
     if control is not None:
         rows = _ask(control, {"op": "prune", "policy": options, "named_too": args.named_too,
@@ -220,6 +216,29 @@ def restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_keep_options(p: argparse.ArgumentParser) -> None:
+    """prune's keep options (also `mount`'s, for scheduled snapshots)."""
+    for name in KEEP_OPTIONS:
+        p.add_argument(f"--keep-{name}", type=_count, metavar="N",
+                       help=f"keep the {'N newest' if name == 'last' else f'newest of each of the N newest {name} periods'}")
+    p.add_argument("--keep-within", metavar="SPAN", help="keep every snapshot within SPAN (24h, 7d, 6m, 1y) "
+                   "before the newest")
+
+
+def keep_options(args: argparse.Namespace) -> dict:
+    """The keep options given, checked (UserError with prune's words)."""
+    from bucketdisk.volume.retention import policy_of
+
+    options = {name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}
+    options["within"] = args.keep_within
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        policy_of(options)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return options
+
+
 def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     """The `snapshot` command and its subcommands, made with main's `command` helper."""
     p = command(sub, "snapshot", "take, list and delete snapshots of a volume")
@@ -251,11 +270,7 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     p = command(sub, "prune", "delete the snapshots no keep rule keeps (default: Time Machine's rule)",
                 [store])
     p.add_argument("url", metavar="URL|MOUNTPOINT")
-    for name in KEEP_OPTIONS:
-        p.add_argument(f"--keep-{name}", type=_count, metavar="N",
-                       help=f"keep the {'N newest' if name == 'last' else f'newest of each of the N newest {name} periods'}")
-    p.add_argument("--keep-within", metavar="SPAN", help="keep every snapshot within SPAN (24h, 7d, 6m, 1y) "
-                   "before the newest")
+    add_keep_options(p)
     p.add_argument("--named-too", action="store_true", help="apply the rules to snapshots you named too")
     p.add_argument("--dry-run", action="store_true", help="only say what would go, and why the rest stays")
     p.add_argument("--json", action="store_true", help="print JSON")

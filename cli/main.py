@@ -8,7 +8,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands, history
-from .units import join_negative_sizes, parse_size
+from .units import join_negative_sizes, parse_duration, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "writer's lease (also while the volume is mounted writable elsewhere)")
     p.add_argument("--force", action="store_true",
                    help="take the volume even if another writable mount seems to hold it")
+    p.add_argument("--snapshot-every", type=parse_duration, metavar="INTERVAL",
+                   help="take a snapshot every INTERVAL (90s, 15min, 1h, 1d) and prune after each, by the "
+                        "--keep-* options given (default: Time Machine's rule)")
+    history.add_keep_options(p)
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)

@@ -71,3 +71,28 @@ def test_bad_keep_options_are_refused_in_one_line(bd, dated):
         line = assert_cli_error(bd.run("prune", vol.url, *options, *vol.store_args))
         assert "count" in line or "span" in line, line
     assert vol.snapshot() == before
+
+
+def test_a_mount_takes_scheduled_snapshots_and_prunes_after_each(bd):
+    import os
+    import time
+
+    from conftest import MiB, pwrite_fsync
+    vol = bd.create(size="4M", block_size="64K")
+    model = bytearray(vol.size)
+    m = bd.mount(vol, extra=["--snapshot-every", "1s", "--keep-last", "2"])
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < 4 and time.monotonic() < deadline:  # only a guard against a hang
+        pwrite_fsync(m.file, model, len(seen) * MiB // 4, os.urandom(4096))
+        listed = json.loads(bd.ok("snapshot", "list", str(m.path), "--json").stdout)
+        assert len(listed) <= 3, listed  # two kept, and one just taken before its prune
+        assert all(s["type"] == "scheduled" for s in listed)
+        seen |= {s["number"] for s in listed}
+        time.sleep(0.5)
+    assert len(seen) >= 4, "no scheduled snapshots were taken"
+    line = assert_cli_error(bd.run("mount", vol.url, str(m.path) + "-x", "--keep-daily", "3", *vol.store_args))
+    assert "--snapshot-every" in line
+    bd.unmount(m)
+    listed = json.loads(bd.ok("snapshot", "list", vol.url, "--json", *vol.store_args).stdout)
+    assert 1 <= len(listed) <= 2

@@ -10,15 +10,11 @@ from dataclasses import dataclass
 from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
 from ..store import S3Options, open_store
-from ..errors import UserError
-from ..volume import history
-from ..volume.history import decision_summary
-from ..volume.retention import policy_of
 from ..volume.record import check_record_fits, read_record
-from ..volume.snapshots import SnapshotRecords, check_name
 from ..volume.volume import Volume
 from ._fuse import Session
 from .control import ControlServer
+from .history import HistoryService
 from .mountpoints import FSTYPE, device_at
 from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
 
@@ -44,6 +40,8 @@ class MountOptions:
     read_only: bool = False
     force: bool = False
     snapshot: str | None = None  # mount that snapshot alone (read-only)
+    snapshot_every: float | None = None  # seconds between scheduled snapshots
+    keep: dict | None = None  # prune's keep options after each (None: Time Machine's rule)
     s3: S3Options = S3Options()
 
 
@@ -53,46 +51,6 @@ def render_stats(device: BlockDevice, url: str, started: float, control: str) ->
     lines = [f"volume: {url}", f"control_socket: {control}"]
     lines += [f"{name}: {value}" for name, value in sorted(values.items())]
     return "\n".join(lines) + "\n"
-
-
-def history_requests(device: BlockDevice, volume: Volume) -> Callable[[dict], dict]:
-    """The control channel's answers (control.py): snapshots of this mount."""
-    def handle(request: dict) -> dict:
-        op = request.get("op")
-        records = SnapshotRecords.of(volume.store, volume.record)
-        if op == "list":
-            return {"snapshots": [s.summary() for s in records.list()]}
-        if op == "diff":
-            a, b = str(request.get("a")), str(request.get("b"))
-            if "live" in (a, b) and not device.read_only:
-                with device.quiesced():  # every acknowledged write in the map compared
-                    return {"diff": history.diff(volume, a, b).summary()}
-            return {"diff": history.diff(volume, a, b).summary()}
-        if device.read_only:
-            raise UserError("a read-only mount takes and deletes no snapshots; ask the writable one")
-        if op == "snapshot":
-            name = request.get("name")
-            if name is not None:
-                check_name(str(name))  # before the flush
-            started = request.get("started")
-            with device.quiesced():
-                snapshot = history.take(volume, name=name, type=str(request.get("type", "manual")),
-                                        started=float(started) if started is not None else None)
-            log.info("snapshot %d '%s': %d blocks changed", snapshot.number, snapshot.name,
-                     snapshot.changed_blocks)
-            return {"snapshot": snapshot.summary()}
-        if op == "delete":
-            return {"snapshot": history.delete(volume, str(request.get("name"))).summary()}
-        if op == "prune":
-            try:
-                policy = policy_of(request.get("policy") or {})
-            except ValueError as e:
-                raise UserError(str(e)) from None
-            decided = history.prune(volume, policy, named_too=bool(request.get("named_too")),
-                                    dry_run=bool(request.get("dry_run")))
-            return {"decisions": [decision_summary(s, d) for s, d in decided]}
-        raise UserError(f"unknown control request {op!r}")
-    return handle
 
 
 def tune_heap() -> None:
@@ -176,9 +134,16 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         if on_ready is not None:
             on_ready()
 
-    control = ControlServer(history_requests(device, volume))
+    service = HistoryService(device, volume)
+    if options.snapshot_every:
+        service.schedule(options.snapshot_every, options.keep or {})
+    control = ControlServer(service.handle)
+    def stop_history() -> None:
+        service.close()
+        control.close()
+
     operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path), ready,
-                                control.close)
+                                stop_history)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
     session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
@@ -188,11 +153,11 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         session.run()
     except OSError:
         # libfuse refused the mount before init (it printed why on stderr).
-        control.close()
+        stop_history()
         device.close()
         raise
     finally:
-        control.close()
+        stop_history()
     if operations.close_error is not None:
         raise operations.close_error
     log.info("unmounted %s cleanly", mountpoint)
