@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 
 from bucketdisk.errors import StoreError
 from bucketdisk.store.base import ObjectStore
+from bucketdisk.volume import history
 from bucketdisk.volume.mapstore import LOG_PAGE, Run
+from bucketdisk.volume.snapshots import SnapshotRecords
 from bucketdisk.volume.sweep import sweep
 from bucketdisk.volume.volume import Volume
 
@@ -160,7 +162,7 @@ STEPS: list[tuple] = [
     ("checkpoint",),
     ("close",),
 ]
-ACKING = {"sync", "log", "close"}
+ACKING = {"sync", "log", "close", "snapshot", "restore", "delete"}
 DIED_AFTER = 13  # the prepared volume of TAKEOVER_STEPS: STEPS up to here, then the writer died
 
 # A mount taking over from a writer that died (lease, journals and logged
@@ -174,9 +176,33 @@ TAKEOVER_STEPS: list[tuple] = [
 ]
 
 
-def states(steps: list[tuple] = STEPS, initial: dict[int, bytes] | None = None) -> list[dict[int, bytes]]:
-    """The intended content of every block after each step."""
+# History (issue 14): a snapshot, overwrites it must survive, a restore
+# (which takes a pre-restore snapshot), a delete of a snapshot, gc.
+HISTORY_STEPS: list[tuple] = [
+    ("open",),
+    ("write", {0: CONTENT["A"], 1: CONTENT["B"], 2: CONTENT["C"]}),
+    ("sync",),
+    ("snapshot", "s1"),
+    ("write", {0: CONTENT["D"], 1: ZERO, 3: CONTENT["E"]}),  # A and B: kept by s1 alone
+    ("checkpoint",),                                         # ... so not collected
+    ("snapshot", "s2"),
+    ("write", {2: CONTENT["F"]}),
+    ("sync",),
+    ("restore", "s1"),
+    ("write", {4: CONTENT["G"]}),
+    ("sync",),
+    ("delete", "s2"),
+    ("gc",),
+    ("close",),
+]
+
+
+def states(steps: list[tuple] = STEPS, initial: dict[int, bytes] | None = None,
+           kept: dict[str, dict[int, bytes]] | None = None) -> list[dict[int, bytes]]:
+    """The intended content of every block after each step; `kept` gets
+    each snapshot's (by name; "pre-restore" for the one a restore takes)."""
     current = dict(initial) if initial else {i: ZERO for i in range(BLOCKS)}
+    kept = {} if kept is None else kept
     out = []
     for step in steps:
         if step[0] == "write":
@@ -184,6 +210,11 @@ def states(steps: list[tuple] = STEPS, initial: dict[int, bytes] | None = None) 
         elif step[0] == "log":
             _, block, page, seed, *_ = step
             current[block] = _page_edit(current[block], page, seed)
+        elif step[0] == "snapshot":
+            kept[step[1]] = dict(current)
+        elif step[0] == "restore":
+            kept["pre-restore"] = dict(current)
+            current = dict(kept[step[1]])
         out.append(dict(current))
     return out
 
@@ -245,6 +276,8 @@ def _step(volume: Volume | None, store: ObjectStore, step: tuple) -> Volume:
         _logged[block] = edited  # what the device's cache would now hold
     elif kind == "gc":
         sweep(volume, delete=True)
+    elif kind in ("snapshot", "restore", "delete"):
+        _history_step(volume, kind, step[1])
     elif kind == "close":
         for block, data in sorted(_logged.items()):  # the device uploads logged blocks whole first
             mark = volume.log_number()
@@ -255,6 +288,21 @@ def _step(volume: Volume | None, store: ObjectStore, step: tuple) -> Volume:
 
 
 _logged: dict[int, bytes] = {}  # blocks whose newest content is only in a log (per child process)
+
+
+def _history_step(volume: Volume, kind: str, name: str) -> None:
+    """A history step; run again after a failure, it finds its own earlier
+    attempt done (a user who re-runs the command and reads the list)."""
+    names = {s.name for s in SnapshotRecords.of(volume.store, volume.record).list()}
+    if kind == "snapshot" and name not in names:
+        history.take(volume, name=name)
+    elif kind == "restore":
+        history.restore(volume, name)
+    elif kind == "delete":
+        if name in names:
+            history.delete(volume, name)
+        else:
+            sweep(volume, delete=True)
 
 
 def _current(volume: Volume, block: int) -> bytes:

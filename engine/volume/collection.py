@@ -18,8 +18,8 @@ LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 3
 class Collection:
     """Deleting, for Volume.  Needs its store, maps, stats, _lease, _lock,
     _sync_lock, _deleted, _quarantine, _aliases_written, _candidates,
-    _collecting, _deleting, _inflight, _map, _kept_pages, _snapshotted,
-    _fresh, epoch and checkpoint()."""
+    _collecting, _deleting, _deleting_pages, _writing_pages, _inflight,
+    _map, _root, _kept_pages, _snapshotted, _fresh, epoch and checkpoint()."""
 
     def _put_alias(self, kind: str, content_hash: bytes, obj) -> None:
         key = alias_key(kind, content_hash, self._alias_number())
@@ -108,17 +108,20 @@ class Collection:
         if self._lease is None:
             raise ValueError("deleting needs the volume open writable")
         hashes = {_hash_of(k, BLOCK) for k in block_keys}
-        self.checkpoint(start=True, doomed=(hashes, {h for k in other_keys if (h := _hash_of(k, PAGE))}))
-        with self._lock:
+        pages = {h for k in other_keys if (h := _hash_of(k, PAGE))}
+        self.checkpoint(start=True, doomed=(hashes, pages))
+        with self._lock:  # what a checkpoint or upload took up since the sweep looked stays
             dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
-            self._deleting = dead
+            dead_pages = pages - set(self._root.page_hashes) - self._kept_pages - set(self._writing_pages)
+            self._deleting, self._deleting_pages = dead, dead_pages
         try:
             keys = [k for k in block_keys if _hash_of(k, BLOCK) in dead]
-            self.store.delete(keys + other_keys, guard=self._delete_guard)
+            keys += [k for k in other_keys if (h := _hash_of(k, PAGE)) is None or h in dead_pages]
+            self.store.delete(keys, guard=self._delete_guard)
             self.stats.add("blocks_collected", len(dead))
         finally:
             with self._lock:
-                self._deleting = set()
+                self._deleting, self._deleting_pages = set(), set()
                 self._deleted.notify_all()
 
     def settle_aliases(self, keys: list[str]) -> None:

@@ -42,7 +42,9 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from ..codec._hot import is_zero
 from ..codec.block import ZERO_HASH, Codec
+from ..codec.block import content_hash as hash_of
 from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
@@ -94,6 +96,8 @@ class Volume(Collection, FsyncLog, Views):
         self._candidates: set[bytes] = set()   # hashes that lost a reference since the last checkpoint
         self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
         self._deleting: set[bytes] = set()     # block objects being deleted right now
+        self._writing_pages: dict[bytes, int] = {}  # pages a checkpoint is writing -> count
+        self._deleting_pages: set[bytes] = set()    # pages a sweep is deleting right now
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._quarantine = Quarantine(late_delete_seconds)
         self._aliases_written = 0
@@ -370,6 +374,7 @@ class Volume(Collection, FsyncLog, Views):
             self._candidates = uploading  # looked at again by the next checkpoint
             self._collecting = set(candidates)
             entries = self._map.entries() if candidates else b""  # the map this root holds
+        claimed = self._claim_pages(contents.values())
         try:
             aliased: list[tuple[bytes, str]] = []
             page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
@@ -387,9 +392,12 @@ class Volume(Collection, FsyncLog, Views):
                 self._map.mark_pages_dirty(pages)
                 self._candidates |= candidates
                 self._collecting = set()
+                self._release_pages(claimed)
             self._restore_pending(changes)
             raise
-        old_root, self._root = self._root, root
+        with self._lock:
+            old_root, self._root = self._root, root
+            self._release_pages(claimed)  # the root names them now
         self._journals = 0
         self.stats.add("checkpoints")
         with self._lock:
@@ -401,6 +409,25 @@ class Volume(Collection, FsyncLog, Views):
         self._drop_superseded(old_root, root, keep)
         self._collect(candidates, entries)
         self._settle_aliases()
+
+    def _claim_pages(self, contents: Iterable[bytes]) -> list[bytes]:
+        """Register the pages a checkpoint is about to write, so that a
+        sweep deleting pages leaves them alone; a page a sweep is deleting
+        right now is written after that delete.  Returns their hashes."""
+        hashes = [hash_of(data) for data in contents if not is_zero(data)]
+        with self._lock:
+            while self._deleting_pages.intersection(hashes):
+                self._deleted.wait()
+            for h in hashes:
+                self._writing_pages[h] = self._writing_pages.get(h, 0) + 1
+        return hashes
+
+    def _release_pages(self, hashes: list[bytes]) -> None:
+        """Lock held."""
+        for h in hashes:
+            count = self._writing_pages.pop(h) - 1
+            if count:
+                self._writing_pages[h] = count
 
     def _write_map(self, write, obj) -> None:
         try:
