@@ -323,11 +323,16 @@ def _survey(store) -> tuple[int, int, list[str]]:
 
 def gc(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
-    from bucketdisk.volume import layout
     from bucketdisk.volume.record import check_record_fits, read_record
-    from bucketdisk.volume.sweep import sweep_settled
+    from bucketdisk.volume.sweep import collect
     from bucketdisk.volume.volume import Volume
 
+    from .history import _ask, _mounted
+
+    control = _mounted(args)
+    if control is not None:  # the mount's daemon sweeps, beside its writes
+        _print_facts({"url": args.url, **_ask(control, {"op": "gc", "dry_run": args.dry_run})["gc"]}, args.json)
+        return 0
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is not None:  # (no record: Volume says so)
@@ -335,18 +340,9 @@ def gc(args: argparse.Namespace) -> int:
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run)
     try:
-        before = store.usage(layout.BLOCKS)[1]
-        found = sweep_settled(volume, delete=not args.dry_run)
-        temp_files = store.scratch()[1] if args.dry_run else store.tidy_scratch()
-        after = store.usage(layout.BLOCKS)[1]
+        facts = {"url": args.url, **collect(volume, delete=not args.dry_run)}
     finally:
         volume.close()
-    verb = "found" if args.dry_run else "deleted"
-    facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
-             f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
-             f"{verb}_temp_files": temp_files,  # abandoned ones only (file://)
-             "aliases_in_use": found.aliases,  # second copies written while a late delete could land
-             "stored_bytes_before": before, "stored_bytes_after": after}
     _print_facts(facts, args.json)
     return 0
 

@@ -18,7 +18,7 @@ EXAMPLES = {
     "unmount": "bucketdisk unmount /mnt/disk1",
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
-    "gc": "bucketdisk gc file:///srv/disk1 --dry-run",
+    "gc": "bucketdisk gc file:///srv/disk1 --dry-run\n  bucketdisk gc /mnt/disk1",
     "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
                 "  bucketdisk snapshot list file:///srv/disk1",
     "snapshot create": "bucketdisk snapshot create /mnt/disk1 --freeze /mnt/data\n"
@@ -144,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
 
-    p = _command(sub, "gc", "delete objects nothing refers to (left by a mount that died); "
-                            "the volume must not be mounted", [store])
-    p.add_argument("url", metavar="URL")
+    p = _command(sub, "gc", "delete objects nothing refers to: left by a mount that died, or kept by "
+                            "snapshots since deleted", [store])
+    p.add_argument("url", metavar="URL|MOUNTPOINT", help="a volume not mounted writable, or the mountpoint "
+                   "of its writable mount (its daemon sweeps)")
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.gc)

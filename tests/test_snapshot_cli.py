@@ -222,3 +222,42 @@ def test_restore_makes_the_disk_a_snapshot_and_can_be_undone(bd):
     assert snapshot_disk(vol, "s2") != state_a and snapshot_disk(vol, "s1") == state_a
     line = assert_cli_error(bd.run("restore", vol.url, "--snapshot", "nope", *vol.store_args))
     assert "no snapshot named 'nope'" in line, line
+
+
+def test_gc_beside_a_writer_frees_only_what_nothing_needs(bd, tmp_path):
+    import subprocess
+    vol = bd.create(size="16M", block_size="64K")
+    model = bytearray(vol.size)
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, 0, os.urandom(8 * MiB))
+    bd.ok("snapshot", "create", str(m.path), "--name", "s1")
+    pwrite_fsync(m.file, model, 0, os.urandom(4 * MiB))
+    bd.ok("snapshot", "create", str(m.path), "--name", "s2")
+    s2 = bytes(model)
+    bd.ok("snapshot", "delete", str(m.path), "s1")  # what only s1 kept is garbage now
+    # fio writes and verifies the upper half while gc sweeps through the mount's daemon
+    fio = subprocess.Popen(["fio", "--name=gc-beside", f"--filename={m.file}", "--rw=randwrite", "--bs=4k",
+                            "--offset=8M", "--size=8M", "--io_size=24M", "--verify=crc32c", "--do_verify=1",
+                            "--fsync=64", "--output-format=json"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    freed = 0
+    try:
+        while fio.poll() is None:
+            freed += json.loads(bd.ok("gc", str(m.path), "--json").stdout)["deleted_blocks"]
+    finally:
+        out, err = fio.communicate(timeout=600)
+    assert fio.returncode == 0, f"fio failed: {err}\n{out[-2000:]}"
+    assert json.loads(out[out.index("{"):])["jobs"][0]["error"] == 0
+    assert freed > 0, "gc freed nothing of what only s1 kept"
+    bd.unmount(m)
+    assert snapshot_disk(vol, "s2") == s2
+    m = bd.mount(vol, read_only=True)
+    with open(m.file, "rb") as f:
+        assert f.read(8 * MiB) == s2[:8 * MiB]  # fio wrote only the upper half
+    bd.unmount(m)
+    bd.ok("gc", vol.url, *vol.store_args)
+    m = bd.mount(vol, read_only=True)  # every object the live map names is still there
+    with open(m.file, "rb") as f:
+        assert len(f.read()) == vol.size
+    bd.unmount(m)
+    assert snapshot_disk(vol, "s2") == s2

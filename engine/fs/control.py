@@ -11,6 +11,9 @@ line each way:
   {"op": "snapshot", "name": NAME|null, "type": "manual"}  -> {"ok": true, "snapshot": {...}}
   {"op": "list"}                                           -> {"ok": true, "snapshots": [...]}
   {"op": "delete", "name": NAME}                           -> {"ok": true, "snapshot": {...}}
+  {"op": "diff", "a": A, "b": B}                           -> {"ok": true, "diff": {...}}
+  {"op": "prune", "policy": {...}, "named_too", "dry_run"} -> {"ok": true, "decisions": [...]}
+  {"op": "gc", "dry_run": BOOL}                            -> {"ok": true, "gc": {...}}
   any failure                                              -> {"ok": false, "error": ONE LINE}
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ from ..volume import history
 from ..volume.history import decision_summary
 from ..volume.retention import policy_of
 from ..volume.snapshots import SnapshotRecords, check_name
+from ..volume.sweep import collect
 from ..volume.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,12 @@ class HistoryService:
                 with self.device.quiesced():  # every acknowledged write in the map compared
                     return {"diff": history.diff(volume, a, b).summary()}
             return {"diff": history.diff(volume, a, b).summary()}
+        if op == "gc" and request.get("dry_run"):
+            return {"gc": collect(volume, delete=False)}
         if self.device.read_only:
             raise UserError("a read-only mount takes and deletes no snapshots; ask the writable one")
+        if op == "gc":
+            return {"gc": collect(volume, delete=True)}
         if op == "snapshot":
             return {"snapshot": self._take(request).summary()}
         if op == "delete":

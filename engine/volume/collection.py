@@ -111,7 +111,9 @@ class Collection:
         pages = {h for k in other_keys if (h := _hash_of(k, PAGE))}
         self.checkpoint(start=True, doomed=(hashes, pages))
         with self._lock:  # what a checkpoint or upload took up since the sweep looked stays
-            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
+            # Replaced since the checkpoint above (candidates): a journal may still name them.
+            dead = hashes - set(self._inflight) - self._candidates - self._collecting
+            dead -= referenced_in(self._map.entries(), dead)
             dead_pages = pages - set(self._root.page_hashes) - self._kept_pages - set(self._writing_pages)
             self._deleting, self._deleting_pages = dead, dead_pages
         try:

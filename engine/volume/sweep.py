@@ -117,3 +117,19 @@ def _mark_blocks(maps: MapStore, roots: list[Root], journals: dict) -> set[bytes
         marked.update(h for _, h, _ in changes)
     marked.discard(ZERO_HASH)
     return marked
+
+
+def collect(volume: Volume, *, delete: bool) -> dict:
+    """`sweep_settled`, and what it did, as gc reports it: objects of each
+    kind deleted (or found, for a dry run), abandoned temporary files
+    removed (file://), block bytes stored before and after."""
+    store = volume.store
+    before = store.usage(layout.BLOCKS)[1]
+    found = sweep_settled(volume, delete=delete)
+    temp_files = store.tidy_scratch() if delete else store.scratch()[1]
+    verb = "deleted" if delete else "found"
+    return {f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
+            f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
+            f"{verb}_temp_files": temp_files,  # abandoned ones only (file://)
+            "aliases_in_use": found.aliases,  # second copies written while a late delete could land
+            "stored_bytes_before": before, "stored_bytes_after": store.usage(layout.BLOCKS)[1]}
