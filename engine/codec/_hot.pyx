@@ -320,19 +320,24 @@ cdef void _write_frame(uint8_t* dst, const uint8_t* src, size_t n,
     _write_header(dst, n, XXH3_64bits(dst + _HEADER_SIZE, n), flags, raw_len)
 
 
+cdef _check_frame(long long flags, long long raw_len, Py_ssize_t payload_len):
+    """ValueError unless the header fields fit their widths."""
+    if not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags must fit in one byte, got {flags}")
+    if not 0 <= raw_len <= 0xFFFFFFFF:
+        raise ValueError(f"raw_len must fit in 32 bits, got {raw_len}")
+    if payload_len > 0xFFFFFFFF:
+        raise ValueError(f"payload of {payload_len} bytes is too large to frame")
+
+
 def frame(payload, long long flags, long long raw_len) -> bytes:
     """Return header + payload as one new bytes object (the payload is copied once)."""
     cdef Py_buffer view
     cdef bytes out
     cdef uint8_t* dst
-    if not 0 <= flags <= 0xFF:
-        raise ValueError(f"flags must fit in one byte, got {flags}")
-    if not 0 <= raw_len <= 0xFFFFFFFF:
-        raise ValueError(f"raw_len must fit in 32 bits, got {raw_len}")
     PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
     try:
-        if view.len > 0xFFFFFFFF:
-            raise ValueError(f"payload of {view.len} bytes is too large to frame")
+        _check_frame(flags, raw_len, view.len)
         out = PyBytes_FromStringAndSize(NULL, _HEADER_SIZE + view.len)
         dst = <uint8_t*>PyBytes_AS_STRING(out)
         if view.len >= _NOGIL_MIN:
@@ -359,14 +364,9 @@ def frame_header(payload, long long flags, long long raw_len) -> bytes:
     cdef Py_buffer view
     cdef bytes out
     cdef uint64_t checksum
-    if not 0 <= flags <= 0xFF:
-        raise ValueError(f"flags must fit in one byte, got {flags}")
-    if not 0 <= raw_len <= 0xFFFFFFFF:
-        raise ValueError(f"raw_len must fit in 32 bits, got {raw_len}")
     PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
     try:
-        if view.len > 0xFFFFFFFF:
-            raise ValueError(f"payload of {view.len} bytes is too large to frame")
+        _check_frame(flags, raw_len, view.len)
         if view.len >= _NOGIL_MIN:
             with nogil:
                 checksum = XXH3_64bits(view.buf, <size_t>view.len)

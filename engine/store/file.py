@@ -67,9 +67,23 @@ class FileStore(ObjectStore):
         return os.path.join(self.root, key)
 
     def get(self, key: str) -> bytes:
+        data = self._read(key, lambda f: f.read())
+        self._count_got(len(data))
+        return data
+
+    def get_into(self, key: str, sink: Sink) -> int:
+        def into(f) -> int:
+            sink.reset()
+            return _read_into(f, sink)
+        size = self._read(key, into)
+        self._count_got(size)
+        return size
+
+    def _read(self, key: str, read):
+        """read(the object's file, unbuffered), its errors as the store's."""
         try:
-            with open(self._path(key), "rb") as f:
-                data = f.read()
+            with open(self._path(key), "rb", buffering=0) as f:
+                return read(f)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # a directory holds keys; it is not one
             raise NotFound(key) from None
         except PermissionError as e:
@@ -77,25 +91,10 @@ class FileStore(ObjectStore):
         except OSError as e:
             self.stats.add("request_failures")
             raise StoreError(f"reading {key}: {e.strerror}") from e
-        self.stats.add("objects_got")
-        self.stats.add("bytes_got", len(data))
-        return data
 
-    def get_into(self, key: str, sink: Sink) -> int:
-        try:
-            with open(self._path(key), "rb", buffering=0) as f:
-                sink.reset()
-                size = _read_into(f, sink)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # as in get
-            raise NotFound(key) from None
-        except PermissionError as e:
-            raise Forbidden(f"reading {key}: {e.strerror}") from None
-        except OSError as e:
-            self.stats.add("request_failures")
-            raise StoreError(f"reading {key}: {e.strerror}") from e
+    def _count_got(self, size: int) -> None:
         self.stats.add("objects_got")
         self.stats.add("bytes_got", size)
-        return size
 
     def head(self, key: str) -> int | None:
         self.stats.add("objects_headed")

@@ -321,28 +321,26 @@ class S3Store(ObjectStore):
                       budget=budget, unreachable_budget=min(budget, UNREACHABLE_BUDGET))
 
     def get(self, key: str) -> bytes:
-        try:
-            response = self._request("GET", key, idempotent=True)
-        except S3Failure as e:
-            if e.status == 404 and e.code in ("NoSuchKey", ""):
-                raise NotFound(key) from None
-            raise
-        data = response.body
-        self.stats.add("objects_got")
-        self.stats.add("bytes_got", len(data))
+        data = self._get(key, None).body
+        self._count_got(len(data))
         return data
 
     def get_into(self, key: str, sink: Sink) -> int:
+        size = self._get(key, sink).body  # (the body went to the sink: its length)
+        self._count_got(size)
+        return size
+
+    def _get(self, key: str, sink: Sink | None) -> "Reply":
         try:
-            response = self._request("GET", key, idempotent=True, into=sink)
+            return self._request("GET", key, idempotent=True, into=sink)
         except S3Failure as e:
             if e.status == 404 and e.code in ("NoSuchKey", ""):
                 raise NotFound(key) from None
             raise
-        size = response.body
+
+    def _count_got(self, size: int) -> None:
         self.stats.add("objects_got")
         self.stats.add("bytes_got", size)
-        return size
 
     def head(self, key: str) -> int | None:
         response = self._request("HEAD", key, accept=(200, 404))
