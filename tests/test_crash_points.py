@@ -214,7 +214,16 @@ def test_every_crash_point(places, workload, mode):
     before = {i: bytes(BLOCK_SIZE) for i in range(BLOCKS)}
     if prepare:
         before = states()[DIED_AFTER]
-    all_states = states(steps, before)
+    failures = walk_crash_points(places, steps, action, when, states(steps, before), before, prepare=prepare,
+                                 hook_content=hook_content, stop_after=stop_after)
+    assert not failures, "\n".join(failures[:20])
+
+
+def walk_crash_points(places, steps, action: str, when: str, all_states, before, *, prepare=None,
+                      hook_content=None, stop_after=None, extra_check=None) -> list[str]:
+    """Run `steps` once per store call, stopped (or failed once) at that
+    call, and check the volume after each; `extra_check(store)` adds
+    problems of its own.  Returns every problem found."""
     total = count_calls(places, steps, prepare)
     failures = []
     for at in range(1, total + 1):
@@ -237,7 +246,9 @@ def test_every_crash_point(places, workload, mode):
             continue
         extra = {HOOK_BLOCK: {hook_content}} if hook_content else None
         allowed = allowed_contents(all_states, started, acked, before, extra)
-        failures += [f"call {at} ({when}, stopped in step {started} {steps[started][0]}, acked {acked}): {p}"
-                     for p in check_volume(places.open(name), allowed)]
+        where = f"call {at} ({when}, stopped in step {started} {steps[started][0]}, acked {acked})"
+        problems = check_volume(places.open(name), allowed)
+        problems += extra_check(places.open(name)) if extra_check else []
+        failures += [f"{where}: {p}" for p in problems]
     assert total > 10, f"only {total} store calls: the workload is not what this test thinks"
-    assert not failures, "\n".join(failures[:20])
+    return failures

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from crashpoints import (BLOCK_SIZE, BLOCKS, CRASH_EXIT, HISTORY_STEPS, Plan, allowed_contents,
-                         states)
-from test_crash_points import check_volume, count_calls, create, in_child, places, progress  # noqa: F401 - the fixture
+from crashpoints import BLOCK_SIZE, BLOCKS, HISTORY_STEPS, states
+from test_crash_points import places, walk_crash_points  # noqa: F401 - the fixture
 from bucketdisk.codec.block import ZERO_HASH
 from bucketdisk.volume.snapshots import SnapshotRecords
 from bucketdisk.volume.volume import Volume
@@ -60,25 +59,6 @@ def test_every_crash_point_of_history(places, mode):  # noqa: F811
     kept: dict[str, dict[int, bytes]] = {}
     all_states = states(HISTORY_STEPS, kept=kept)
     before = {i: bytes(BLOCK_SIZE) for i in range(BLOCKS)}
-    total = count_calls(places, HISTORY_STEPS)
-    failures = []
-    for at in range(1, total + 1):
-        name = places.new()
-        create(places.open(name))
-        code, lines = in_child(places, name, HISTORY_STEPS, Plan(at=at, when=when, action=action),
-                               retry_failures=action == "fail")
-        started, acked = progress(lines)
-        if action == "fail":
-            if code != 0:
-                failures.append(f"call {at}: the workload did not survive one failed call: {lines[-1:]}")
-                continue
-            started = acked = len(HISTORY_STEPS) - 1
-        elif code not in (0, CRASH_EXIT):
-            failures.append(f"call {at}: the child failed: {lines[-1:]}")
-            continue
-        allowed = allowed_contents(all_states, started, acked, before)
-        where = f"call {at} ({when}, stopped in step {started} {HISTORY_STEPS[started][0]}, acked {acked})"
-        failures += [f"{where}: {p}" for p in check_volume(places.open(name), allowed)]
-        failures += [f"{where}: {p}" for p in check_snapshots(places.open(name), kept)]
-    assert total > 20, f"only {total} store calls: the workload is not what this test thinks"
+    failures = walk_crash_points(places, HISTORY_STEPS, action, when, all_states, before,
+                                 extra_check=lambda store: check_snapshots(store, kept))
     assert not failures, "\n".join(failures[:20])
