@@ -245,6 +245,7 @@ def _wait_for_exit(pid: int | None) -> None:
 
 def info(args: argparse.Namespace) -> int:
     from bucketdisk.store import open_store
+    from bucketdisk.volume.create import missing_volume
     from bucketdisk.volume.lock import current_holder
     from bucketdisk.volume.mapstore import MapStore
     from bucketdisk.volume.record import check_record_fits, read_record
@@ -252,7 +253,7 @@ def info(args: argparse.Namespace) -> int:
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
-        raise UserError(f"no bucketdisk volume at {args.url}")
+        raise missing_volume(store)
     check_record_fits(record)  # a volume no mount here could serve is refused alike
     mapped, unmerged, _ = MapStore.of(store, record).count()  # never holds the whole map
     objects, stored, unknown = _survey(store)

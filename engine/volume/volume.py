@@ -39,11 +39,12 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import CorruptData, StoreError, UserError
+from ..errors import CorruptData, StoreError
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap, referenced_in
+from .create import missing_volume
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
@@ -63,7 +64,7 @@ class Volume:
         and writes the epoch's first root."""
         record = read_record(store)
         if record is None:
-            raise UserError(f"no bucketdisk volume at {store.describe()} (create one with 'bucketdisk create')")
+            raise missing_volume(store)
         self.store = store
         self.record = record
         self.stats = stats or store.stats
