@@ -92,7 +92,7 @@ class Flushing:
                 self.stats.add("errors")
             with self._lock:
                 entry.flushing = entry.shared = False
-                entry.error = self._flush_error = e
+                entry.error = self._store_error = e
                 entry.failed_attempt = attempt
                 self._changed.notify_all()
             if fenced:
@@ -105,7 +105,7 @@ class Flushing:
             return
         with self._lock:
             entry.flushing = entry.shared = False
-            entry.error = self._flush_error = None
+            entry.error = self._store_error = None
             entry.flushed_version = version
             if entry.version == version:
                 self._index.mark_clean(index, entry)
@@ -119,7 +119,8 @@ class Flushing:
     def _sync_loop(self) -> None:
         while not self._stopped.wait(SYNC_INTERVAL):
             try:
-                self.volume.sync(confirm=False)  # acknowledges nothing
+                if self.volume.sync(confirm=False):  # acknowledges nothing
+                    self._note_stored()
             except Fenced as e:
                 if self.volume.fenced is not None:
                     return  # for good: another mount has the volume
@@ -127,6 +128,16 @@ class Flushing:
             except Exception as e:
                 log.error("journal write failed, will retry: %s", e)
                 self.stats.add("errors")
+                self._note_failure(e)
+
+    def _note_stored(self) -> None:
+        """A write to the store succeeded: no failure stands any more."""
+        with self._lock:
+            self._store_error = None
+
+    def _note_failure(self, e: BaseException) -> None:
+        with self._lock:
+            self._store_error = e
 
     def fsync(self) -> None:
         """Return once every write acknowledged so far is durable.
@@ -148,7 +159,9 @@ class Flushing:
             try:
                 self._wait_for_uploads(uploads)
                 self.volume.sync(runs, number)
-            except BaseException:
+            except BaseException as e:
+                if isinstance(e, StoreError) and not isinstance(e, FlushError):  # (an upload noted its own)
+                    self._note_failure(e)
                 if runs:
                     self.volume.drop_log(number)
                     with self._lock:  # not logged after all: the next fsync takes them again
@@ -158,6 +171,7 @@ class Flushing:
                             if wholly_logged:
                                 self._hasten(index, entry)
                 raise
+            self._note_stored()
             if runs:
                 self.stats.add("fsync_log_pages", sum(len(r.data) for r in runs) // LOG_PAGE)
 

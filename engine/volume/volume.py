@@ -77,6 +77,7 @@ class Volume:
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
         self._pending: dict[int, tuple[bytes, int]] = {}  # committed, not in a journal: (hash, watermark)
+        self._recording: dict[int, tuple[bytes, int]] = {}  # taken from _pending by the journal or root being written
         self._live: dict[int, set[int]] = {}   # log number -> blocks whose logged pages are not all merged
         self._log_journals: dict[int, tuple[int, int]] = {}  # log number -> (epoch, seq) of its journal
         self._marks: dict[int, int] = {}       # watermarks of blocks in live logs
@@ -246,16 +247,16 @@ class Volume:
         lease ran out until it renews), or None."""
         return self._lease.refusing if self._lease is not None else None
 
-    def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> None:
+    def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> bool:
         """Make every committed change durable (one journal object), with
-        the pages of `runs` under `log_number` if given.  With `confirm`
-        (the caller acknowledges something on return), also prove that
-        this mount still holds the lease.  Raises StoreError (Fenced when
-        another mount has the volume)."""
+        the pages of `runs` under `log_number` if given; True when there
+        was something to write.  With `confirm` (the caller acknowledges
+        something on return), also prove that this mount still holds the
+        lease.  Raises StoreError (Fenced when another mount has the volume)."""
         with self._sync_lock:
             self._check_lease_held()
             with self._lock:
-                changes, self._pending = self._pending, {}
+                changes = self._take_pending()
                 if changes or runs:
                     self._seq += 1
                     seq = self._seq
@@ -267,6 +268,8 @@ class Volume:
                 except BaseException:
                     self._restore_pending(changes)
                     raise
+                finally:
+                    self._recorded()
                 if runs:
                     with self._lock:
                         self._log_journals[log_number] = (self.epoch, seq)
@@ -274,6 +277,7 @@ class Volume:
                 self.stats.add("journal_writes")
             if confirm and self._lease is not None:
                 self._lease.confirm()
+        wrote = bool(changes or runs)
         if self._journals >= CHECKPOINT_JOURNALS:
             # The journal is durable: a failed checkpoint must not fail the
             # caller's fsync (nor make it drop a log that is written); the
@@ -284,6 +288,7 @@ class Volume:
                 raise
             except StoreError as e:  # counted as a request failure by the store
                 log.warning("checkpoint failed, will retry: %s", e)
+        return wrote
 
     def checkpoint(self, *, start: bool = False) -> None:
         """Write changed map pages and a new root, then delete what it
@@ -296,7 +301,7 @@ class Volume:
                 if not (start or pages or self._pending or self._journals):
                     return
                 contents = {p: self._map.page(p) for p in pages}
-                changes, self._pending = self._pending, {}
+                changes = self._take_pending()
                 self._seq += 1
                 seq = self._seq
                 live, dead = self._split_live_logs()
@@ -320,6 +325,8 @@ class Volume:
                     self._collecting = set()
                 self._restore_pending(changes)
                 raise
+            finally:
+                self._recorded()
             old_root, self._root = self._root, root
             self._journals = 0
             self.stats.add("checkpoints")
@@ -354,6 +361,25 @@ class Volume:
             return
         logged = set().union(*self._live.values())
         self._marks = {b: mark for b, mark in self._marks.items() if b in logged}
+
+    def _take_pending(self) -> dict[int, tuple[bytes, int]]:
+        """The committed changes, for a journal or root about to be written
+        (lock and sync lock held); `unrecorded` still counts them until
+        `_recorded`."""
+        self._recording, self._pending = self._pending, {}
+        return self._recording
+
+    def _recorded(self) -> None:
+        """The journal or root being written is durable, or failed (and its
+        changes are back in `_pending`)."""
+        with self._lock:
+            self._recording = {}
+
+    def unrecorded(self) -> set[int]:
+        """Blocks whose committed content no durable journal or root names
+        yet: a crash now would show them as they were before."""
+        with self._lock:
+            return set(self._pending) | set(self._recording)
 
     def _restore_pending(self, changes: dict[int, tuple[bytes, int]]) -> None:
         with self._lock:
