@@ -90,6 +90,19 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    from .history import keep_options
+
+    keep = keep_options(args)
+    if keep and not args.snapshot_every:
+        raise UserError("--keep-* options of a mount go with --snapshot-every")
+    if args.snapshot_every and (args.read_only or args.snapshot is not None):
+        raise UserError("--snapshot-every needs a writable mount")
+    if args.snapshot is not None:
+        from bucketdisk.volume.snapshots import check_name
+        if args.force:
+            raise UserError("--force takes a writable volume; a snapshot mount is read-only and takes no lease")
+        if args.snapshot not in ("Latest",) and not args.snapshot.isdigit():
+            check_name(args.snapshot)
     from bucketdisk.store import parse_url
 
     scheme, _ = parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
@@ -114,6 +127,8 @@ def mount(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bucketdisk.fs.mount import MountOptions, serve
 
+    from .history import keep_options
+
     ready = args.ready_fd
 
     def on_ready() -> None:
@@ -122,7 +137,9 @@ def _serve(args: argparse.Namespace) -> int:
             os.close(ready)
 
     options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
-                           read_only=args.read_only, force=args.force, s3=s3_options(args, args.threads))
+                           read_only=args.read_only or args.snapshot is not None, force=args.force,
+                           snapshot=args.snapshot, snapshot_every=args.snapshot_every,
+                           keep=keep_options(args), s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready)
     except BaseException as e:
@@ -148,6 +165,8 @@ def _default_log(mountpoint: str) -> str:
 
 
 def _spawn_daemon(args: argparse.Namespace) -> int:
+    from .history import keep_options
+
     log_path = os.path.abspath(args.log or _default_log(args.mountpoint))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     read_end, write_end = os.pipe()
@@ -157,6 +176,10 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
                 "--readahead", str(args.readahead)]
     command += _store_argv(args)
     command += ["--read-only"] if args.read_only else []
+    command += ["--snapshot", args.snapshot] if args.snapshot is not None else []
+    command += ["--snapshot-every", f"{int(args.snapshot_every)}s"] if args.snapshot_every else []
+    for name, value in keep_options(args).items():
+        command += [f"--keep-{name}", str(value)]
     command += ["--force"] if args.force else []
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
@@ -330,14 +353,19 @@ def info(args: argparse.Namespace) -> int:
     from bucketdisk.volume.create import missing_volume
     from bucketdisk.volume.lock import current_holder
     from bucketdisk.volume.mapstore import MapStore
+    from bucketdisk.volume.history import mapped_blocks
     from bucketdisk.volume.record import check_record_fits, read_record
+    from bucketdisk.volume.snapshots import SnapshotRecords
 
     store = open_store(args.url, s3=s3_options(args))
     record = read_record(store)
     if record is None:
         raise missing_volume(store)
     check_record_fits(record)  # a volume no mount here could serve is refused alike
-    mapped, unmerged, _ = MapStore.of(store, record).count()  # never holds the whole map
+    maps = MapStore.of(store, record)
+    mapped, unmerged, _ = maps.count()  # never holds the whole map
+    snapshots = SnapshotRecords.of(store, record).list()
+    kept = mapped_blocks(maps, snapshots)
     objects, stored, unknown = _survey(store)
     temp_files, abandoned = store.scratch()
     holder = current_holder(store)
@@ -347,6 +375,11 @@ def info(args: argparse.Namespace) -> int:
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
+        "snapshots": len(snapshots),
+        "live_mapped_bytes": mapped * record.block_size,     # what the disk holds, uncompressed
+        "snapshots_mapped_bytes": kept * record.block_size,  # the same, summed over every snapshot
+        # everything the live disk and the snapshots map, over what is stored for it
+        "sharing_ratio": round((mapped + kept) * record.block_size / stored, 2) if stored else None,
         "writer": holder.describe() if holder and holder.state() in ("live-here", "held") else None,
         "unknown_keys": unknown,  # named as nothing of ours: left alone
         "temp_files": temp_files,  # file://: uploads under way, or left by a killed writer...
@@ -395,6 +428,7 @@ def gc(args: argparse.Namespace) -> int:
     facts = {"url": args.url, f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,
              f"{verb}_old_roots": found.roots, f"{verb}_journals": found.journals,
              f"{verb}_temp_files": temp_files,  # abandoned ones only (file://)
+             "aliases_in_use": found.aliases,  # second copies written while a late delete could land
              "stored_bytes_before": before, "stored_bytes_after": after}
     _print_facts(facts, args.json)
     return 0

@@ -7,8 +7,8 @@ import sys
 from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
-from . import commands
-from .units import join_negative_sizes, parse_size
+from . import commands, history
+from .units import join_negative_sizes, parse_duration, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -19,6 +19,16 @@ EXAMPLES = {
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run",
+    "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
+                "  bucketdisk snapshot list file:///srv/disk1",
+    "snapshot create": "bucketdisk snapshot create /mnt/disk1 --freeze /mnt/data\n"
+                       "  bucketdisk snapshot create file:///srv/disk1 --name before-upgrade",
+    "snapshot list": "bucketdisk snapshot list file:///srv/disk1 --json",
+    "snapshot delete": "bucketdisk snapshot delete file:///srv/disk1 before-upgrade",
+    "snapshot diff": "bucketdisk snapshot diff /mnt/disk1 before-upgrade live --json",
+    "restore": "bucketdisk restore file:///srv/disk1 --snapshot before-upgrade",
+    "prune": "bucketdisk prune /mnt/disk1 --dry-run            # Time Machine's rule\n"
+             "  bucketdisk prune file:///srv/disk1 --keep-hourly 24 --keep-daily 30 --keep-weekly -1",
 }
 
 
@@ -31,9 +41,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
-def _command(sub, name: str, help_text: str, parents=()) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help_text, description=help_text, parents=list(parents),
-                          epilog=f"example:\n  {EXAMPLES[name]}",
+def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
+             ) -> argparse.ArgumentParser:
+    """A subcommand `name` (EXAMPLES names its example), added to its parent as `name_in_parent`."""
+    return sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
+                          parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -103,13 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20,
-                   help="memory for cached and dirty blocks (default 256M)")
-    p.add_argument("--threads", type=int, default=16, help="parallel uploads and downloads (default 16)")
+                   help="memory for every block the mount holds: cached, dirty, being uploaded or read "
+                        "(default 256M; at least 2 blocks)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="parallel uploads and downloads, as many as fit in the cache (default 16)")
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--snapshot", metavar="NAME", help="mount that snapshot alone, read-only, without the "
+                   "writer's lease (also while the volume is mounted writable elsewhere)")
     p.add_argument("--force", action="store_true",
                    help="take the volume even if another writable mount seems to hold it")
+    p.add_argument("--snapshot-every", type=parse_duration, metavar="INTERVAL",
+                   help="take a snapshot every INTERVAL (90s, 15min, 1h, 1d) and prune after each, by the "
+                        "--keep-* options given (default: Time Machine's rule)")
+    history.add_keep_options(p)
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -135,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.stats)
+
+    history.add_commands(sub, store, _command)
     return parser
 
 

@@ -39,6 +39,31 @@ class CorruptData(StoreError):
         return named
 
 
+class VolumeReplaced(StoreError):
+    """The volume a read-only mount shows is no longer at its place: its
+    record is gone, or names another volume (`create --force` replaced
+    it).  Nothing read there now is that volume's; the message says which
+    happened."""
+
+
 class Forbidden(StoreError):
     """The store refused access to one object (S3 403, a file's EACCES):
     these credentials may not read it, which says nothing of whether it exists."""
+
+
+def without_traceback(error: BaseException) -> BaseException:
+    """`error` with its traceback, and those of the errors it chains, let go.
+
+    A traceback keeps the locals of every frame it passes through alive,
+    such as the buffers of a block device's fetch or upload; the device
+    keeps errors (in entries, for fsync) until the next success, and those
+    buffers would stay in memory, uncounted.  Returns `error`."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        pending += [e.__cause__, e.__context__]
+    return error

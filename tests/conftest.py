@@ -269,9 +269,12 @@ PAGE_KEY_RE = re.compile(r"^map/pages/[0-9a-f]{64}$")
 ROOT_KEY_RE = re.compile(r"^map/roots/[0-9a-f]{16}-[0-9a-f]{16}$")
 JOURNAL_KEY_RE = re.compile(r"^map/journal/[0-9a-f]{16}-[0-9a-f]{16}$")
 LEASE_KEY_RE = re.compile(r"^lock/[0-9a-f]{16}$")
+SNAPSHOT_KEY_RE = re.compile(r"^snapshots/[0-9a-f]{16}$")
+# a second copy of a block or page written while a late delete could land (FORMAT.md)
+ALIAS_KEY_RE = re.compile(r"^(blocks/[0-9a-f]{2}/|map/pages/)[0-9a-f]{64}-[0-9a-f]{16}$")
 FILE_STORE_TMP = ".tmp"  # the file:// store's own scratch dir (temp files before link/rename)
 # directories a file:// volume may hold: the key layout's prefixes and the scratch dir
-FILE_STORE_DIR_RE = re.compile(r"^(blocks(/[0-9a-f]{2})?|map(/(pages|roots|journal))?|lock|\.tmp)$")
+FILE_STORE_DIR_RE = re.compile(r"^(blocks(/[0-9a-f]{2})?|map(/(pages|roots|journal))?|lock|snapshots|\.tmp)$")
 
 
 def key_kind(key: str) -> str | None:
@@ -282,7 +285,8 @@ def key_kind(key: str) -> str | None:
         return "lock"
     if BLOCK_OBJECT_RE.match(key):
         return "block" if key.split("/")[1] == key.split("/")[2][:2] else None
-    for kind, rx in (("page", PAGE_KEY_RE), ("root", ROOT_KEY_RE), ("journal", JOURNAL_KEY_RE)):
+    for kind, rx in (("page", PAGE_KEY_RE), ("root", ROOT_KEY_RE), ("journal", JOURNAL_KEY_RE),
+                     ("snapshot", SNAPSHOT_KEY_RE), ("alias", ALIAS_KEY_RE)):
         if rx.match(key):
             return kind
     return None

@@ -94,17 +94,20 @@ class CrashStore(ObjectStore):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         return self._mutating(f"PUT {key}", lambda: self.inner.put(key, data, if_absent=if_absent))
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, guard=None) -> None:
         keys = list(keys)
         if not keys:
-            return self.inner.delete(keys)
-        return self._mutating(f"DELETE {len(keys)}", lambda: self.inner.delete(keys))
+            return self.inner.delete(keys, guard=guard)
+        return self._mutating(f"DELETE {len(keys)}", lambda: self.inner.delete(keys, guard=guard))
 
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
     def head(self, key: str) -> int | None:
         return self.inner.head(key)
+
+    def age(self, key: str) -> float | None:
+        return self.inner.age(key)
 
     def list(self, prefix: str = ""):
         return self.inner.list(prefix)

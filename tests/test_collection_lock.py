@@ -24,12 +24,12 @@ class HeldDeletes(CrashStore):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def delete(self, keys) -> None:
+    def delete(self, keys, *, guard=None) -> None:
         keys = list(keys)
         if any(k.startswith(layout.BLOCKS) for k in keys):
             self.entered.set()
             assert self.release.wait(HANG_GUARD)
-        return super().delete(keys)
+        return super().delete(keys, guard=guard)
 
 
 def test_reads_and_writes_go_on_while_collection_deletes(places):  # noqa: F811

@@ -261,7 +261,7 @@ def test_writer_waiting_for_room_through_a_short_outage_only_waits(bd, proxy):
     vol = bd.create(size="64M", block_size="64K")
     bs = vol.block_size
     m = mount_through(bd, proxy, vol, retry_time=60)
-    limit = bd.stats(m.path)["cache_limit_blocks"]
+    limit = bd.stats(m.path)["dirty_limit_blocks"]  # the rest of the cache is room for an upload
     model = bytearray(vol.size)
     rng = random.Random(3)
     blocks = range(0, 2 * limit)

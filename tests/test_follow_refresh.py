@@ -7,19 +7,24 @@ new root and the pages whose hash changed, never the others; each journal
 is read once; a block with logged pages is merged reading its base once,
 or not at all when its pages cover it.  And whatever it reuses, what it
 shows is exactly the writer's durable state, as a read-only mount opened
-afresh shows it.  Counted by the store's `objects_got`, never by time.
+afresh shows it.  Counted by the store's `objects_got`, never by time
+(every refresh also reads the volume record: RECORD_READS).  And once the
+volume is replaced (`create --force`) or deleted, a refresh says so and
+nothing of the place is read as the volume's any more.
 """
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from crashpoints import CrashStore, Plan
 from test_crash_points import places  # noqa: F401 - the fixture
 from bucketdisk.codec.block import ZERO_HASH
-from bucketdisk.errors import NotFound
+from bucketdisk.errors import NotFound, VolumeReplaced
 from bucketdisk.volume import layout
+from bucketdisk.volume.create import create_volume
 from bucketdisk.volume.follow import Follower
 from bucketdisk.volume.mapstore import LOG_PAGE, Run
 from bucketdisk.volume.record import VolumeRecord
@@ -28,6 +33,7 @@ from bucketdisk.volume.volume import Volume
 BLOCK_SIZE = 16 * 1024  # 4 logged pages per block
 BLOCKS = 64
 PAGE_ENTRIES = 4        # 16 map pages
+RECORD_READS = 1        # a refresh reads the volume record: is the place's volume still the one shown?
 
 
 class Pair:
@@ -69,10 +75,11 @@ class Pair:
         self.write(dict(self.logged))
 
     def refresh(self) -> int:
-        """Refresh the follower; returns the objects it read."""
+        """Refresh the follower; returns the map objects and blocks it read
+        (the volume record it reads every time is not counted)."""
         before = self.reader.stats.snapshot()["objects_got"]
         self.follower.refresh()
-        return self.reader.stats.snapshot()["objects_got"] - before
+        return self.reader.stats.snapshot()["objects_got"] - before - RECORD_READS
 
     def assert_shows_model(self, volume: Volume | None = None) -> None:
         volume = volume or self.reader
@@ -174,7 +181,8 @@ def test_a_read_only_volume_opened_beside_logged_pages_reads_only_their_bases(pa
     before = reader.stats.snapshot()["objects_got"]
     follower = Follower(reader)
     follower.refresh()
-    assert reader.stats.snapshot()["objects_got"] - before == 1, "the first refresh read the map again"
+    assert reader.stats.snapshot()["objects_got"] - before == 1 + RECORD_READS, \
+        "the first refresh read the map again"
     pair.assert_shows_model(reader)
     follower.close()
     reader.close()
@@ -204,7 +212,8 @@ def test_a_refresh_that_finds_an_object_gone_keeps_what_it_read(pair):
     store.key = layout.journal_key(*reader.maps.listing().journals[3])
     before = reader.stats.snapshot()["objects_got"]
     follower.refresh()
-    assert reader.stats.snapshot()["objects_got"] - before == 6, "journals read before the miss were read again"
+    assert reader.stats.snapshot()["objects_got"] - before == 6 + RECORD_READS, \
+        "journals read before the miss were read again"
     pair.assert_shows_model(reader)
     follower.close()
     reader.close()
@@ -237,3 +246,44 @@ def test_what_a_refresh_shows_is_the_writers_durable_state(pair, seed):
     pair.refresh()
     pair.assert_shows_model()
     pair.assert_fresh_mount_agrees()
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+def test_a_refresh_after_the_volume_was_replaced_or_deleted_reads_none_of_the_place(places, how):  # noqa: F811
+    name = places.new()
+    store = places.open(name)
+    store.put(layout.RECORD, VolumeRecord(size=BLOCKS * BLOCK_SIZE, block_size=BLOCK_SIZE,
+                                          page_entries=PAGE_ENTRIES).to_bytes())
+    writer = Volume(store, writable=True)
+    old = contents(12, range(BLOCKS))
+    for index, data in old.items():
+        writer.commit([(index, writer.store_block(data, index), writer.log_number())])
+    writer.close()  # (create --force replaces only a volume no writer holds)
+    reader = Volume(places.open(name), writable=False)
+    follower = Follower(reader)
+    follower.refresh()
+    assert reader.read_block(reader.lookup(7)) == old[7]
+    uuid = reader.record.uuid
+
+    place = places.open(name)
+    if how == "replaced":
+        record = create_volume(place, BLOCKS * BLOCK_SIZE, BLOCK_SIZE, force=True)
+        new_writer = Volume(place, writable=True)  # the new volume gets data of its own
+        for index, data in contents(13, range(BLOCKS)).items():
+            new_writer.commit([(index, new_writer.store_block(data, index), new_writer.log_number())])
+        new_writer.close()
+        said = f"was replaced by another volume (UUID {record.uuid}; this mount showed {uuid})"
+    else:
+        place.delete(sorted(place.list(), key=lambda key: key != layout.RECORD))  # the record first
+        said = "was deleted (its volume record is gone)"
+    with pytest.raises(VolumeReplaced, match=r"the volume at \S+ " + re.escape(said)):
+        follower.refresh()
+    assert reader.replaced is not None and said in reader.replaced
+    before = reader.stats.snapshot()["objects_got"]
+    with pytest.raises(VolumeReplaced):
+        follower.refresh()
+    with pytest.raises(VolumeReplaced):
+        reader.load_block(reader.lookup(7))  # the old volume's block: not read either
+    assert reader.stats.snapshot()["objects_got"] == before, "a replaced volume was read again"
+    follower.close()
+    reader.close()

@@ -15,7 +15,7 @@ import pytest
 
 from bucketdisk.codec import _hot
 from bucketdisk.codec._hot import (
-    FORMAT_VERSION, HEADER_SIZE, MAGIC, CorruptObject, frame, is_zero, unframe, xxh3_64,
+    FORMAT_VERSION, HEADER_SIZE, MAGIC, CorruptObject, frame, frame_header, is_zero, unframe, xxh3_64,
 )
 from bucketdisk.device._bitmap import Bitmap
 
@@ -320,6 +320,19 @@ def test_frame_layout_matches_reference(n):
     assert out == ref_frame(payload, flags, raw_len, hasher=xxh3_64)
     assert out[:4] == b"BDKB" and out[4] == 1 and out[5] == flags and out[6:8] == b"\0\0"
     assert struct.unpack_from("<IIQ", out, 8) == (raw_len, n, xxh3_64(payload))
+
+
+@pytest.mark.parametrize("n", [0, 1, 16383, 16384, MIB])
+def test_frame_header_frames_the_payload_without_copying_it(n):
+    """An upload sends frame_header(p) and then p itself: together they are frame(p)."""
+    rng = random.Random(200 + n)
+    payload = bytearray(rand_bytes(rng, n))
+    flags, raw_len = rng.randrange(256), rng.randrange(1 << 32)
+    header = frame_header(memoryview(payload), flags, raw_len)
+    assert type(header) is bytes and len(header) == HEADER_SIZE
+    assert header + payload == frame(payload, flags, raw_len)
+    with pytest.raises(ValueError):
+        frame_header(payload, 256, 1)
 
 
 @needs_libxxhash
@@ -739,3 +752,20 @@ def test_block_table_keeps_data_alive_and_counts_hits():
         table.publish(1, b"short")
     table.withdraw(3)
     assert not table.read_into(out, 3 * 8)
+
+
+def test_a_stopped_block_table_serves_and_publishes_nothing():
+    """A read-only mount whose volume went away stops its table: FUSE
+    threads must then send every read to Python (which refuses it)."""
+    from bucketdisk.device._table import BlockTable
+
+    table = BlockTable(4, 8)
+    assert table.publish(1, b"abcdefgh") and table.publish(2, b"ijklmnop")
+    out = bytearray(16)
+    assert table.read_into(out, 8) and out == b"abcdefghijklmnop"
+    table.stop()
+    assert not table.read_into(out, 8) and not table.read_into(bytearray(1), 8)
+    assert not table.publish(3, b"qrstuvwx"), "a stopped table took a block"
+    assert not table.read_into(out, 3 * 8)
+    table.withdraw(1)  # the device may still withdraw what it had published
+    assert table.hits == 2

@@ -499,3 +499,38 @@ def test_refusals_are_one_line_and_leave_nothing(s3bd):
     s3.bd.unmount(m)
     m = s3.mount(vol, direct=True)
     assert_file_matches(m.file, model)
+
+
+def test_each_delete_request_is_guarded_retries_included(s3):
+    """The writer's check runs before every delete request the store sends,
+    a retry too (attempt 1, ...): a retried delete may land twice, and a
+    superseded writer must not send one at all (latedeletes.py)."""
+    from bucketdisk.store.credentials import Credentials
+    from bucketdisk.store.s3 import S3Options, S3Store
+
+    options = S3Options(endpoint=s3.proxy.endpoint, addressing="path", region=s3.server.region, retry_time=20)
+    store = S3Store(s3.bucket, "guarded", options,
+                    credentials=Credentials(s3.server.access_key, s3.server.secret_key))
+    store.put("blocks/aa/x", b"x")
+    store.put("blocks/aa/y", b"y")
+    attempts = []
+
+    def guard(keys, attempt):
+        attempts.append((keys, attempt))
+        if attempt:
+            s3.proxy.set_faults()  # the first request failed (503 from the proxy): the retry goes through
+
+    s3.proxy.set_faults(error_rate=1.0)
+    store.delete(["blocks/aa/x"], guard=guard)
+    assert [a for _, a in attempts[:2]] == [0, 1] and attempts[0][0] == ["blocks/aa/x"]
+    assert store.head("blocks/aa/x") is None
+
+    class Superseded(Exception):
+        pass
+
+    def refuse(keys, attempt):
+        raise Superseded
+    with pytest.raises(Superseded):
+        store.delete(["blocks/aa/y"], guard=refuse)
+    assert store.head("blocks/aa/y") == 1  # nothing was sent
+    store.close()

@@ -36,12 +36,20 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from "xxhash.h" nogil:
     ctypedef unsigned long long XXH64_hash_t
+    ctypedef struct XXH3_state_t:
+        pass
     XXH64_hash_t XXH3_64bits(const void* data, size_t length)
+    XXH3_state_t* XXH3_createState()
+    int XXH3_freeState(XXH3_state_t* state)
+    int XXH3_64bits_reset(XXH3_state_t* state)
+    int XXH3_64bits_update(XXH3_state_t* state, const void* data, size_t length)
+    XXH64_hash_t XXH3_64bits_digest(const XXH3_state_t* state)
 
 
 __all__ = [
     "CorruptObject", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC",
-    "count_zero_entries", "differing_entries", "frame", "is_zero", "unframe", "xxh3_64",
+    "Xxh3", "count_zero_entries", "differing_entries", "frame", "frame_header",
+    "is_zero", "read_header", "unframe", "xxh3_64",
 ]
 
 HEADER_SIZE = 24
@@ -231,15 +239,69 @@ def xxh3_64(buf) -> int:
     return h
 
 
+cdef class Xxh3:
+    """XXH3_64bits (seed 0) of bytes that come in pieces: `update` each,
+    then `digest`; equals xxh3_64 of the pieces joined."""
+
+    cdef XXH3_state_t* state
+
+    def __cinit__(self):
+        self.state = XXH3_createState()
+        if self.state == NULL:
+            raise MemoryError()
+        XXH3_64bits_reset(self.state)
+
+    def __dealloc__(self):
+        if self.state != NULL:
+            XXH3_freeState(self.state)
+
+    def update(self, buf) -> None:
+        cdef Py_buffer view
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            if view.len >= _NOGIL_MIN:
+                with nogil:
+                    XXH3_64bits_update(self.state, view.buf, <size_t>view.len)
+            else:
+                XXH3_64bits_update(self.state, view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def digest(self) -> int:
+        return XXH3_64bits_digest(self.state)
+
+
 # -- framing ------------------------------------------------------------------
 
-cdef void _write_frame(uint8_t* dst, const uint8_t* src, size_t n,
-                       uint8_t flags, uint32_t raw_len) noexcept nogil:
-    memcpy(dst + _HEADER_SIZE, src, n)
-    # Hash the copy, not the source: a bytearray source may be written by
-    # another thread while the GIL is released, and the checksum must describe
-    # exactly the bytes that get stored.
-    cdef uint64_t checksum = XXH3_64bits(dst + _HEADER_SIZE, n)
+cdef void _check_header(const uint8_t* p) except *:
+    """Raise CorruptObject unless magic, version and reserved bytes hold."""
+    if memcmp(p, <const char*>b"BDKB", 4) != 0:
+        raise CorruptObject(f"bad magic {bytes(p[:4])!r}, expected {MAGIC!r}")
+    if p[4] != 1:
+        raise CorruptObject(f"unknown format version {p[4]}, expected {FORMAT_VERSION}")
+    if _get_le16(p + 6) != 0:
+        raise CorruptObject("reserved header bytes are not zero")
+
+
+def read_header(header) -> tuple:
+    """(flags, raw_len, payload_len, checksum) from the first HEADER_SIZE
+    bytes of a frame, for a reader that takes the payload in pieces (and
+    checks the checksum with Xxh3).  Raises CorruptObject as `unframe`."""
+    cdef Py_buffer view
+    cdef const uint8_t* p
+    PyObject_GetBuffer(header, &view, PyBUF_SIMPLE)
+    try:
+        if view.len < _HEADER_SIZE:
+            raise CorruptObject(f"object too short: {view.len} bytes, header is {_HEADER_SIZE}")
+        p = <const uint8_t*>view.buf
+        _check_header(p)
+        return p[5], _get_le32(p + 8), _get_le32(p + 12), _get_le64(p + 16)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef void _write_header(uint8_t* dst, size_t n, uint64_t checksum,
+                        uint8_t flags, uint32_t raw_len) noexcept nogil:
     memcpy(dst, <const char*>b"BDKB", 4)
     dst[4] = 1  # FORMAT_VERSION
     dst[5] = flags
@@ -247,6 +309,15 @@ cdef void _write_frame(uint8_t* dst, const uint8_t* src, size_t n,
     _put_le32(dst + 8, raw_len)
     _put_le32(dst + 12, <uint32_t>n)
     _put_le64(dst + 16, checksum)
+
+
+cdef void _write_frame(uint8_t* dst, const uint8_t* src, size_t n,
+                       uint8_t flags, uint32_t raw_len) noexcept nogil:
+    memcpy(dst + _HEADER_SIZE, src, n)
+    # Hash the copy, not the source: a bytearray source may be written by
+    # another thread while the GIL is released, and the checksum must describe
+    # exactly the bytes that get stored.
+    _write_header(dst, n, XXH3_64bits(dst + _HEADER_SIZE, n), flags, raw_len)
 
 
 def frame(payload, long long flags, long long raw_len) -> bytes:
@@ -276,6 +347,39 @@ def frame(payload, long long flags, long long raw_len) -> bytes:
     return out
 
 
+def frame_header(payload, long long flags, long long raw_len) -> bytes:
+    """The 24-byte header that makes `header + payload` a frame, without
+    copying the payload (an upload sends the two one after the other, so
+    a block in the cache is never copied to be stored).
+
+    The checksum describes the payload as it is now: the caller must not
+    change it until the object is stored (the device uploads a buffer no
+    writer touches: writers copy it first).  Raises ValueError as `frame`.
+    """
+    cdef Py_buffer view
+    cdef bytes out
+    cdef uint64_t checksum
+    if not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags must fit in one byte, got {flags}")
+    if not 0 <= raw_len <= 0xFFFFFFFF:
+        raise ValueError(f"raw_len must fit in 32 bits, got {raw_len}")
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        if view.len > 0xFFFFFFFF:
+            raise ValueError(f"payload of {view.len} bytes is too large to frame")
+        if view.len >= _NOGIL_MIN:
+            with nogil:
+                checksum = XXH3_64bits(view.buf, <size_t>view.len)
+        else:
+            checksum = XXH3_64bits(view.buf, <size_t>view.len)
+        out = PyBytes_FromStringAndSize(NULL, _HEADER_SIZE)
+        _write_header(<uint8_t*>PyBytes_AS_STRING(out), <size_t>view.len, checksum,
+                      <uint8_t>flags, <uint32_t>raw_len)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
 def unframe(obj):
     """Check a frame and return (flags, raw_len, payload).
 
@@ -300,12 +404,7 @@ def unframe(obj):
         n = view.len
         if n < _HEADER_SIZE:
             raise CorruptObject(f"object too short: {n} bytes, header is {_HEADER_SIZE}")
-        if memcmp(p, <const char*>b"BDKB", 4) != 0:
-            raise CorruptObject(f"bad magic {bytes(mv[:4])!r}, expected {MAGIC!r}")
-        if p[4] != 1:
-            raise CorruptObject(f"unknown format version {p[4]}, expected {FORMAT_VERSION}")
-        if _get_le16(p + 6) != 0:
-            raise CorruptObject("reserved header bytes are not zero")
+        _check_header(p)
         payload_len = _get_le32(p + 12)
         if payload_len != n - _HEADER_SIZE:
             raise CorruptObject(

@@ -5,7 +5,8 @@ A Python callback costs ~60 us here, which caps warm 4 KiB reads near
 15k/s; a read served from this table never enters Python.  The device
 publishes a block once it is clean and loaded, and withdraws it before any
 change to its buffer, so a reader sees either the whole old content or
-goes to Python for the new one.
+goes to Python for the new one.  A read-only mount whose volume has gone
+from its place stops the table (`stop`): from then on it serves nothing.
 
 One reader-writer lock guards the table: readers (FUSE threads, no GIL)
 hold it shared while they copy; writers (Python, GIL held) take it
@@ -59,6 +60,7 @@ cdef struct Table:
     uint64_t block_size
     uint64_t count      # occupied slots
     uint64_t hits
+    bint stopped        # serves nothing more, publishes nothing more (see BlockTable.stop)
 
 
 cdef inline uint64_t home(const Table *t, int64_t index) noexcept nogil:
@@ -83,6 +85,9 @@ cdef bint table_read(void *p, char *out, size_t size, uint64_t offset) noexcept 
     first = offset // t.block_size
     last = (offset + size - 1) // t.block_size
     pthread_rwlock_rdlock(&t.lock)
+    if t.stopped:
+        pthread_rwlock_unlock(&t.lock)
+        return False
     for index in range(first, last + 1):
         if find(t, <int64_t>index) == NULL:
             pthread_rwlock_unlock(&t.lock)
@@ -116,6 +121,7 @@ cdef class BlockTable:
             self.t.slots[i].index = EMPTY
         self.t.mask = size - 1
         self.t.block_size = block_size
+        self.t.stopped = False
         pthread_rwlock_init(&self.t.lock, NULL)
         self.fast_read.read = table_read
         self.fast_read.table = &self.t
@@ -130,8 +136,8 @@ cdef class BlockTable:
 
     def publish(self, int64_t index, data) -> bool:
         """Serve block `index` from `data` (a whole block, not to be changed
-        until withdrawn); False when the table is full (it then stays a
-        Python-served block)."""
+        until withdrawn); False when the table is full or stopped (it
+        then stays a Python-served block)."""
         cdef Py_buffer view
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         # The pointer stays valid without the export: bytes never move, and
@@ -145,6 +151,10 @@ cdef class BlockTable:
         pthread_rwlock_wrlock(&self.t.lock)
         cdef Slot *slot = find(&self.t, index)
         cdef PyObject *old = NULL
+        if self.t.stopped:
+            pthread_rwlock_unlock(&self.t.lock)
+            Py_DECREF(data)
+            return False
         if slot == NULL:
             if 4 * (self.t.count + 1) > 3 * (self.t.mask + 1):
                 pthread_rwlock_unlock(&self.t.lock)
@@ -175,6 +185,14 @@ cdef class BlockTable:
         pthread_rwlock_unlock(&self.t.lock)
         if old != NULL:
             Py_DECREF(<object>old)
+
+    def stop(self) -> None:
+        """Serve nothing more, for good: every read goes to Python (the
+        device then refuses it), and `publish` no longer adds blocks.
+        Returns once no reader is copying a block."""
+        pthread_rwlock_wrlock(&self.t.lock)
+        self.t.stopped = True
+        pthread_rwlock_unlock(&self.t.lock)
 
     def referenced(self, int64_t index) -> bool:
         """Whether block `index` was read here since the last call (clears it)."""

@@ -8,6 +8,10 @@ flusher is reading the current buffer: a writer must copy before modifying.
 A `published` entry is clean and its buffer is in the block table, where
 FUSE threads read it without the GIL: it must be withdrawn before its
 buffer changes or goes.
+
+CacheIndex also keeps the memory budget (budget.py): `used` counts the
+bytes of every buffer the device holds, entries' and others' (uploads,
+fetches), and `make_room` evicts clean entries to fit more.
 """
 import heapq
 import itertools
@@ -18,12 +22,14 @@ from collections.abc import Callable
 
 from ._bitmap import Bitmap
 from ._table import BlockTable
+from .budget import ENTRY_OVERHEAD, Budget
 
 
 class Entry:
     __slots__ = ("data", "dirty", "flushing", "shared", "version", "flushed_version",
                  "last_write", "dirty_since", "loading", "error", "attempts", "failed_attempt", "unlogged",
-                 "log_number", "log_version", "published", "ticket")
+                 "log_number", "log_version", "published", "ticket",
+                 "__weakref__")  # fsync waits on entries weakly: see Flushing._target_stored
 
     def __init__(self, data=None) -> None:
         self.data = data
@@ -107,20 +113,30 @@ class FlushQueue:
 
 
 class CacheIndex:
-    """Entries in LRU order, the dirty bitmap, the flush queue, the budget,
-    and the table of published blocks.
+    """Entries in LRU order, the dirty bitmap, the flush queue, the memory
+    budget, and the table of published blocks.
 
+    An entry costs ENTRY_OVERHEAD, plus the block size while it holds a
+    buffer or is loading.  Whoever adds to `used` (inserting an entry,
+    giving one a buffer) first makes room for it.
     Not thread-safe by itself: the device holds its lock around every call.
     """
 
-    def __init__(self, block_count: int, max_buffers: int, block_size: int,
-                 due: Callable[[Entry], float]) -> None:
+    def __init__(self, block_count: int, budget: Budget, due: Callable[[Entry], float]) -> None:
         self.entries: OrderedDict[int, Entry] = OrderedDict()
         self.dirty = Bitmap(block_count)
         self.queue = FlushQueue(due)
-        self.max_buffers = max_buffers
-        self.buffers = 0  # entries holding a block-sized buffer
-        self.table = BlockTable(max_buffers, block_size)
+        self.budget = budget
+        self.block_size = budget.block_size
+        self.used = 0          # bytes charged to the budget (see budget.py)
+        self.dirty_blocks = 0  # entries marked dirty
+        self.area_used = 0     # bytes of the upload area taken (budget.UPLOAD_AREA)
+        self.table = BlockTable(budget.max_blocks, budget.block_size)
+
+    def _cost(self, entry: Entry) -> int:
+        """Bytes an entry is charged in its present state."""
+        held = entry.data is not None or entry.loading is not None
+        return ENTRY_OVERHEAD + (self.block_size if held else 0)
 
     def get(self, index: int) -> Entry | None:
         entry = self.entries.get(index)
@@ -130,14 +146,12 @@ class CacheIndex:
 
     def insert(self, index: int, entry: Entry) -> None:
         self.entries[index] = entry
-        if entry.data is not None or entry.loading is not None:
-            self.buffers += 1
+        self.used += self._cost(entry)
 
     def remove(self, index: int) -> None:
         entry = self.entries.pop(index)
         self.withdraw(index, entry)
-        if entry.data is not None or entry.loading is not None:
-            self.buffers -= 1
+        self.used -= self._cost(entry)
 
     def publish(self, index: int, entry: Entry) -> None:
         """Let FUSE threads read a clean, loaded block without asking us."""
@@ -151,15 +165,29 @@ class CacheIndex:
             entry.published = False
 
     def drop_buffer(self, index: int, entry: Entry) -> None:
+        """The entry lets go of its buffer; an upload still sending it keeps
+        it, charged, until `upload_done`."""
         self.withdraw(index, entry)
         if entry.data is not None:
+            if not entry.shared:
+                self.used -= self.block_size
             entry.data = None
-            self.buffers -= 1
+            entry.shared = False
 
-    def add_buffer(self, entry: Entry, data) -> None:
-        if entry.data is None:
-            self.buffers += 1
+    def replace_buffer(self, entry: Entry, data) -> None:
+        """Give the entry the new buffer `data` (made after room for a block:
+        the old buffer, if no upload keeps it, is freed only afterwards)."""
+        if entry.data is None or entry.shared:
+            self.used += self.block_size  # the upload keeps the old one, charged
         entry.data = data
+        entry.shared = False
+
+    def upload_done(self, entry: Entry, data) -> None:
+        """An upload of `data` (the entry's buffer when it started) ended:
+        the buffer is freed if the entry has let go of it meanwhile."""
+        if data is not None and entry.data is not data:
+            self.used -= self.block_size
+        entry.shared = False
 
     def mark_dirty(self, index: int, entry: Entry) -> bool:
         """Record a write (made after `withdraw`); True when the block
@@ -170,6 +198,7 @@ class CacheIndex:
             return False
         entry.dirty = True
         entry.dirty_since = now
+        self.dirty_blocks += 1
         self.dirty.set(index)
         if entry.flushing:
             return False
@@ -179,26 +208,55 @@ class CacheIndex:
     def mark_clean(self, index: int, entry: Entry) -> None:
         entry.dirty = False
         entry.unlogged = 0
+        self.dirty_blocks -= 1
         self.dirty.clear(index)
 
-    def make_room(self, needed: int = 1) -> bool:
-        """Evict clean entries, oldest first, until `needed` buffers fit.
+    def take_upload_room(self) -> str | None:
+        """Charge the object an upload builds: to the upload area while it
+        has room, else to the cache, evicting clean blocks; "area" or
+        "cache" (give it back with give_upload_room), None if neither has
+        room now."""
+        budget = self.budget
+        if self.area_used + budget.block_size <= budget.upload_area:
+            self.area_used += budget.block_size  # (and a header: counted in the fixed overhead)
+            return "area"
+        if self.make_room(budget.object_cost):
+            self.used += budget.object_cost
+            return "cache"
+        return None
+
+    def give_upload_room(self, charged: str | None) -> None:
+        """An upload's object is gone: credit it where take_upload_room
+        charged it (None: nothing was)."""
+        if charged == "area":
+            self.area_used -= self.budget.block_size
+        elif charged == "cache":
+            self.used -= self.budget.object_cost
+
+    def dirty_room(self) -> bool:
+        """Whether one more block may turn dirty and still leave room for an
+        upload beside the dirty blocks (budget.max_dirty)."""
+        return self.dirty_blocks < self.budget.max_dirty
+
+    def make_room(self, size: int, keep: int | None = None) -> bool:
+        """Evict clean entries, oldest first (never block `keep`), until
+        `size` more bytes fit in the budget; False if they cannot.
 
         Reads served by the table do not reorder `entries`, so a published
         block read since it was last considered gets a second chance (moves
         to the young end) instead of being evicted."""
-        while self.buffers + needed > self.max_buffers:
-            victim = self._victim()
+        while self.used + size > self.budget.limit:
+            victim = self._victim(keep)
             if victim is None:
                 return False
             self.remove(victim)
         return True
 
-    def _victim(self) -> int | None:
+    def _victim(self, keep: int | None) -> int | None:
         spared = []
         victim = None
         for index, entry in self.entries.items():
-            if not entry.evictable:
+            if not entry.evictable or index == keep:
                 continue
             if entry.published and self.table.referenced(index):
                 spared.append(index)
@@ -208,8 +266,8 @@ class CacheIndex:
         for index in spared:
             self.entries.move_to_end(index)
         if victim is None and spared:
-            victim = next(i for i, e in self.entries.items() if e.evictable)
+            victim = next(i for i, e in self.entries.items() if e.evictable and i != keep)
         return victim
 
     def dirty_count(self) -> int:
-        return self.dirty.count()
+        return self.dirty_blocks

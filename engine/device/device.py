@@ -11,31 +11,37 @@ Blocks go up in the order they fall due, so a hot block never holds back
 the others.  `fsync()` returns only when every write acknowledged before
 it is stored and recorded durably in the volume's journal.
 
-When the cache is full of dirty blocks the store will not take, a reader
-or writer that needs a buffer waits at most `retry_time` seconds (the
-store's own retry budget) and then gets a StoreError (EIO at the FUSE
-layer); the dirty blocks stay in the cache and keep being retried.
+Memory: every buffer held for a block (cached, dirty, being uploaded or
+fetched) is charged to one budget of --cache-size bytes (budget.py), so
+with large blocks or many threads the device runs as many uploads and
+fetches at once as fit, never more.  When the cache is full of dirty
+blocks the store will not take, a reader or writer that needs room waits
+at most `retry_time` seconds (the store's own retry budget) and then gets
+a StoreError (EIO at the FUSE layer); the dirty blocks stay in the cache
+and keep being retried.
 """
 import logging
+import mmap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..codec.block import ZERO_HASH
-from ..errors import NotFound, StoreError, StoreFull
+from ..codec.block import ZERO_HASH, block_buffer
+from ..errors import StoreError, StoreFull
 from ..stats import Stats
-from ..volume.follow import FOLLOW_SECONDS, Follower
+from ..volume.follow import Follower
 from ..volume.lock import Fenced
 from ..volume.mapstore import LOG_PAGE
 from ..volume.volume import Volume
+from .budget import ENTRY_OVERHEAD, Budget
 from .cache import CacheIndex, Entry
 from .flushing import Flushing, due
+from .reading import Reading
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_TIME = 300.0  # seconds a reader or writer waits for room (the store's --retry-time)
 CLOSE_RETRY_DELAY = 5.0   # seconds between attempts to store the last data at unmount
-MIN_BUFFERS_PER_THREAD = 2
 
 
 class NoRoomError(StoreError):
@@ -43,13 +49,17 @@ class NoRoomError(StoreError):
     whole retry time; they stay in the cache and are retried."""
 
 
-class BlockDevice(Flushing):
+class BlockDevice(Reading, Flushing):
     def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
                  stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME) -> None:
-        """`cache_size` in bytes; `retry_time` in seconds: how long a read
-        or write may wait for a cache buffer before it fails (pass the
-        store's --retry-time, so that the application sees EIO no later
-        than it would for one failing request)."""
+        """`cache_size` in bytes: what every block buffer together may take
+        (budget.py); `threads`: uploads and fetches at most at once (fewer
+        when fewer fit in the cache); `readahead` in blocks (at most half
+        the cache); `retry_time` in seconds: how long a read or write may
+        wait for room before it fails (pass the store's --retry-time, so
+        that the application sees EIO no later than it would for one
+        failing request).  Raises CacheTooSmall (a UserError) for a cache
+        of fewer than two blocks."""
         self.volume = volume
         self.block_size = volume.block_size
         self.block_count = volume.block_count
@@ -57,8 +67,8 @@ class BlockDevice(Flushing):
         self.read_only = not volume.writable
         self.stats = stats or volume.stats
         self.retry_time = retry_time
-        buffers = max(cache_size // self.block_size, threads * MIN_BUFFERS_PER_THREAD, 4)
-        self._index = CacheIndex(self.block_count, buffers, self.block_size, due=due)
+        self._budget = Budget.for_cache(cache_size, self.block_size)
+        self._index = CacheIndex(self.block_count, self._budget, due=due)
         self._lock = threading.Lock()
         # Two conditions on one lock, so that a write (often 4 KiB) wakes at
         # most one flush thread, and only when it queues a newly dirty block.
@@ -71,12 +81,15 @@ class BlockDevice(Flushing):
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
         self._all_pages = (1 << (self.block_size // LOG_PAGE)) - 1
-        self._readahead = readahead
-        self._zeros = memoryview(bytes(self.block_size))
+        self._readahead = self._budget.readahead(readahead)
+        # Read-only private zero pages: reading them maps the kernel's one
+        # zero page, so a block of zeros costs no memory (bytes(n) could).
+        self._zeros = memoryview(mmap.mmap(-1, self.block_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ))
         self._next_sequential = -1
-        self._fetchers = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="fetch")
+        workers = self._budget.workers(threads)
+        self._fetchers = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
         self._threads = [threading.Thread(target=self._flush_loop, name=f"flush-{i}", daemon=True)
-                         for i in range(threads if volume.writable else 0)]
+                         for i in range(workers if volume.writable else 0)]
         if volume.writable:
             self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
         else:
@@ -85,140 +98,6 @@ class BlockDevice(Flushing):
             self._threads.append(threading.Thread(target=self._follow_loop, name="follow", daemon=True))
         for thread in self._threads:
             thread.start()
-
-    # -- reads ------------------------------------------------------------------
-
-    def read_into(self, offset: int, out: memoryview) -> int:
-        """Fill `out` from `offset` on (short at the end of the device);
-        returns the byte count.  Each block is copied once, straight from
-        the cache into the caller's buffer."""
-        length = max(0, min(len(out), self.size - offset))
-        if length == 0:
-            return 0
-        first = offset // self.block_size
-        last = (offset + length - 1) // self.block_size
-        if last > first:  # fetch the blocks of one request in parallel
-            self._prefetch(range(first, last + 1), "cache_misses")
-        self._maybe_read_ahead(first, last)
-        done = 0
-        for index, start, stop in self._split(offset, length):
-            self._read_block_into(index, start, stop, out[done : done + stop - start])
-            done += stop - start
-        return length
-
-    def _read_block_into(self, index: int, start: int, stop: int, out: memoryview) -> None:
-        waiting_since = 0.0  # time.monotonic() when this read first found no room
-        while True:
-            with self._lock:
-                entry = self._index.get(index)
-                if entry is None:
-                    if self.volume.lookup(index) == ZERO_HASH:
-                        out[:] = self._zeros[start:stop]
-                        return
-                    if not self._index.make_room():
-                        waiting_since = waiting_since or time.monotonic()
-                        self._wait_for_room(waiting_since)
-                        continue
-                    entry = self._start_load(index)
-                    self.stats.add("cache_misses")
-                elif entry.loading is None:
-                    self.stats.add("cache_hits")
-                    out[:] = (self._zeros if entry.data is None else memoryview(entry.data))[start:stop]
-                    self._index.publish(index, entry)  # later reads of it skip Python
-                    return
-                event = entry.loading
-            event.wait()
-            with self._lock:
-                if entry.error is not None and entry.loading is None and entry.data is None:
-                    raise entry.error
-
-    def _start_load(self, index: int) -> Entry | None:
-        """Insert a loading entry and fetch it in the background.
-
-        Called with the lock held and room for one buffer; None for a block
-        that is all zeros (nothing to fetch).
-        """
-        content_hash = self.volume.lookup(index)
-        if content_hash == ZERO_HASH:
-            return None
-        entry = Entry()
-        entry.loading = threading.Event()
-        self._index.insert(index, entry)
-        self._fetchers.submit(self._load, index, entry, content_hash)
-        return entry
-
-    def _load(self, index: int, entry: Entry, content_hash: bytes) -> None:
-        try:
-            data = self._fetch(index, content_hash)
-            error = None
-        except Exception as e:  # reported to the reader waiting on it
-            log.error("reading block %d failed: %s", index, e)
-            self.stats.add("errors")
-            data, error = None, e
-        with self._lock:
-            event = entry.loading
-            if error is None:
-                entry.data = data
-            else:
-                entry.error = error
-                self._index.remove(index)  # counts the loading buffer out
-            entry.loading = None
-            self._changed.notify_all()
-        event.set()
-
-    def _fetch(self, index: int, content_hash: bytes):
-        """The block's content; a read-only view whose block has gone (the
-        writer replaced and collected it) catches up first (follow.py)."""
-        try:
-            return self.volume.read_block(content_hash)
-        except NotFound:
-            if not self.read_only:
-                raise
-        self.follow()
-        content_hash = self.volume.lookup(index)
-        return bytes(self.block_size) if content_hash == ZERO_HASH else self.volume.read_block(content_hash)
-
-    def follow(self) -> None:
-        """Read-only: take the writer's newest state and drop the cached
-        blocks it changed."""
-        with self._follow_lock:
-            changed = self._follower.refresh()
-        if changed:
-            with self._lock:
-                for index in changed:
-                    entry = self._index.entries.get(index)
-                    if entry is not None and entry.loading is None and not entry.dirty:
-                        self._index.remove(index)
-            self.stats.add("follow_refreshes")
-
-    def _follow_loop(self) -> None:
-        while not self._stopped.wait(FOLLOW_SECONDS):
-            try:
-                self.follow()
-            except StoreError as e:
-                log.warning("following the writer failed, will retry: %s", e)
-
-    def _maybe_read_ahead(self, first: int, last: int) -> None:
-        # The kernel's own read-ahead sends several requests of one stream
-        # at once, and FUSE threads may take them out of order: a request
-        # within the window around the stream's position still counts.
-        expected = self._next_sequential
-        sequential = expected - self._readahead - 1 <= first <= expected + self._readahead
-        self._next_sequential = max(expected, last + 1) if sequential else last + 1
-        if not sequential or self._readahead <= 0:
-            return
-        self._prefetch(range(last + 1, min(last + 1 + self._readahead, self.block_count)), "readahead_blocks")
-
-    def _prefetch(self, indexes: range, counter: str) -> None:
-        """Start fetching uncached blocks, as far as the cache has room."""
-        with self._lock:
-            for index in indexes:
-                if index in self._index.entries:
-                    continue
-                if not self._index.make_room():
-                    return
-                if self._start_load(index) is not None:
-                    self.stats.add(counter)
 
     # -- writes -------------------------------------------------------------------
 
@@ -239,46 +118,61 @@ class BlockDevice(Flushing):
         while True:
             with self._lock:
                 entry = self._index.get(index)
-                if entry is None:
-                    if not self._index.make_room():
+                if entry is None or entry.loading is None:
+                    size, dirties = self._write_needs(index, entry, whole)
+                    if not self._has_room(size, dirties, index):
                         waiting_since = waiting_since or time.monotonic()
-                        self._wait_for_room(waiting_since)
+                        self._wait_for_room(waiting_since, size, dirties, index)
                         continue
-                    entry = self._new_entry_for_write(index, whole)
-                if entry.loading is None:
-                    self._modify(index, entry, start, stop, chunk, whole)
-                    return
+                    if entry is None:
+                        entry = self._new_entry_for_write(index, whole)
+                    if entry.loading is None:
+                        self._modify(index, entry, start, stop, chunk, whole)
+                        return
                 event = entry.loading
             event.wait()
             if entry.error is not None:
                 raise entry.error
 
+    def _write_needs(self, index: int, entry: Entry | None, whole: bool) -> tuple[int, bool]:
+        """(bytes to make room for, whether the block turns dirty) for a
+        write to a cached, loaded block or (entry None) an uncached one
+        (lock held).  A partial write to an uncached block that holds data
+        first fetches it: room for the fetch, dirty only once it is in."""
+        if entry is None:
+            if whole or self.volume.lookup(index) == ZERO_HASH:
+                return self._budget.block_cost, True
+            return self._budget.load_cost, False
+        # A new buffer: the block had none, an upload is sending the old
+        # one, or it is not ours to write (the old one goes once copied).
+        copies = entry.data is None or entry.shared or not _writable(entry.data)
+        return (self.block_size if copies else 0), not entry.dirty
+
     def _new_entry_for_write(self, index: int, whole: bool) -> Entry:
         """A writable entry for an uncached block, or a loading one.
 
-        Called with the lock held and room for one buffer.
+        Called with the lock held and the room `_write_needs` asked for.
         """
         if not whole:
             loading = self._start_load(index)
             if loading is not None:
                 self.stats.add("cache_misses")
                 return loading
-        entry = Entry(bytearray(self.block_size))
+        entry = Entry(block_buffer(self.block_size))
         self._index.insert(index, entry)
         return entry
 
     def _modify(self, index: int, entry: Entry, start: int, stop: int, chunk, whole: bool) -> None:
         wholly_logged = entry.log_number and not entry.unlogged  # it waited LOGGED_DELAY so far
         self._index.withdraw(index, entry)
-        if whole and (entry.data is None or entry.shared or not isinstance(entry.data, bytearray)):
-            self._index.add_buffer(entry, bytearray(chunk))
+        if whole and (entry.data is None or entry.shared or not _writable(entry.data)):
+            self._index.replace_buffer(entry, block_buffer(self.block_size, chunk))
         else:
             if entry.data is None:
-                self._index.add_buffer(entry, bytearray(self.block_size))
-            elif entry.shared or not isinstance(entry.data, bytearray):
-                entry.data = bytearray(entry.data)  # the flusher keeps the old buffer
+                self._index.replace_buffer(entry, block_buffer(self.block_size))
+            elif entry.shared or not _writable(entry.data):  # an upload keeps the old one
+                self._index.replace_buffer(entry, block_buffer(self.block_size, entry.data))
             entry.data[start:stop] = chunk
-        entry.shared = False
         entry.unlogged |= self._pages_mask(start, stop)
         if self._index.mark_dirty(index, entry):
             self._flushable.notify()
@@ -298,21 +192,27 @@ class BlockDevice(Flushing):
             if start == 0 and stop == self.block_size:
                 self._punch_block(index)
             else:
-                self._write_block(index, start, stop, memoryview(bytes(stop - start)))
+                self._write_block(index, start, stop, self._zeros[: stop - start])
 
     def _punch_block(self, index: int) -> None:
+        waiting_since = 0.0  # time.monotonic() when this punch first found no room
         while True:
             with self._lock:
                 entry = self._index.get(index)
-                if entry is None:
-                    if self.volume.lookup(index) == ZERO_HASH:
-                        return
-                    entry = Entry()
-                    self._index.insert(index, entry)
-                if entry.loading is None:
+                if entry is None and self.volume.lookup(index) == ZERO_HASH:
+                    return
+                if entry is None or entry.loading is None:
+                    # a bare entry (no buffer) records the zeros until flushed
+                    size, dirties = (ENTRY_OVERHEAD, True) if entry is None else (0, not entry.dirty)
+                    if not self._has_room(size, dirties, index):
+                        waiting_since = waiting_since or time.monotonic()
+                        self._wait_for_room(waiting_since, size, dirties, index)
+                        continue
+                    if entry is None:
+                        entry = Entry()
+                        self._index.insert(index, entry)
                     wholly_logged = entry.log_number and not entry.unlogged
                     self._index.drop_buffer(index, entry)
-                    entry.shared = False
                     entry.unlogged = self._all_pages  # no pages to log: fsync uploads it
                     if self._index.mark_dirty(index, entry):
                         self._flushable.notify()
@@ -328,8 +228,17 @@ class BlockDevice(Flushing):
         if reason is not None:
             raise Fenced(reason)
 
-    def _wait_for_room(self, waiting_since: float) -> None:
-        """Wait (lock held, released while waiting) until flushes free a buffer.
+    def _has_room(self, size: int, dirties: bool = False, keep: int | None = None) -> bool:
+        """Whether `size` more bytes fit in the budget (evicting clean blocks
+        other than `keep`) and, if `dirties`, one more block may turn dirty
+        (lock held)."""
+        return (not dirties or self._index.dirty_room()) and self._index.make_room(size, keep)
+
+    def _wait_for_room(self, waiting_since: float, size: int, dirties: bool = False,
+                       keep: int | None = None) -> None:
+        """Wait (lock held, released while waiting) until `_has_room(size,
+        dirties, keep)`: until uploads and fetches free memory, or uploads
+        make dirty blocks clean.
 
         `waiting_since` (time.monotonic() seconds) is when the caller first
         found the cache full.  Raises NoRoomError once it has waited
@@ -341,7 +250,7 @@ class BlockDevice(Flushing):
         self._urgent += 1
         self._flushable.notify_all()
         try:
-            while not self._index.make_room():
+            while not self._has_room(size, dirties, keep):
                 left = waiting_since + self.retry_time - time.monotonic()
                 if left <= 0:
                     self.stats.add("errors")
@@ -447,8 +356,12 @@ class BlockDevice(Flushing):
             gauges = {
                 "dirty_blocks": self._index.dirty_count(),
                 "cached_blocks": len(self._index.entries),
-                "cache_limit_blocks": self._index.max_buffers,
+                "cache_limit_blocks": self._budget.max_blocks,
+                "dirty_limit_blocks": self._budget.max_dirty,
+                "cache_bytes": self._index.used,
+                "cache_limit_bytes": self._budget.limit,
                 "fenced": int(self.volume.fenced is not None),
+                "replaced": int(self.volume.replaced is not None),
                 "unsaved_blocks": unsaved_blocks,
                 "unsaved_bytes": unsaved_bytes,
                 "store_full": int(isinstance(self._store_error, StoreFull)),
@@ -463,3 +376,10 @@ class BlockDevice(Flushing):
         """A capsule through which FUSE threads read published blocks
         without the GIL (see _table.pyx); valid while the device lives."""
         return self._index.table.reader()
+
+
+def _writable(data) -> bool:
+    """Whether a cached block's buffer may be written in place: a block
+    fetched (codec.BlockReader) or written here is a bytearray; bytes
+    merged by a read-only mount are not."""
+    return isinstance(data, bytearray)

@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
 from ..store import S3Options, open_store
 from ..volume.record import check_record_fits, read_record
 from ..volume.volume import Volume
 from ._fuse import Session
+from .control import ControlServer
+from .history import HistoryService
 from .mountpoints import FSTYPE, device_at
 from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
 
@@ -22,6 +25,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
+# libfuse worker threads.  Each keeps a request buffer of MAX_IO for good
+# (a 1 MiB write fills it) and a read of up to MAX_IO allocates its reply,
+# so their memory is 2 MiB per thread at most; a fixed number keeps it out
+# of --threads (which sizes the fetch and upload threads behind them).
+FUSE_THREADS = 16
+
 
 @dataclass(frozen=True)
 class MountOptions:
@@ -30,13 +39,17 @@ class MountOptions:
     readahead: int = 8
     read_only: bool = False
     force: bool = False
+    snapshot: str | None = None  # mount that snapshot alone (read-only)
+    snapshot_every: float | None = None  # seconds between scheduled snapshots
+    keep: dict | None = None  # prune's keep options after each (None: Time Machine's rule)
     s3: S3Options = S3Options()
 
 
-def render_stats(device: BlockDevice, url: str, started: float) -> str:
+def render_stats(device: BlockDevice, url: str, started: float, control: str) -> str:
     values = {"pid": os.getpid(), "uptime_seconds": int(time.time() - started),
               "read_only": int(device.read_only), **device.counters()}
-    lines = [f"volume: {url}"] + [f"{name}: {value}" for name, value in sorted(values.items())]
+    lines = [f"volume: {url}", f"control_socket: {control}"]
+    lines += [f"{name}: {value}" for name, value in sorted(values.items())]
     error = device.store_error()
     if error is not None:  # only while storing fails
         lines.append(f"store_error: {error}")
@@ -44,20 +57,25 @@ def render_stats(device: BlockDevice, url: str, started: float) -> str:
 
 
 def tune_heap() -> None:
-    """Keep block-sized buffers on the heap, in few arenas.
+    """Keep block-sized buffers on the heap, in one arena.
 
     Every flush and fetch thread otherwise gets its own glibc arena, and
-    1 MiB buffers freed in one arena are not reused by another: two arenas
-    cut peak RSS of a 256 MiB write + read from 520 to 425 MiB here.  glibc
-    also serves each 1 MiB allocation with a fresh mmap until its adaptive
-    threshold catches up, and trims the heap top after frees; both cost a
-    page fault per 4 KiB touched (encoding a block took 1.4 ms instead of
-    0.3 ms).  A fixed threshold above the block size and a high trim
-    threshold keep the buffers in the heap for reuse.
+    buffers freed in one arena are not reused by another: each arena keeps
+    its own peak, so with two a 4M-block mount with a 16M cache peaked at
+    69-75 MiB, with one at 52-57 MiB (the device counts every buffer against
+    --cache-size, and allocates them all at one size so that a freed one
+    is reused: see codec Buffers; one arena makes that hold across
+    threads).  Python's small objects have their own allocator, so one
+    arena costs little contention.  glibc also serves each 1 MiB
+    allocation with a fresh mmap until its adaptive threshold catches up,
+    and trims the heap top after frees; both cost a page fault per 4 KiB
+    touched (encoding a block took 1.4 ms instead of 0.3 ms).  A fixed
+    threshold (blocks of 64M and up are mapped, freed at once) and a high
+    trim threshold keep the buffers in the heap for reuse.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_ARENA_MAX, 2)
+        libc.mallopt(M_ARENA_MAX, 1)
         libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
         libc.mallopt(M_TRIM_THRESHOLD, 512 << 20)
     except (OSError, AttributeError):
@@ -96,10 +114,11 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         record = read_record(store)
         if record is not None:  # (no record: Volume says so)
             check_record_fits(record)  # refuse a map this machine cannot hold before allocating it
+            check_cache_size(options.cache_size, record.block_size)  # before taking the lease
     except BaseException:
         store.close()
         raise
-    volume = Volume(store, writable=not options.read_only, force=options.force)
+    volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
         removed = store.tidy_scratch()
         if removed:
@@ -108,7 +127,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
                          readahead=options.readahead, retry_time=options.s3.retry_time)
-    if options.read_only:
+    if options.read_only and options.snapshot is None:
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
 
@@ -118,18 +137,30 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         if on_ready is not None:
             on_ready()
 
-    operations = DiskOperations(device, lambda: render_stats(device, url, started), ready)
+    service = HistoryService(device, volume)
+    if options.snapshot_every:
+        service.schedule(options.snapshot_every, options.keep or {})
+    control = ControlServer(service.handle)
+    def stop_history() -> None:
+        service.close()
+        control.close()
+
+    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path), ready,
+                                stop_history)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
     session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
-                      max_threads=max(16, options.threads), fast_ino=DISK, fast_reader=device.fast_reader())
+                      max_threads=FUSE_THREADS, fast_ino=DISK, fast_reader=device.fast_reader())
     log.info("serving %s on %s", url, mountpoint)
     try:
         session.run()
     except OSError:
         # libfuse refused the mount before init (it printed why on stderr).
+        stop_history()
         device.close()
         raise
+    finally:
+        stop_history()
     if operations.close_error is not None:
         raise operations.close_error
     log.info("unmounted %s cleanly", mountpoint)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from ..device.device import BlockDevice
-from ..errors import StoreError
+from ..errors import StoreError, VolumeReplaced
 from ._fuse import Attr, FuseError, Statfs
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,11 @@ class DiskOperations:
     """The operations _fuse.Session calls, by inode number."""
 
     def __init__(self, device: BlockDevice, render_stats: Callable[[], str],
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, on_close: Callable[[], None] | None = None) -> None:
         self.device = device
         self.render_stats = render_stats
         self.on_ready = on_ready
+        self.on_close = on_close  # before the final flush (the control channel stops)
         self.mounted_ns = time.time_ns()
         self.uid, self.gid = os.getuid(), os.getgid()
         self._handles = itertools.count(1)
@@ -52,6 +53,8 @@ class DiskOperations:
             self.on_ready()
 
     def destroy(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
         try:
             self.device.close()
         except BaseException as e:  # reported by the caller of FUSE()
@@ -175,5 +178,6 @@ class DiskOperations:
         except (StoreError, OSError) as e:
             if isinstance(e, FuseError):
                 raise
-            log.error("I/O error: %s", e)
+            if not isinstance(e, VolumeReplaced):  # logged once, when it was found: not at every read
+                log.error("I/O error: %s", e)
             raise FuseError(errno.EIO) from None

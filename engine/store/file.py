@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import Forbidden, NotFound, StoreError, StoreFull, UserError
 from ..stats import Stats
-from .base import ObjectStore
+from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .names import is_plain_key, shown
 from .owner import place_tag, proc_is_ours, process_alive
 
@@ -81,6 +81,22 @@ class FileStore(ObjectStore):
         self.stats.add("bytes_got", len(data))
         return data
 
+    def get_into(self, key: str, sink: Sink) -> int:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                sink.reset()
+                size = _read_into(f, sink)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # as in get
+            raise NotFound(key) from None
+        except PermissionError as e:
+            raise Forbidden(f"reading {key}: {e.strerror}") from None
+        except OSError as e:
+            self.stats.add("request_failures")
+            raise StoreError(f"reading {key}: {e.strerror}") from e
+        self.stats.add("objects_got")
+        self.stats.add("bytes_got", size)
+        return size
+
     def head(self, key: str) -> int | None:
         self.stats.add("objects_headed")
         try:
@@ -91,11 +107,27 @@ class FileStore(ObjectStore):
             raise Forbidden(f"looking at {key}: {e.strerror}") from None
         return None if stat.S_ISDIR(st.st_mode) else st.st_size
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def age(self, key: str) -> float | None:
+        """A fresh probe file's mtime minus the object's: both stamped by
+        the file system holding the store (an NFS server's clock, when
+        machines share it), not by this machine's clock."""
+        try:
+            written = os.stat(self._path(key)).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        probe = self._write_temp(b"")
+        try:
+            now = os.stat(probe).st_mtime
+        finally:
+            _unlink_quietly(probe)
+        return now - written
+
+    def put(self, key: str, data: Body, *, if_absent: bool = False) -> bool:
         path = self._path(key)
         parent = os.path.dirname(path)
         self._ensure_dir(parent)
-        tmp = self._write_temp(data)
+        pieces = body_pieces(data)
+        tmp = self._write_temp(pieces)
         try:
             if if_absent:
                 try:
@@ -113,10 +145,13 @@ class FileStore(ObjectStore):
             if tmp is not None:
                 _unlink_quietly(tmp)
         self.stats.add("objects_put")
-        self.stats.add("bytes_put", len(data))
+        self.stats.add("bytes_put", body_length(pieces))
         return True
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
+        keys = list(keys)
+        if guard is not None and keys:
+            guard(keys, 0)  # an unlink is not retried: one attempt
         touched: set[str] = set()
         for key in keys:
             path = self._path(key)
@@ -197,7 +232,9 @@ class FileStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError):
                 yield key, 0  # gone meanwhile
 
-    def _write_temp(self, data: bytes) -> str:
+    def _write_temp(self, data: Body) -> str:
+        """A new file in the scratch dir holding `data` (bytes-like, or its
+        pieces one after the other), fsynced; its path."""
         self._ensure_dir(self._tmp)
         # named by its owner, so that one left by a killed writer is known (_abandoned)
         tmp = os.path.join(self._tmp, f"{place_tag()}-{os.getpid()}-{uuid.uuid4().hex}")
@@ -207,10 +244,11 @@ class FileStore(ObjectStore):
             self.stats.add("request_failures")
             raise self._write_error("creating a temporary file", e) from e
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for piece in body_pieces(data):
+                view = memoryview(piece).cast("B")
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
         except OSError as e:
             os.close(fd)
@@ -276,3 +314,15 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _read_into(f, sink: Sink) -> int:
+    """Read the unbuffered file `f` to its end straight into the sink's
+    buffers; the bytes read."""
+    got = 0
+    while True:
+        count = f.readinto(sink.buffer())
+        if not count:
+            return got
+        sink.filled(count)
+        got += count

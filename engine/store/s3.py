@@ -21,12 +21,14 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import urllib3
 
-from ..errors import Forbidden, NotFound, StoreError, UserError
+from ..errors import Forbidden, NotFound, StoreError, UserError, without_traceback
 from ..stats import Stats
-from .base import ObjectStore
+from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
+from .bodies import read_body_into, sha256_hex
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
 from .s3args import endpoint_of, sse_headers
@@ -83,7 +85,8 @@ class S3Options:
 class Reply:
     status: int
     headers: dict
-    body: bytes
+    body: bytes | int  # for get_into: the length given to its sink
+
 
 
 class Stragglers:
@@ -212,30 +215,42 @@ class S3Store(ObjectStore):
                              "another name")
         return f"/{full}" if self._virtual else f"/{self.bucket}/{full}"
 
-    def _request(self, method: str, key: str | None, *, params: dict | None = None, data: bytes | None = None,
+    def _request(self, method: str, key: str | None, *, params: dict | None = None, data: Body | None = None,
                  headers: dict | None = None, accept: tuple[int, ...] = (200,),
                  budget: float | None = None, idempotent: bool = False,
-                 unreachable_budget: float | None = None) -> Reply:
+                 unreachable_budget: float | None = None, into: Sink | None = None,
+                 before_attempt=None) -> Reply:
         """Send one request, retrying what may succeed later; returns an accepted response.
 
         `idempotent` requests (object GETs and plain PUTs) that straggle are
         sent again at once (see Stragglers).  `budget` bounds the retries
         (seconds, default --retry-time); `unreachable_budget`, when given,
-        bounds them instead once no connection could be made at all."""
+        bounds them instead once no connection could be made at all.  A body
+        of several pieces is sent one piece after the other, never joined.
+        With `into`, a 200 answer's body goes to that sink (its reply's body
+        is its length).
+        `before_attempt(attempt)` is called before each sending (0 first)."""
         path, query = self._path(key), canonical_query(params)
-        payload_hash = hashlib.sha256(data).hexdigest() if data else EMPTY_SHA256
+        payload_hash = sha256_hex(body_pieces(data)) if data else EMPTY_SHA256
         first_sent = time.monotonic()
         deadline = first_sent + (self.options.retry_time if budget is None else budget)
         attempt = 0
         while True:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
             started = time.monotonic()
+            if before_attempt is not None:
+                before_attempt(attempt)
             try:
                 signed = self._signer.sign(method, self._host, path, query, headers or {}, payload_hash)
-                reply = self._send(method, path, query, data, signed, read_timeout)
+                reply = self._send(method, path, query, data, signed, read_timeout, into, key)
             except urllib3.exceptions.SSLError as e:
                 raise StoreError(f"TLS failure talking to {self.endpoint}: {_reason(e)}") from None
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                # A timeout raised while waiting for the answer holds its
+                # traceback in a reference cycle: let go of it, or this frame
+                # (and the buffers of this request, such as `into`) would
+                # stay alive until the garbage collector runs.
+                without_traceback(e)
                 if read_timeout < self.options.read_timeout and isinstance(e, urllib3.exceptions.ReadTimeoutError):
                     log.info("%s %s straggled past %.2fs; sent again", method, key, read_timeout)
                     self.stats.add("stragglers")
@@ -263,8 +278,10 @@ class S3Store(ObjectStore):
             log.warning("%s %s: %s; retrying in %.1fs", method, key or "/", failure, delay)
             time.sleep(delay)
 
-    def _send(self, method: str, path: str, query: str, data, headers: dict, read_timeout: float) -> "Reply":
-        """One HTTP exchange, the body read whole.
+    def _send(self, method: str, path: str, query: str, data, headers: dict, read_timeout: float,
+              into: Sink | None = None, key: str | None = None) -> "Reply":
+        """One HTTP exchange, the body read whole (given to the sink `into`
+        for a 200 answer, see get_into).
 
         urllib3 checks the body's length against Content-Length, so a
         connection cut mid-body raises (and is retried); a connection whose
@@ -276,7 +293,12 @@ class S3Store(ObjectStore):
             timeout=urllib3.Timeout(connect=self.options.connect_timeout, read=read_timeout),
         )
         try:
-            body = b"" if method == "HEAD" else response.read(decode_content=False)
+            if method == "HEAD":
+                body = b""
+            elif into is not None and response.status == 200:
+                body = read_body_into(response, into)
+            else:
+                body = response.read(decode_content=False)
         finally:
             response.release_conn()
         return Reply(response.status, response.headers, body)
@@ -310,6 +332,18 @@ class S3Store(ObjectStore):
         self.stats.add("bytes_got", len(data))
         return data
 
+    def get_into(self, key: str, sink: Sink) -> int:
+        try:
+            response = self._request("GET", key, idempotent=True, into=sink)
+        except S3Failure as e:
+            if e.status == 404 and e.code in ("NoSuchKey", ""):
+                raise NotFound(key) from None
+            raise
+        size = response.body
+        self.stats.add("objects_got")
+        self.stats.add("bytes_got", size)
+        return size
+
     def head(self, key: str) -> int | None:
         response = self._request("HEAD", key, accept=(200, 404))
         self.stats.add("objects_headed")
@@ -317,30 +351,48 @@ class S3Store(ObjectStore):
             return None
         return int(response.headers.get("Content-Length", 0))
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def age(self, key: str) -> float | None:
+        """The server's `Date` minus the object's `Last-Modified`, both
+        from one HEAD answer (RFC 9110 HTTP-dates, whole seconds)."""
+        response = self._request("HEAD", key, accept=(200, 404))
+        self.stats.add("objects_headed")
+        if response.status == 404:
+            return None
+        try:
+            now = parsedate_to_datetime(response.headers["Date"])
+            written = parsedate_to_datetime(response.headers["Last-Modified"])
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{self.endpoint} gave no usable Date and Last-Modified for {key}") from None
+        return (now - written).total_seconds()
+
+    def put(self, key: str, data: Body, *, if_absent: bool = False) -> bool:
         # No Content-MD5: the SigV4 signature covers the body's SHA-256
         # (x-amz-content-sha256), which S3 checks, and MD5 would cost more
         # CPU per block than everything else on the upload path.
-        headers = {"Content-Type": "application/octet-stream"}
+        pieces = body_pieces(data)
+        length = body_length(pieces)
+        # urllib3 sends a list of pieces as they are, framed by this length
+        # (without it, it would fall back to chunked encoding).
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
         if if_absent:
             headers["If-None-Match"] = "*"
         if self.options.storage_class:
             headers["x-amz-storage-class"] = self.options.storage_class
         headers.update(self._sse)
-        response = self._request("PUT", key, data=data, headers=headers, accept=(200, 412),
+        response = self._request("PUT", key, data=list(pieces), headers=headers, accept=(200, 412),
                                  idempotent=not if_absent)
         if response.status == 412:
             return False
         self.stats.add("objects_put")
-        self.stats.add("bytes_put", len(data))
+        self.stats.add("bytes_put", length)
         return True
 
-    def delete(self, keys: Iterable[str]) -> None:
+    def delete(self, keys: Iterable[str], *, guard: DeleteGuard | None = None) -> None:
         keys = list(keys)
         for start in range(0, len(keys), DELETE_BATCH):
-            self._delete_batch(keys[start : start + DELETE_BATCH])
+            self._delete_batch(keys[start : start + DELETE_BATCH], guard)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: list[str], guard: DeleteGuard | None) -> None:
         if not keys:
             return
         root = ET.Element("Delete")
@@ -350,7 +402,9 @@ class S3Store(ObjectStore):
         body = ET.tostring(root, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
                    "Content-Type": "application/xml"}
-        response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers)
+        before = (lambda attempt: guard(keys, attempt)) if guard is not None else None
+        response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers,
+                                 before_attempt=before)
         failed = []
         for error in ET.fromstring(response.body):
             if _local(error.tag) == "Error":

@@ -35,6 +35,10 @@ class BlockMap:
             self.mapped_count += (old == ZERO_HASH) - (content_hash == ZERO_HASH)
         return old
 
+    def dirty_pages(self) -> set[int]:
+        """The pages changed since the last checkpoint (a copy)."""
+        return set(self._dirty_pages)
+
     def page(self, page: int) -> bytes:
         start = page * self.page_entries * HASH_SIZE
         return bytes(self._entries[start : start + self.page_entries * HASH_SIZE])

@@ -22,6 +22,16 @@ writer: it checkpoints every CHECKPOINT_JOURNALS journals and then deletes
 the journals, pages and blocks the new root supersedes, so a refresh that
 reads slower than that finds objects gone, lists again and, if it never
 keeps up, never shows anything newer.
+
+A refresh also reads the volume record, after the listing and everything
+it read for it: `create --force` at the same place deletes the record
+first and writes a new one with a new UUID, so a record that still names
+the volume shown proves that what the refresh read was that volume's.
+A record that is gone or names another volume ends the following for
+good: the volume is marked replaced (Volume.mark_replaced), nothing of it
+is read again, and every refresh raises VolumeReplaced; the device then
+fails every read of the disk, since whatever the place holds now (zeros,
+another volume's blocks) is not the disk the mount showed.
 """
 from __future__ import annotations
 
@@ -30,9 +40,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..codec.block import ZERO_HASH, content_hash
-from ..errors import CorruptData, NotFound
+from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from .blockmap import BlockMap
 from .mapstore import FETCH_PARALLELISM, LOG_PAGE, Journal, Listing, Loaded, Root, Run, own_journals
+from .record import read_record
 from .volume import Volume
 
 FOLLOW_SECONDS = 10.0
@@ -90,18 +101,49 @@ class Follower:
     def refresh(self, attempts: int = REFRESH_ATTEMPTS) -> list[int]:
         """Show the writer's newest durable state, if it changed; returns
         the block numbers whose content may have changed.  Raises
-        StoreError if the store fails (NotFound if the writer deleted
-        something it was reading in each of `attempts` listings)."""
+        VolumeReplaced once the volume's place holds it no more (see the
+        module docstring), StoreError if the store fails (NotFound if the
+        writer deleted something it was reading in each of `attempts`
+        listings)."""
+        if self.volume.replaced is not None:
+            raise VolumeReplaced(self.volume.replaced)
         for attempt in range(attempts):
             listing = self.maps.listing()
             if view_of(listing) == self.shown.listing:
+                self._check_record()
                 return []
             try:
                 return self._show(listing)
+            except VolumeReplaced:
+                raise
             except NotFound:  # the writer tidied up between our listing and reads
                 if attempt == attempts - 1:
+                    self._check_record()  # (or the volume was wiped)
                     raise
+            except StoreError:  # (maybe an object of the volume that replaced ours)
+                self._check_record()
+                raise
         return []
+
+    def _check_record(self) -> None:
+        """Return if the place's record is still the shown volume's; else
+        mark the volume replaced and raise VolumeReplaced, saying whether
+        the record is gone or names another volume.  A record this version
+        cannot read proves neither: StoreError (the next refresh retries)."""
+        store, uuid = self.volume.store, self.volume.record.uuid
+        try:
+            record = read_record(store)
+        except UserError as e:
+            raise StoreError(str(e)) from None
+        if record is not None and record.uuid == uuid:
+            return
+        if record is None:
+            reason = f"the volume at {store.url()} was deleted (its volume record is gone)"
+        else:
+            reason = (f"the volume at {store.url()} was replaced by another volume "
+                      f"(UUID {record.uuid}; this mount showed {uuid})")
+        self.volume.mark_replaced(reason)
+        raise VolumeReplaced(reason)
 
     def _show(self, listing: Listing) -> list[int]:
         """Build the map of `listing` from the one shown and show it.
@@ -117,6 +159,7 @@ class Follower:
             base.setdefault(index, blockmap.set(index, merge.content_hash))
         merged = {m.content_hash: m.data for m in merges.values()}
         pages = sum(len(r.data) for r in replay.runs) // LOG_PAGE
+        self._check_record()  # after every read: proves they were of this volume
         changed = self.volume.adopt(blockmap, root, merged, pages)
         self.shown = Shown(listing.newest_root, root, base, merges, view_of(listing))
         self.pages.clear()

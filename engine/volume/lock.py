@@ -27,9 +27,12 @@ Taking over a lease that was not released:
     even with --force;
   * its process is gone (same machine, boot and PID namespace): taken;
   * anything else (another host, another PID namespace we cannot see
-    into): taken once the lease has expired (with CLOCK_SKEW to spare),
-    or with --force after TAKEOVER_WAIT (so the holder's last
-    acknowledgements are in the journals read).
+    into): taken once the lease has expired, or with --force after
+    TAKEOVER_WAIT (so the holder's last acknowledgements are in the
+    journals read).
+Expiry is judged by the store's clock alone: the lease object's age, the
+store's time now minus the time it stamped on the holder's last renewal
+(store.age), so a taker whose clock runs ahead cannot take a live lease.
 A lease object that fenced a live predecessor is kept (as a released
 tombstone) until that predecessor's lease has surely run out, so the
 predecessor still finds it.
@@ -52,7 +55,11 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0  # a holder that has not renewed for this long stops acknowledging writes
 RENEW_SECONDS = 15.0   # how often the holder renews (several tries fit in one lease)
-CLOCK_SKEW = 30.0      # seconds two machines' clocks may differ; added before a lease counts as expired
+CLOCK_SKEW = 30.0      # seconds two machines' wall clocks may differ (where they must be compared)
+# Added to LEASE_SECONDS before a lease object's age (by the store's clock)
+# counts as expired: whole-second HTTP dates, and clocks running at
+# slightly different rates over a lease.
+EXPIRY_MARGIN = 5.0
 CONFIRM_SECONDS = 20.0  # how long after it started a look that found no successor vouches for writes
 # A forced taker waits this long after creating its lease before reading the
 # journals; the margin covers two machines' clocks running at slightly
@@ -75,6 +82,7 @@ class Holder:
     """What a lease object says about the mount that holds (or held) it."""
     epoch: int
     fields: dict
+    age: float | None = None  # seconds since its last renewal, by the store's clock
 
     @property
     def released(self) -> bool:
@@ -96,17 +104,24 @@ class Holder:
             if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
                 return "live-here"
             return "dead"
-        expires = f.get("expires")
+        if self.age is not None:
+            return "expired" if self.age > LEASE_SECONDS + EXPIRY_MARGIN else "held"
+        expires = f.get("expires")  # a store that cannot tell an age: the holder's word, with skew to spare
         if not isinstance(expires, (int, float)) or expires + CLOCK_SKEW < now:
             return "expired"
         return "held"
 
-    def fences_until(self) -> float:
-        """Wall-clock time until which this lease object must be kept: a
-        predecessor it took over from may act until its lease runs out."""
+    def still_fences(self, now: float | None = None) -> bool:
+        """Whether this lease object must be kept: a predecessor it took
+        over from may act until its lease runs out.  Its age counts from
+        its last write, which came after its creation, and the
+        predecessor's last renewal came before that."""
         if not self.fields.get("fences"):
-            return 0.0
-        return float(self.fields.get("since_epoch_seconds", 0)) + LEASE_SECONDS + CLOCK_SKEW
+            return False
+        if self.age is not None:
+            return self.age <= LEASE_SECONDS + EXPIRY_MARGIN
+        since = float(self.fields.get("since_epoch_seconds", 0))
+        return (time.time() if now is None else now) <= since + LEASE_SECONDS + CLOCK_SKEW
 
 
 def read_leases(store: ObjectStore) -> list[Holder]:
@@ -125,7 +140,7 @@ def read_leases(store: ObjectStore) -> list[Holder]:
             continue
         except ValueError:
             fields = {}
-        holders.append(Holder(epoch, fields))
+        holders.append(Holder(epoch, fields, store.age(key)))
     return sorted(holders, key=lambda h: h.epoch)
 
 
@@ -145,7 +160,7 @@ def _legacy_holder(store: ObjectStore) -> Holder | None:
         return None
     except ValueError:
         fields = {}
-    return Holder(0, fields if isinstance(fields, dict) else {})
+    return Holder(0, fields if isinstance(fields, dict) else {}, store.age(layout.LEGACY_LOCK))
 
 
 class Lease:
@@ -188,7 +203,7 @@ class Lease:
             if state == "held" and not force:
                 raise UserError(f"volume is already mounted writable by {newest.describe()}; its lease "
                                 "runs for up to "
-                                f"{LEASE_SECONDS + CLOCK_SKEW:.0f} s after that mount stops renewing it; use "
+                                f"{LEASE_SECONDS + EXPIRY_MARGIN:.0f} s after that mount stops renewing it; use "
                                 "--force only if that mount is gone")
             # A predecessor that may still be running must find our lease object.
             fences = state in ("held", "expired")
@@ -221,9 +236,7 @@ class Lease:
 
     def _tidy(self, older: list[Holder]) -> None:
         """Delete older lease objects no superseded writer can still need."""
-        now = time.time()
-        stale = [layout.lease_key(h.epoch) for h in older
-                 if h.epoch < self.epoch and h.fences_until() < now]
+        stale = [layout.lease_key(h.epoch) for h in older if h.epoch < self.epoch and not h.still_fences()]
         if stale:
             self.store.delete(stale)
 

@@ -4,18 +4,20 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
 
   page     raw entries, 32 bytes each; named by its BLAKE3-256, stored once;
            an all-zero page has no object.
-  root     b"BDKR" u32 version (3), u64 seq, u64 block count, u32 page
+  root     b"BDKR" u32 version (4), u64 seq, u64 block count, u32 page
            entries, u32 page count, 16-byte volume UUID, u64 log high,
-           u32 live count, u32 mark count, u64 epoch, then one 32-byte page
-           hash per page, live count x u64 log number, mark count x (u64
-           block number, u64 watermark).
+           u32 live count, u32 mark count, u64 epoch, u32 doomed block
+           count, u32 doomed page count, then one 32-byte page hash per
+           page, live count x u64 log number, mark count x (u64 block
+           number, u64 watermark), then the 32-byte hashes of the doomed
+           blocks and of the doomed pages (volume.py, "Late deletes").
   journal  b"BDKJ" u32 version (3), u64 seq, 16-byte volume UUID, u32 count,
            u64 log number (0: no pages), u32 run count, u64 epoch, then count
            x (u64 block number, 32-byte content hash, u64 watermark), then run
            count x (u64 block number, u32 first page, u32 page count, page
            count x 4096 bytes).
-  (Version 2 lacks the epoch (read as 0); version 1 also the log fields
-  and the watermarks.)
+  (Root version 3 lacks the doomed lists; version 2 also the epoch (read
+  as 0); version 1 also the log fields and the watermarks.)
 
 Roots and journals are named by (epoch, seq) (layout.py).  The newest root
 is the one with the highest (epoch, seq); it contains every change of every
@@ -37,10 +39,12 @@ from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
+from .latedeletes import find_alias
 
 ROOT_HEADER_V1 = struct.Struct("<4sIQQII16s")
 ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
-ROOT_HEADER = struct.Struct("<4sIQQII16sQIIQ")
+ROOT_HEADER_V3 = struct.Struct("<4sIQQII16sQIIQ")
+ROOT_HEADER = struct.Struct("<4sIQQII16sQIIQII")
 MARK = struct.Struct("<QQ")
 JOURNAL_HEADER_V1 = struct.Struct("<4sIQ16sI")
 JOURNAL_HEADER_V2 = struct.Struct("<4sIQ16sIQI")
@@ -49,7 +53,8 @@ JOURNAL_ENTRY_V1 = struct.Struct(f"<Q{HASH_SIZE}s")
 JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}sQ")
 RUN_HEADER = struct.Struct("<QII")
 LOG_PAGE = 4096
-LAYOUT_VERSION = 3
+ROOT_VERSION = 4
+JOURNAL_VERSION = 3
 FETCH_PARALLELISM = 16
 LOAD_ATTEMPTS = 5  # listings tried when a live writer keeps tidying objects away mid-load
 
@@ -71,6 +76,10 @@ class Root:
     log_high: int = 0
     live: list[int] = field(default_factory=list)
     marks: dict[int, int] = field(default_factory=dict)
+    # Blocks and pages whose plain objects its writer may still be deleting
+    # (volume.py, "Late deletes").
+    doomed_blocks: list[bytes] = field(default_factory=list)
+    doomed_pages: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -93,45 +102,58 @@ class Journal:
 
 def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: str) -> bytes:
     header = ROOT_HEADER.pack(
-        b"BDKR", LAYOUT_VERSION, root.seq, block_count, page_entries, len(root.page_hashes),
+        b"BDKR", ROOT_VERSION, root.seq, block_count, page_entries, len(root.page_hashes),
         uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks), root.epoch,
+        len(root.doomed_blocks), len(root.doomed_pages),
     )
     live = b"".join(struct.pack("<Q", n) for n in sorted(root.live))
     marks = b"".join(MARK.pack(b, w) for b, w in sorted(root.marks.items()))
-    return header + b"".join(root.page_hashes) + live + marks
+    doomed = b"".join(sorted(root.doomed_blocks)) + b"".join(sorted(root.doomed_pages))
+    return header + b"".join(root.page_hashes) + live + marks + doomed
 
 
 def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: str) -> Root:
     if len(data) < ROOT_HEADER_V1.size:
         raise CorruptData("map root is truncated")
     magic, version, seq, count, entries, pages, vol = ROOT_HEADER_V1.unpack_from(data)
-    if magic != b"BDKR" or version not in (1, 2, 3):
+    if magic != b"BDKR" or version not in (1, 2, 3, 4):
         raise CorruptData("not a map root of a known version")
     epoch, log_high, live_count, mark_count, header = 0, 0, 0, 0, ROOT_HEADER_V1
+    doomed_blocks = doomed_pages = 0
     if version >= 2:
-        header = ROOT_HEADER_V2 if version == 2 else ROOT_HEADER
+        header = {2: ROOT_HEADER_V2, 3: ROOT_HEADER_V3}.get(version, ROOT_HEADER)
         if len(data) < header.size:
             raise CorruptData("map root is truncated")
         fields = header.unpack_from(data)
         log_high, live_count, mark_count = fields[7:10]
-        epoch = fields[10] if version == 3 else 0
+        epoch = fields[10] if version >= 3 else 0
+        doomed_blocks, doomed_pages = fields[11:13] if version >= 4 else (0, 0)
     if vol != uuid.UUID(volume_uuid).bytes:
         raise ForeignObject("map root belongs to another volume")
     if count != block_count or entries != page_entries:
         raise CorruptData("map root does not match the volume geometry")
     body = data[header.size :]
-    if len(body) != pages * HASH_SIZE + live_count * 8 + mark_count * MARK.size:
+    if len(body) != (pages + doomed_blocks + doomed_pages) * HASH_SIZE + live_count * 8 \
+            + mark_count * MARK.size:
         raise CorruptData("map root is truncated")
-    hashes = [body[i : i + HASH_SIZE] for i in range(0, pages * HASH_SIZE, HASH_SIZE)]
+    hashes = _hashes(body, 0, pages)
     at = pages * HASH_SIZE
     live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
-    marks = dict(MARK.iter_unpack(body[at + live_count * 8 :]))
-    return Root(epoch, seq, hashes, log_high, live, marks)
+    at += live_count * 8
+    marks = dict(MARK.iter_unpack(body[at : at + mark_count * MARK.size]))
+    at += mark_count * MARK.size
+    blocks = _hashes(body, at, doomed_blocks)
+    return Root(epoch, seq, hashes, log_high, live, marks, blocks,
+                _hashes(body, at + doomed_blocks * HASH_SIZE, doomed_pages))
+
+
+def _hashes(data: bytes, at: int, count: int) -> list[bytes]:
+    return [data[i : i + HASH_SIZE] for i in range(at, at + count * HASH_SIZE, HASH_SIZE)]
 
 
 def encode_journal(journal: Journal, volume_uuid: str) -> bytes:
     runs = journal.runs or []
-    header = JOURNAL_HEADER.pack(b"BDKJ", LAYOUT_VERSION, journal.seq, uuid.UUID(volume_uuid).bytes,
+    header = JOURNAL_HEADER.pack(b"BDKJ", JOURNAL_VERSION, journal.seq, uuid.UUID(volume_uuid).bytes,
                                  len(journal.changes), journal.log, len(runs), journal.epoch)
     parts = [header]
     parts += [JOURNAL_ENTRY.pack(i, h, w) for i, h, w in sorted(journal.changes)]
@@ -271,6 +293,12 @@ class MapStore:
         return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
                       journals, base)
 
+    def load_root(self, root: Root) -> "Loaded":
+        """The map `root` holds alone (a snapshot's: no journals apply)."""
+        blockmap = BlockMap(self.block_count, self.page_entries)
+        self._load_pages(blockmap, root)
+        return Loaded(blockmap, root, root.seq, root.log_high, [], {}, Listing([], [], []))
+
     def count(self) -> tuple[int, int, Listing]:
         """(blocks that have an object, fsynced pages not yet in their
         blocks, the listing), without holding the map: pages are counted
@@ -351,7 +379,7 @@ class MapStore:
         def count_page(item) -> int:
             number, page_hash = item
             first = number * self.page_entries
-            entries = bytes(self._page_bytes(number))
+            entries = bytes(self.page_bytes(number))
             if page_hash != ZERO_HASH:
                 entries = self.read_page(page_hash, number)
             mapped = (len(entries) - count_zero_entries(entries, HASH_SIZE) * HASH_SIZE) // HASH_SIZE
@@ -430,14 +458,20 @@ class MapStore:
             pass
         raise KeyTaken(f"{key} already exists with other content: another writer uses this epoch")
 
-    def write_pages(self, pages: dict[int, bytes]) -> dict[int, bytes]:
-        """Store page contents; returns page number -> page hash."""
+    def write_pages(self, pages: dict[int, bytes], alias=None) -> dict[int, bytes]:
+        """Store page contents; returns page number -> page hash.
+        `alias(page_hash)` gives the key of a second copy to write as well
+        (layout.page_alias_key), or None."""
         def put(item):
             number, data = item
             if is_zero(data):
                 return number, ZERO_HASH
             page_hash = content_hash(data)
-            self.store.put(layout.page_key(page_hash), self.codec.pack(data), if_absent=True)
+            packed = self.codec.pack(data)
+            self.store.put(layout.page_key(page_hash), packed, if_absent=True)
+            alias_key = alias(page_hash) if alias is not None else None
+            if alias_key is not None:
+                self.store.put(alias_key, packed)
             return number, page_hash
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
@@ -445,17 +479,22 @@ class MapStore:
 
     def read_page(self, page_hash: bytes, number: int | None = None) -> bytes:
         """The entries of the page with that hash; with its `number`, also
-        checked to be that page's length.  Raises CorruptData naming the key."""
+        checked to be that page's length.  Falls back to an alias when the
+        plain object has gone.  Raises CorruptData naming the key, NotFound."""
         def check(data: bytes) -> bytes:
             if content_hash(data) != page_hash:
                 raise CorruptData("map page does not match its hash")
-            if number is not None and len(data) != self._page_bytes(number):
+            if number is not None and len(data) != self.page_bytes(number):
                 raise CorruptData(f"map page has {len(data)} bytes for page {number}, "
-                                  f"expected {self._page_bytes(number)}")
+                                  f"expected {self.page_bytes(number)}")
             return data
-        return self._read(layout.page_key(page_hash), check)
+        key = layout.page_key(page_hash)
+        try:
+            return self._read(key, check)
+        except NotFound:
+            return self._read(find_alias(self.store, key), check)  # a late delete took it (latedeletes.py)
 
-    def _page_bytes(self, number: int) -> int:
+    def page_bytes(self, number: int) -> int:
         """Bytes of entries page `number` holds (the last one may be short)."""
         return min(self.page_entries, self.block_count - number * self.page_entries) * HASH_SIZE
 

@@ -223,14 +223,15 @@ def check_map_fits(size: int, block_size: int) -> None:
     need, budget = map_memory(blocks), map_budget()
     if need <= budget:
         return
-    text = (f"a {_human(size)} volume of {_human(block_size)} blocks needs {_human(need)} of memory for its "
-            f"block map ({_map_rule()}), more than {_share()} of this machine's {_human(machine_memory())}; ")
+    text = (f"a {human_size(size)} volume of {human_size(block_size)} blocks needs {human_size(need)} of memory "
+            f"for its block map ({_map_rule()}), more than {_share()} of this machine's "
+            f"{human_size(machine_memory())}; ")
     fitting = next((b for b in _powers_of_two(block_size * 2, MAX_BLOCK_SIZE)
                     if map_memory(-(-size // b)) <= budget), None)
     if fitting is None:
-        text += f"even {_human(MAX_BLOCK_SIZE)} blocks do not fit: make it smaller or use a larger machine"
+        text += f"even {human_size(MAX_BLOCK_SIZE)} blocks do not fit: make it smaller or use a larger machine"
     else:
-        text += f"use --block-size {_human(fitting)} or larger"
+        text += f"use --block-size {human_size(fitting)} or larger"
         if size % fitting:
             text += " (and a size that is a multiple of it)"
     raise UserError(text)
@@ -243,10 +244,10 @@ def check_record_fits(record: "VolumeRecord") -> None:
     need = map_memory(record.block_count)
     if need <= map_budget():
         return
-    raise UserError(f"this volume ({_human(record.size)} in {_human(record.block_size)} blocks) needs "
-                    f"{_human(need)} of memory for its block map ({_map_rule()}), more than {_share()} of "
-                    f"this machine's {_human(machine_memory())}; open it on a machine with at least "
-                    f"{_human(int(need / MEMORY_SHARE))} of memory")
+    raise UserError(f"this volume ({human_size(record.size)} in {human_size(record.block_size)} blocks) needs "
+                    f"{human_size(need)} of memory for its block map ({_map_rule()}), more than {_share()} of "
+                    f"this machine's {human_size(machine_memory())}; open it on a machine with at least "
+                    f"{human_size(int(need / MEMORY_SHARE))} of memory")
 
 
 def _map_rule() -> str:
@@ -264,7 +265,7 @@ def _powers_of_two(low: int, high: int):
         size *= 2
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     """A byte count in binary units: 4K, 128K, 23.5G, 256G."""
     for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= scale:

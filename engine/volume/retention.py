@@ -169,3 +169,22 @@ def _keep_periods(decisions: list[Decision], period: str, count: int, since: dat
 def _keep(d: Decision, reason: str) -> None:
     d.keep = True
     d.reasons.append(reason)
+
+
+def policy_of(options: dict) -> Policy:
+    """The policy of prune's options: `last`, a count per period (`hourly`
+    ... `yearly`), `within` and `within_<period>` spans as text.  No
+    option at all: TIME_MACHINE.  Raises ValueError with a one-line reason."""
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = set(options) - {"last", "within"} - set(PERIODS) - {f"within_{p}" for p in PERIODS}
+    if unknown:
+        raise ValueError(f"unknown keep option {sorted(unknown)[0]!r}")
+    if not options:
+        return TIME_MACHINE
+    for name in ["last", *PERIODS]:
+        if name in options and (not isinstance(options[name], int) or options[name] < UNLIMITED):
+            raise ValueError(f"--keep-{name} takes a count (or -1 for all)")
+    within = Span.parse(options["within"]) if "within" in options else None
+    return Policy(last=options.get("last", 0), counts={p: options[p] for p in PERIODS if p in options},
+                  within=within, within_periods={p: Span.parse(options[f"within_{p}"])
+                                                 for p in PERIODS if f"within_{p}" in options})

@@ -4,11 +4,13 @@ Checkpoints delete what they supersede as they go.  A mount that dies
 leaves block objects it uploaded but never journalled; a checkpoint cut
 short leaves pages and roots; a superseded writer leaves journals and roots
 of its old epoch.  The sweep marks from durable state only, read back from
-the store: the newest root's pages (each distinct page once) and the
-journals replayed after it, plus, in this process, whatever the live map
+the store: the newest root's pages and every snapshot's (each distinct
+page once), the journals replayed after the root, plus, in this process, whatever the live map
 names or an upload in flight carries.  Everything of the volume's layout
 that is not marked is garbage; keys the layout does not name are never
-touched.
+touched.  Aliases (latedeletes.py) of what is marked are settled: the
+plain object put back if it has gone, the alias deleted, once no late
+delete can land.
 """
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from ..codec.block import HASH_SIZE, ZERO_HASH
 from ..errors import NotFound
 from . import layout
 from .mapstore import Listing, MapStore, Root
+from .snapshots import SnapshotRecords
 from .volume import Volume
 
 
@@ -26,6 +29,7 @@ class Sweep:
     pages: int     # map pages the newest root does not use
     roots: int     # roots older than the newest
     journals: int  # journals the newest root covers, or of a superseded writer
+    aliases: int   # aliases of blocks and pages still in use, settled
 
 
 def sweep(volume: Volume, *, delete: bool) -> Sweep:
@@ -42,18 +46,35 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
     root = maps.newest_root(listing)
     newest = (root.epoch, root.seq)
     kept_journals = _needed_journals(maps, listing, root)
-    marked = _mark_blocks(maps, [root], kept_journals) | volume.hashes_in_use()
-    used_pages = set(root.page_hashes) - {ZERO_HASH}
+    kept = [root] + [Root(*s.root, s.page_hashes) for s in SnapshotRecords.of(volume.store, volume.record).list()]
+    marked = _mark_blocks(maps, kept, kept_journals) | volume.hashes_in_use()
+    used_pages = {h for r in kept for h in r.page_hashes} - {ZERO_HASH}
 
-    blocks = [k for k in volume.store.list(layout.BLOCKS)
-              if (h := layout.hash_of_block_key(k)) is not None and h not in marked]
-    pages = [k for k in volume.store.list(layout.PAGES)
-             if (h := layout.hash_of_page_key(k)) is not None and h not in used_pages]
+    blocks, block_aliases = _split(volume.store.list(layout.BLOCKS), layout.hash_of_block_key, marked)
+    pages, page_aliases = _split(volume.store.list(layout.PAGES), layout.hash_of_page_key, used_pages)
     roots = [layout.root_key(*name) for name in listing.roots if name != newest]
     journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
     if delete:
         volume.delete_unreferenced(blocks, pages + roots + journals)
-    return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals))
+        volume.settle_aliases(block_aliases + page_aliases)
+    return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals),
+                 aliases=len(block_aliases) + len(page_aliases))
+
+
+def _split(keys, hash_of, marked: set[bytes]) -> tuple[list[str], list[str]]:
+    """(keys of objects and aliases whose hash is not marked, aliases
+    whose hash is); keys the layout does not name are in neither."""
+    garbage, in_use = [], []
+    for key in keys:
+        alias = layout.alias_of(key)
+        h = alias[1] if alias is not None else hash_of(key)
+        if h is None:
+            continue
+        if h not in marked:
+            garbage.append(key)
+        elif alias is not None:
+            in_use.append(key)
+    return garbage, in_use
 
 
 def sweep_settled(volume: Volume, *, delete: bool, attempts: int = 5) -> Sweep:

@@ -30,8 +30,12 @@ Ordering rules that keep a crash harmless:
     covers are deleted only after the root is;
   * a block object is deleted only when the durable root does not name it,
     no journal after that root names it, and no upload of it is in flight
-    (see `_collect`); the scan for that runs without the volume lock, and
-    uploads of content being deleted wait for the delete.
+    (see collection.py); the scan for that runs without the volume lock, and
+    uploads of content being deleted wait for the delete;
+  * what a delete may remove is listed in the root written before it
+    (`doomed`), the lease is checked before each delete request, and
+    content whose plain object a late delete may still remove is uploaded
+    with an alias (latedeletes.py).
 """
 import dataclasses
 import logging
@@ -39,29 +43,36 @@ import threading
 from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH, Codec
-from ..errors import CorruptData, StoreError
+from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
-from .blockmap import BlockMap, referenced_in
+from .collection import LOG_EPOCH_SHIFT, Collection
 from .create import missing_volume
+from .fsynclog import FsyncLog
+from .views import Views
+from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, read_record
+from .snapshots import SnapshotRecords
 
 log = logging.getLogger(__name__)
 
 # Replaying many small journals slows the next mount; fold them into a
 # checkpoint once this many have accumulated.
 CHECKPOINT_JOURNALS = 64
-LOG_EPOCH_SHIFT = 32  # log numbers of epoch E start at E << 32
 
 
-class Volume:
-    def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None):
+class Volume(Collection, FsyncLog, Views):
+    def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
+                 late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
-        and writes the epoch's first root."""
+        and writes the epoch's first root.  `late_delete_seconds`: how long
+        a delete request may take to land (latedeletes.py).  `snapshot`
+        (read-only): show the map that snapshot keeps (its name, number,
+        or Latest), not the live one; UserError if there is none."""
         record = read_record(store)
         if record is None:
             raise missing_volume(store)
@@ -86,13 +97,30 @@ class Volume:
         self._collecting: set[bytes] = set()   # candidates of the running checkpoint not referenced again
         self._deleting: set[bytes] = set()     # block objects being deleted right now
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
+        self._quarantine = Quarantine(late_delete_seconds)
+        self._aliases_written = 0
+        # History: pages the snapshots keep (never collected here), and
+        # while any snapshot exists, the block objects this mount created
+        # since the newest one: the only ones a checkpoint may delete at
+        # once; gc marks from every snapshot for the rest.
+        self._kept_pages: set[bytes] = set()
+        self._snapshotted = False
+        self._fresh: set[bytes] = set()
+        # Read-only: why the place no longer holds this volume (follow.py), or None.
+        self.replaced: str | None = None
         self._lease: Lease | None = None
         if writable:
             self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
                                         volume_uuid=record.uuid)
         self.epoch = self._lease.epoch if self._lease else 0
         try:
-            self._open(self.maps.load_latest())  # everything written before we took over
+            if snapshot is not None:
+                if writable:
+                    raise ValueError("a snapshot is opened read-only")
+                kept = SnapshotRecords.of(store, record).find(snapshot)
+                self._open(self.maps.load_root(Root(*kept.root, kept.page_hashes)))
+            else:
+                self._open(self.maps.load_latest())  # everything written before we took over
         except BaseException:
             if self._lease is not None:
                 self._lease.release()
@@ -118,6 +146,12 @@ class Volume:
             # older bucketdisk would ignore the lease: make it refuse the volume
             self.record = dataclasses.replace(self.record, format_version=FORMAT_VERSION)
             self.store.put(layout.RECORD, self.record.to_bytes())
+        snapshots = SnapshotRecords.of(self.store, self.record).list()
+        self._snapshotted = bool(snapshots)
+        self._kept_pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
+        # The last writer may still have deletes of these in flight.
+        self._quarantine.add(BLOCK, loaded.root.doomed_blocks)
+        self._quarantine.add(PAGE, loaded.root.doomed_pages)
         if loaded.runs:
             self._merge_logged(loaded.runs)
         self.checkpoint(start=True)
@@ -130,15 +164,32 @@ class Volume:
 
     def read_block(self, content_hash: bytes) -> bytes:
         """The block with this content hash (never called for ZERO_HASH)."""
+        return bytes(self.load_block(content_hash))
+
+    def load_block(self, content_hash: bytes) -> bytearray | bytes:
+        """The block with this content hash (never called for ZERO_HASH),
+        without a copy: a new block_buffer the caller owns, decoded as it
+        is read (codec.BlockReader: no other block-sized buffer), or bytes
+        merged in memory (read-only).  Raises VolumeReplaced once a
+        read-only view found its volume replaced or deleted."""
+        if self.replaced is not None:
+            raise VolumeReplaced(self.replaced)
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
         key = layout.block_key(content_hash)
-        obj = self.store.get(key)
+        reader = self.codec.block_reader(self.block_size, content_hash)
         try:
-            return self.codec.decode_block(obj, content_hash, self.block_size)
+            try:
+                self.store.get_into(key, reader)
+            except NotFound:
+                key = find_alias(self.store, key)  # a late delete took it (latedeletes.py)
+                self.store.get_into(key, reader)
+            return reader.finish()
         except CorruptData as e:
             raise e.at(self.store.key_url(key)) from None
+        finally:
+            reader.close()
 
     def store_block(self, data, index: int | None = None) -> bytes:
         """Upload a block and return its hash; `index` is the block it will
@@ -149,7 +200,9 @@ class Volume:
         that a collection is deleting right now is uploaded after it.
         Identical content maps to the same key, so a plain PUT that replaces
         an existing object changes nothing; a conditional one (If-None-Match)
-        would cost the server a lookup per block.
+        would cost the server a lookup per block.  `data` must not change
+        until this returns: an uncompressed block is sent as it is, not
+        copied.
         """
         if self.fenced is not None:  # another mount has the volume: write nothing into it
             raise Fenced(self.fenced)
@@ -162,11 +215,19 @@ class Volume:
             self._collecting.discard(content_hash)
             self._inflight[content_hash] = self._inflight.get(content_hash, 0) + 1
             unchanged = index is not None and self._map.get(index) == content_hash
-        if unchanged:
+        aliased = self._quarantine.needs_alias(BLOCK, content_hash)
+        if unchanged and not aliased:
             self.stats.add("blocks_deduplicated")
             return content_hash
         try:
-            self.store.put(layout.block_key(content_hash), obj)
+            if self._snapshotted:  # whether it is new decides whether a checkpoint may delete it
+                if self.store.put(layout.block_key(content_hash), obj, if_absent=True):
+                    with self._lock:
+                        self._fresh.add(content_hash)
+            else:
+                self.store.put(layout.block_key(content_hash), obj)
+            if aliased:
+                self._put_alias(BLOCK, content_hash, obj)
         except BaseException:
             self.abandon([content_hash])
             raise
@@ -198,41 +259,6 @@ class Volume:
             self._inflight[content_hash] = count
         else:
             self._inflight.pop(content_hash, None)
-
-    # -- the fsync log ------------------------------------------------------------
-
-    def log_number(self) -> int:
-        """The watermark for content read for upload now."""
-        return self._log
-
-    def next_log(self, blocks: Iterable[int]) -> int:
-        """A log number for pages of `blocks` about to be logged."""
-        with self._lock:
-            self._log += 1
-            self._live[self._log] = set(blocks)
-            return self._log
-
-    def drop_log(self, number: int) -> None:
-        """Forget a log number whose journal was never written."""
-        with self._lock:
-            self._live.pop(number, None)
-
-    def _merge_logged(self, runs: list[Run]) -> None:
-        """Mount after a crash: store each block with its newer logged pages."""
-        blocks: dict[int, bytearray] = {}
-        for run in runs:
-            if run.block not in blocks:
-                content_hash = self._map.get(run.block)
-                base = bytes(self.block_size) if content_hash == ZERO_HASH else self.read_block(content_hash)
-                blocks[run.block] = bytearray(base)
-            start = run.first_page * LOG_PAGE
-            blocks[run.block][start : start + len(run.data)] = run.data
-        mark = self._log
-        self.commit([(index, self.store_block(data, index), mark) for index, data in blocks.items()])
-        self._live.clear()  # the next root holds every merged block
-        log.warning("merged %d fsynced pages into %d blocks after an unclean stop",
-                    self.unmerged_pages, len(blocks))
-        self.unmerged_pages = 0
 
     # -- durability -------------------------------------------------------------
 
@@ -290,56 +316,99 @@ class Volume:
                 log.warning("checkpoint failed, will retry: %s", e)
         return wrote
 
-    def checkpoint(self, *, start: bool = False) -> None:
+    def checkpoint(self, *, start: bool = False, doomed: tuple[Iterable[bytes], Iterable[bytes]] = ((), ())) -> None:
         """Write changed map pages and a new root, then delete what it
         supersedes.  `start`: the epoch's first root, written even when
-        nothing changed."""
+        nothing changed.  `doomed`: (block hashes, page hashes) the caller
+        will delete after it, recorded in the root."""
+        with self._sync_lock:
+            self._checkpoint(start, doomed)
+
+    def snapshot_root(self) -> Root:
+        """A root of every change committed so far, from which on a snapshot
+        keeps it: its pages are never dropped, and no object that exists
+        now is deleted by a checkpoint (only gc, marking from snapshots)."""
+        with self._sync_lock:
+            with self._lock:
+                self._snapshotted = True
+                self._fresh.clear()
+            self._checkpoint(True, ((), ()))
+            with self._lock:
+                self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
+            return self._root
+
+    def restore(self, page_hashes: list[bytes]) -> None:
+        """Make the live map the one these pages hold (a snapshot's), in one
+        new root that names them: the cost follows the map's pages, not its
+        blocks.  Deletes nothing a snapshot keeps (take one of the current
+        state first).  Raises ValueError while changes wait for a journal."""
+        loaded = self.maps.load_root(Root(0, 0, list(page_hashes)))
         with self._sync_lock:
             self._check_lease_held()
             with self._lock:
-                pages = self._map.take_dirty_pages()
-                if not (start or pages or self._pending or self._journals):
-                    return
-                contents = {p: self._map.page(p) for p in pages}
-                changes = self._take_pending()
+                if self._pending or self._map.dirty_pages() or any(self._live.values()):
+                    raise ValueError("restore needs every change checkpointed first")
                 self._seq += 1
-                seq = self._seq
-                live, dead = self._split_live_logs()
-                marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
-                log_high = self._log
-                uploading = self._candidates & set(self._inflight)
-                candidates = self._candidates - uploading
-                self._candidates = uploading  # looked at again by the next checkpoint
-                self._collecting = set(candidates)
-                entries = self._map.entries() if candidates else b""  # the map this root holds
-            try:
-                page_hashes = self.maps.write_pages(contents)
-                root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
-                for number, page_hash in page_hashes.items():
-                    root.page_hashes[number] = page_hash
-                self._write_map(self.maps.write_root, root)
-            except BaseException:
-                with self._lock:
-                    self._map.mark_pages_dirty(pages)
-                    self._candidates |= candidates
-                    self._collecting = set()
-                self._restore_pending(changes)
-                raise
-            finally:
-                self._recorded()
-            old_root, self._root = self._root, root
-            self._journals = 0
-            self.stats.add("checkpoints")
+                root = Root(self.epoch, self._seq, list(page_hashes), self._log,
+                            doomed_blocks=sorted(self._quarantine.active(BLOCK)),
+                            doomed_pages=sorted(self._quarantine.active(PAGE)))
+            self._write_map(self.maps.write_root, root)
             with self._lock:
-                keep = {self._log_journals[n] for n in live if n in self._log_journals}
-                for n in dead:
-                    self._live.pop(n, None)
-                    self._log_journals.pop(n, None)
-                self._prune_marks()
-            if self._lease is not None:
-                self._lease.check()  # a superseded writer deletes nothing
-            self._drop_superseded(old_root, root, keep)
-            self._collect(candidates, entries)
+                old_root, self._root, self._map = self._root, root, loaded.map
+                self._candidates, self._journals = set(), 0
+            self._drop_superseded(old_root, root, set())
+
+    def _checkpoint(self, start: bool, doomed: tuple[Iterable[bytes], Iterable[bytes]]) -> None:
+        self._check_lease_held()
+        with self._lock:
+            pages = self._map.take_dirty_pages()
+            if not (start or pages or self._pending or self._journals):
+                return
+            contents = {p: self._map.page(p) for p in pages}
+            changes = self._take_pending()
+            self._seq += 1
+            seq = self._seq
+            live, dead = self._split_live_logs()
+            marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
+            log_high = self._log
+            uploading = self._candidates & set(self._inflight)
+            candidates = self._candidates - uploading
+            self._candidates = uploading  # looked at again by the next checkpoint
+            self._collecting = set(candidates)
+            entries = self._map.entries() if candidates else b""  # the map this root holds
+        try:
+            aliased: list[tuple[bytes, str]] = []
+            page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
+            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
+            for number, page_hash in page_hashes.items():
+                root.page_hashes[number] = page_hash
+            stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
+            root.doomed_blocks = sorted(candidates | set(self._quarantine.active(BLOCK)) | set(doomed[0]))
+            root.doomed_pages = sorted(stale_pages | set(self._quarantine.active(PAGE)) | set(doomed[1]))
+            self._write_map(self.maps.write_root, root)
+            for page_hash, key in aliased:
+                self._quarantine.wrote_alias(PAGE, page_hash, key)
+        except BaseException:
+            with self._lock:
+                self._map.mark_pages_dirty(pages)
+                self._candidates |= candidates
+                self._collecting = set()
+            self._restore_pending(changes)
+            raise
+        finally:
+            self._recorded()
+        old_root, self._root = self._root, root
+        self._journals = 0
+        self.stats.add("checkpoints")
+        with self._lock:
+            keep = {self._log_journals[n] for n in live if n in self._log_journals}
+            for n in dead:
+                self._live.pop(n, None)
+                self._log_journals.pop(n, None)
+            self._prune_marks()
+        self._drop_superseded(old_root, root, keep)
+        self._collect(candidates, entries)
+        self._settle_aliases()
 
     def _write_map(self, write, obj) -> None:
         try:
@@ -351,16 +420,6 @@ class Volume:
         reason = self.refusing
         if reason is not None:
             raise Fenced(reason)
-
-    def _prune_marks(self) -> None:
-        """Keep only the watermarks of blocks in live logs (lock held).  A
-        block's older mark is below any log number yet to come, so it
-        answers exactly as no mark does."""
-        if not self._live:
-            self._marks.clear()
-            return
-        logged = set().union(*self._live.values())
-        self._marks = {b: mark for b, mark in self._marks.items() if b in logged}
 
     def _take_pending(self) -> dict[int, tuple[bytes, int]]:
         """The committed changes, for a journal or root about to be written
@@ -385,74 +444,6 @@ class Volume:
         with self._lock:
             for index, change in changes.items():
                 self._pending.setdefault(index, change)
-
-    def _split_live_logs(self) -> tuple[dict[int, set[int]], list[int]]:
-        """Log numbers whose pages are not all in the map yet, and the rest
-        (lock held).  A block's pages are in the map once content read for
-        upload after they were logged is committed (watermark >= number)."""
-        live, dead = {}, []
-        for number, blocks in self._live.items():
-            if any(self._marks.get(b, -1) < number for b in blocks):
-                live[number] = blocks
-            else:
-                dead.append(number)
-        return live, dead
-
-    def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
-        """Delete the journals the new root covers (but not those of live
-        logged pages), the root it replaces and that root's pages it does
-        not use.  Anything older is left to gc."""
-        covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
-                   if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
-        used = set(new.page_hashes)
-        stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
-        if old.seq or old.epoch:
-            stale.append(layout.root_key(old.epoch, old.seq))
-        self.store.delete(stale)
-
-    def _collect(self, candidates: set[bytes], entries: bytes) -> None:
-        """Delete the candidates that the root just written does not name
-        (`entries` is the map it holds) and that no commit or upload has
-        claimed since (they left `_collecting`): no journal after the root
-        can name them.  The volume lock is held only between the store
-        calls; an upload of content being deleted waits (`store_block`)."""
-        if not candidates:
-            return
-        unreferenced = candidates - referenced_in(entries, candidates)
-        with self._lock:
-            dead = unreferenced & self._collecting
-            self._collecting = set()
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead])
-            self.stats.add("blocks_collected", len(dead))
-        except BaseException:
-            with self._lock:
-                self._candidates |= dead  # looked at again by the next checkpoint
-            raise
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
-
-    def delete_unreferenced(self, block_keys: list[str], other_keys: list[str]) -> None:
-        """Delete what a sweep (sweep.py) found no durable map names,
-        except blocks the live map or an upload took up since it looked.
-        Needs the lease; raises Fenced without it."""
-        if self._lease is None:
-            raise ValueError("deleting needs the volume open writable")
-        self._lease.check()
-        hashes = {layout.hash_of_block_key(k) for k in block_keys}
-        with self._lock:
-            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
-            self._deleting = dead
-        try:
-            self.store.delete([layout.block_key(h) for h in dead] + other_keys)
-            self.stats.add("blocks_collected", len(dead))
-        finally:
-            with self._lock:
-                self._deleting = set()
-                self._deleted.notify_all()
 
     def close(self) -> None:
         """Make everything durable, checkpoint, and give the lease back.
@@ -481,33 +472,6 @@ class Volume:
         if self._lease is not None:
             self._lease.release()
         self.store.close()
-
-    # -- a read-only view following a writer (follow.py) -------------------------
-
-    def take_opened(self) -> Loaded | None:
-        """Read-only: the state this volume was opened from, once (then
-        None): a follower's first refresh starts from it instead of
-        reading the map again."""
-        opened, self._opened = self._opened, None
-        return opened
-
-    def copy_map(self) -> BlockMap:
-        """A copy of the live map, to build a newer view on."""
-        with self._lock:
-            return self._map.copy()
-
-    def adopt(self, blockmap: BlockMap, root: Root, merged: dict[bytes, bytes], unmerged_pages: int) -> list[int]:
-        """Read-only: show a newer state of the writer's map, with blocks
-        merged in memory (`merged`, content hash -> content; it holds
-        `unmerged_pages` logged 4 KiB pages); returns the block numbers
-        whose entry changed."""
-        if self.writable:
-            raise ValueError("only a read-only volume follows another writer")
-        with self._lock:
-            old = self._map
-            self._map, self._root, self._merged = blockmap, root, merged
-            self.unmerged_pages = unmerged_pages
-        return blockmap.changed_from(old)  # neither changes any more: no lock, no copies
 
     # -- reporting --------------------------------------------------------------
 

@@ -1,0 +1,283 @@
+"""The `snapshot` commands: create, list, delete (history, issue 14).
+
+Given a mountpoint they ask its daemon over the control channel
+(engine/fs/control.py); given a volume URL that no mount holds writable,
+they open the volume themselves (create and delete take its lease)."""
+import argparse
+import json
+import os
+import subprocess
+
+from bucketdisk.errors import UserError
+from bucketdisk.fs.mountpoints import is_bucketdisk_mount
+
+from .commands import _read_stats, s3_options
+from .units import format_size
+
+
+def _mounted(args: argparse.Namespace) -> str | None:
+    """The control socket of the mount at args.url, or None for a volume URL."""
+    if "://" in args.url:
+        return None
+    path = os.path.abspath(args.url)
+    if not is_bucketdisk_mount(path):
+        raise UserError(f"{args.url} is neither a volume URL nor a bucketdisk mount")
+    try:
+        return str(_read_stats(path)["control_socket"])
+    except (OSError, KeyError):
+        raise UserError(f"{args.url}: its daemon does not answer (has it died? see 'bucketdisk unmount')") from None
+
+
+def _ask(socket_path: str, fields: dict) -> dict:
+    from bucketdisk.fs.control import request
+    return request(socket_path, fields)
+
+
+def _open(args: argparse.Namespace, *, writable: bool):
+    from bucketdisk.store import open_store
+    from bucketdisk.volume.record import check_record_fits, read_record
+    from bucketdisk.volume.volume import Volume
+
+    store = open_store(args.url, s3=s3_options(args))
+    record = read_record(store)
+    if record is not None:  # (no record: Volume says so)
+        check_record_fits(record)
+    return Volume(store, writable=writable)
+
+
+def create(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+    from bucketdisk.volume.snapshots import check_name
+
+    if args.name is not None:
+        check_name(args.name)  # before the lease is taken or anything frozen
+    control = _mounted(args)
+    if control is None:
+        if args.freeze:
+            raise UserError("--freeze needs the volume mounted: give its mountpoint instead of its URL")
+        volume = _open(args, writable=True)
+        try:
+            made = history.take(volume, name=args.name, started=args.time).summary()
+        finally:
+            volume.close()
+    else:
+        with _frozen(args.freeze):
+            made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual",
+                                  "started": args.time})["snapshot"]
+    print(f"snapshot {made['number']} '{made['name']}': {made['changed_blocks']} blocks changed, "
+          f"{format_size(made['new_bytes'])} new")
+    return 0
+
+
+class _frozen:
+    """fsfreeze(8) the filesystem mounted at `path` (None: nothing) for the
+    block inside, and thaw it on the way out, on errors and Ctrl-C too."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        if self.path is not None:
+            _fsfreeze("--freeze", self.path)
+
+    def __exit__(self, *exc) -> None:
+        if self.path is not None:
+            _fsfreeze("--unfreeze", self.path)
+
+
+def _fsfreeze(flag: str, path: str) -> None:
+    try:
+        proc = subprocess.run(["fsfreeze", flag, path], capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        raise UserError("fsfreeze not found (util-linux)") from None
+    if proc.returncode != 0:
+        raise UserError(f"fsfreeze {flag} {path}: {proc.stderr.strip() or 'failed'}")
+
+
+def list_(args: argparse.Namespace) -> int:
+    from bucketdisk.volume.snapshots import SnapshotRecords
+
+    control = _mounted(args)
+    if control is not None:
+        rows = _ask(control, {"op": "list"})["snapshots"]
+    else:
+        volume = _open(args, writable=False)
+        try:
+            rows = [s.summary() for s in SnapshotRecords.of(volume.store, volume.record).list()]
+        finally:
+            volume.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['number']:>5}  {row['name']:<24} {row['type']:<11} {row['started']}  "
+              f"{row['changed_blocks']:>9} blocks changed  {format_size(row['new_bytes'])} new")
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+
+    control = _mounted(args)
+    if control is not None:
+        gone = _ask(control, {"op": "delete", "name": args.name})["snapshot"]
+    else:
+        volume = _open(args, writable=True)
+        try:
+            gone = history.delete(volume, args.name).summary()
+        finally:
+            volume.close()
+    print(f"deleted snapshot {gone['number']} '{gone['name']}'")
+    return 0
+
+
+def diff(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+
+    control = _mounted(args)
+    if control is not None:
+        found = _ask(control, {"op": "diff", "a": args.a, "b": args.b})["diff"]
+    else:
+        volume = _open(args, writable=False)
+        try:
+            found = history.diff(volume, args.a, args.b).summary()
+        finally:
+            volume.close()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for offset, length in found["ranges"]:
+        print(f"{offset} {length}")
+    print(f"{found['count']} ranges changed, {format_size(found['bytes'])}")
+    return 0
+
+
+KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def prune(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+    from bucketdisk.volume.retention import policy_of
+
+    options = keep_options(args)  # refused before the lease is taken
+    policy = policy_of(options)
+    control = _mounted(args)
+    if control is not None:
+        rows = _ask(control, {"op": "prune", "policy": options, "named_too": args.named_too,
+                              "dry_run": args.dry_run})["decisions"]
+    else:
+        volume = _open(args, writable=not args.dry_run)
+        try:
+            decided = history.prune(volume, policy, named_too=args.named_too, dry_run=args.dry_run)
+            rows = [history.decision_summary(s, d) for s, d in decided]
+        finally:
+            volume.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for row in rows:
+        fate = "keep" if row["keep"] else verb
+        print(f"{fate:<12}  {row['number']:>5}  {row['name']:<24} {row['started']}  {', '.join(row['reasons'])}")
+    return 0
+
+
+def _utc_time(text: str) -> float:
+    """argparse type: an ISO 8601 UTC time, YYYY-MM-DDTHH:MM:SSZ."""
+    from datetime import datetime, timezone
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UTC time like 2026-11-30T09:00:00Z") from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (a whole number, -1 for all)")
+    return value
+
+
+def restore(args: argparse.Namespace) -> int:
+    from bucketdisk.volume import history
+
+    if "://" not in args.url:
+        raise UserError("restore works on a volume's URL, unmounted (unmount it first)")
+    volume = _open(args, writable=True)  # refused while a mount holds it writable
+    try:
+        kept, undo = history.restore(volume, args.snapshot)
+    finally:
+        volume.close()
+    print(f"the disk is now snapshot {kept.number} '{kept.name}'; what it held before is snapshot "
+          f"{undo.number} '{undo.name}' (restore that to undo)")
+    return 0
+
+
+def add_keep_options(p: argparse.ArgumentParser) -> None:
+    """prune's keep options (also `mount`'s, for scheduled snapshots)."""
+    for name in KEEP_OPTIONS:
+        p.add_argument(f"--keep-{name}", type=_count, metavar="N",
+                       help=f"keep the {'N newest' if name == 'last' else f'newest of each of the N newest {name} periods'}")
+    p.add_argument("--keep-within", metavar="SPAN", help="keep every snapshot within SPAN (24h, 7d, 6m, 1y) "
+                   "before the newest")
+
+
+def keep_options(args: argparse.Namespace) -> dict:
+    """The keep options given, checked (UserError with prune's words)."""
+    from bucketdisk.volume.retention import policy_of
+
+    options = {name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}
+    options["within"] = args.keep_within
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        policy_of(options)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return options
+
+
+def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
+    """The `snapshot` command and its subcommands, made with main's `command` helper."""
+    p = command(sub, "snapshot", "take, list and delete snapshots of a volume")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    c = command(verbs, "snapshot create", "keep the volume's current state", [store], name_in_parent="create")
+    c.add_argument("url", metavar="URL|MOUNTPOINT")
+    c.add_argument("--name", help="default: the UTC start time, YYYY-MM-DD-HHMMSS")
+    c.add_argument("--freeze", metavar="PATH", help="fsfreeze the filesystem mounted at PATH (the one "
+                   "loop-mounted from the disk) while the snapshot is taken, so it holds it clean")
+    c.add_argument("--time", type=_utc_time, metavar="UTC", help="date it (its start time, and default "
+                   "name) otherwise than now, e.g. 2026-11-30T09:00:00Z: for imports and thinning tests")
+    c.set_defaults(run=create)
+    c = command(verbs, "snapshot list", "list the volume's snapshots, oldest first", [store], name_in_parent="list")
+    c.add_argument("url", metavar="URL|MOUNTPOINT")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(run=list_)
+    c = command(verbs, "snapshot delete", "delete a snapshot and what only it kept", [store], name_in_parent="delete")
+    c.add_argument("url", metavar="URL|MOUNTPOINT")
+    c.add_argument("name", metavar="NAME", help="its name or number")
+    c.set_defaults(run=delete)
+    c = command(verbs, "snapshot diff", "the byte ranges of the disk that differ between two snapshots",
+                [store], name_in_parent="diff")
+    c.add_argument("url", metavar="URL|MOUNTPOINT")
+    c.add_argument("a", metavar="A", help="a snapshot's name or number")
+    c.add_argument("b", metavar="B", help="another, or 'live' for the disk as it is now")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(run=diff)
+
+    p = command(sub, "prune", "delete the snapshots no keep rule keeps (default: Time Machine's rule)",
+                [store])
+    p.add_argument("url", metavar="URL|MOUNTPOINT")
+    add_keep_options(p)
+    p.add_argument("--named-too", action="store_true", help="apply the rules to snapshots you named too")
+    p.add_argument("--dry-run", action="store_true", help="only say what would go, and why the rest stays")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=prune)
+
+    p = command(sub, "restore", "make the disk what a snapshot keeps (after a pre-restore snapshot of it)",
+                [store])
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--snapshot", required=True, metavar="NAME", help="its name, number, or Latest")
+    p.set_defaults(run=restore)

@@ -1,0 +1,138 @@
+"""The deleting half of a volume: what a checkpoint supersedes, what a
+sweep found unreferenced, and the aliases that late deletes call for.
+
+Mixed into Volume (volume.py), whose state it shares: the rules for when
+an object may be deleted are in volume.py's docstring, the late-delete
+rule in latedeletes.py.  Every delete request is guarded: the lease is
+checked before each one, retries included.
+"""
+from ..codec.block import ZERO_HASH
+from . import layout
+from .blockmap import referenced_in
+from .latedeletes import BLOCK, PAGE, alias_key, settle
+from .mapstore import Root
+
+LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 32
+
+
+class Collection:
+    """Deleting, for Volume.  Needs its store, maps, stats, _lease, _lock,
+    _sync_lock, _deleted, _quarantine, _aliases_written, _candidates,
+    _collecting, _deleting, _inflight, _map, _kept_pages, _snapshotted,
+    _fresh, epoch and checkpoint()."""
+
+    def _put_alias(self, kind: str, content_hash: bytes, obj) -> None:
+        key = alias_key(kind, content_hash, self._alias_number())
+        self.store.put(key, obj)
+        self._quarantine.wrote_alias(kind, content_hash, key)
+
+    def _page_alias(self, page_hash: bytes, aliased: list[tuple[bytes, str]]) -> str | None:
+        """The alias key a page being written needs (latedeletes.py), or None."""
+        if not self._quarantine.needs_alias(PAGE, page_hash):
+            return None
+        key = alias_key(PAGE, page_hash, self._alias_number())
+        aliased.append((page_hash, key))
+        return key
+
+    def _alias_number(self) -> int:
+        with self._lock:
+            self._aliases_written += 1
+            return (self.epoch << LOG_EPOCH_SHIFT) + self._aliases_written
+
+    def _delete_guard(self, keys: list[str], attempt: int) -> None:
+        """Before each delete request (store.delete): a superseded writer
+        deletes nothing, and a request sent again may land late, after
+        its content was uploaded anew (latedeletes.py)."""
+        if self._lease is not None:
+            self._lease.check()
+        if attempt:
+            self._quarantine.add(BLOCK, [h for h in map(layout.hash_of_block_key, keys) if h])
+            self._quarantine.add(PAGE, [h for h in map(layout.hash_of_page_key, keys) if h])
+
+    def _settle_aliases(self, found: list[tuple[str, bytes, str]] | None = None) -> None:
+        """Put back the plain objects of aliases whose quarantine has
+        passed (this mount's, or `found` by a sweep), and delete the aliases."""
+        for kind, content_hash, key in self._quarantine.settled_aliases() if found is None else found:
+            if not self._quarantine.holds(kind, content_hash):
+                settle(self.store, kind, content_hash, key, self._delete_guard)
+                self._quarantine.forget_alias(kind, content_hash)
+
+    def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
+        """Delete the journals the new root covers (but not those of live
+        logged pages), the root it replaces and that root's pages it does
+        not use.  Anything older is left to gc."""
+        covered = [layout.journal_key(e, s) for e, s in self.maps.listing().journals
+                   if (e, s) <= (new.epoch, new.seq) and (e, s) not in keep]
+        used = set(new.page_hashes) | self._kept_pages
+        stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
+        if old.seq or old.epoch:
+            stale.append(layout.root_key(old.epoch, old.seq))
+        self.store.delete(stale, guard=self._delete_guard)
+
+    def _collect(self, candidates: set[bytes], entries: bytes) -> None:
+        """Delete the candidates that the root just written does not name
+        (`entries` is the map it holds) and that no commit or upload has
+        claimed since (they left `_collecting`): no journal after the root
+        can name them.  The volume lock is held only between the store
+        calls; an upload of content being deleted waits (`store_block`)."""
+        if not candidates:
+            return
+        unreferenced = candidates - referenced_in(entries, candidates)
+        with self._lock:
+            dead = unreferenced & self._collecting
+            if self._snapshotted:  # a snapshot may name any object older than this mount's uploads
+                dead &= self._fresh
+                self._fresh -= dead
+            self._collecting = set()
+            self._deleting = dead
+        aliases = [key for h in dead if (key := self._quarantine.forget_alias(BLOCK, h)) is not None]
+        try:
+            self.store.delete([layout.block_key(h) for h in dead] + aliases, guard=self._delete_guard)
+            self.stats.add("blocks_collected", len(dead))
+        except BaseException:
+            with self._lock:
+                self._candidates |= dead  # looked at again by the next checkpoint
+            raise
+        finally:
+            with self._lock:
+                self._deleting = set()
+                self._deleted.notify_all()
+
+    def delete_unreferenced(self, block_keys: list[str], other_keys: list[str]) -> None:
+        """Delete what a sweep (sweep.py) found no durable map names
+        (`block_keys`: block objects and their aliases; `other_keys`:
+        pages, their aliases, roots, journals), except blocks the live map
+        or an upload took up since it looked.  A root listing them is
+        written first (latedeletes.py).  Needs the lease; raises Fenced
+        without it."""
+        if self._lease is None:
+            raise ValueError("deleting needs the volume open writable")
+        hashes = {_hash_of(k, BLOCK) for k in block_keys}
+        self.checkpoint(start=True, doomed=(hashes, {h for k in other_keys if (h := _hash_of(k, PAGE))}))
+        with self._lock:
+            dead = hashes - set(self._inflight) - referenced_in(self._map.entries(), hashes)
+            self._deleting = dead
+        try:
+            keys = [k for k in block_keys if _hash_of(k, BLOCK) in dead]
+            self.store.delete(keys + other_keys, guard=self._delete_guard)
+            self.stats.add("blocks_collected", len(dead))
+        finally:
+            with self._lock:
+                self._deleting = set()
+                self._deleted.notify_all()
+
+    def settle_aliases(self, keys: list[str]) -> None:
+        """A sweep found these aliases of blocks and pages the map names:
+        put their plain objects back if gone, and delete them, unless a
+        late delete may still land (latedeletes.py).  Needs the lease."""
+        found = [(kind, h, key) for key in keys if (a := layout.alias_of(key)) for kind, h, _ in [a]]
+        with self._sync_lock:
+            self._settle_aliases(found)
+
+
+def _hash_of(key: str, kind: str) -> bytes | None:
+    """The hash of a block (BLOCK) or page (PAGE) key or of its alias."""
+    alias = layout.alias_of(key)
+    if alias is not None:
+        return alias[1] if alias[0] == kind else None
+    return (layout.hash_of_block_key if kind == BLOCK else layout.hash_of_page_key)(key)

@@ -1,0 +1,201 @@
+"""Taking and deleting snapshots of a volume open writable (issue 14).
+
+A snapshot keeps a root: `take` writes a checkpoint whose map holds every
+acknowledged change and no fsync-logged pages still outside their blocks
+(their journals would not be kept with it), then one snapshot record
+(snapshots.py) naming that root's pages.  Its cost grows with what changed
+since the previous snapshot: unchanged pages are compared by hash, changed
+ones entry by entry in C, and only the objects new to it are looked at.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..codec._hot import count_zero_entries, differing_entries
+from ..codec.block import HASH_SIZE, ZERO_HASH
+from ..errors import UserError
+from . import layout
+from .mapstore import FETCH_PARALLELISM, MapStore
+from .retention import Decision, Policy, decide
+from .retention import Snapshot as RetainedSnapshot
+from .snapshots import Snapshot, SnapshotRecords
+from .sweep import sweep
+from .volume import Volume
+
+
+def take(volume: Volume, *, name: str | None = None, type: str = "manual",
+         started: float | None = None) -> Snapshot:
+    """Snapshot the volume's map as of now; `started` (seconds since the
+    epoch) dates it otherwise than now (tests of thinning, imports).
+    Raises UserError for a bad or taken name, or while fsync-logged pages
+    wait for their blocks' upload (a live mount's device must flush
+    first), StoreError if the store fails."""
+    started = time.time() if started is None else started
+    records = SnapshotRecords.of(volume.store, volume.record)
+    previous = records.list()
+    root = volume.snapshot_root()
+    if root.live:
+        raise UserError("fsynced pages are still waiting for their blocks' upload; flush first")
+    changed, new_hashes = _changes(volume.maps, previous[-1].page_hashes if previous else None,
+                                   root.page_hashes)
+    snapshot = records.write((root.epoch, root.seq), root.page_hashes, name=name, type=type, started=started,
+                             changed_blocks=changed, new_bytes=_stored_bytes(volume, new_hashes))
+    return snapshot
+
+
+def restore(volume: Volume, name: str) -> tuple[Snapshot, Snapshot]:
+    """Make the live disk what snapshot `name` keeps, after a `pre-restore`
+    snapshot of the current state (so a restore can be undone).  Returns
+    (the snapshot restored, the pre-restore one).  Raises UserError if
+    there is no such snapshot."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    kept = records.find(name)
+    undo = take(volume, type="pre-restore")
+    volume.restore(kept.page_hashes)
+    return kept, undo
+
+
+def delete(volume: Volume, name: str) -> Snapshot:
+    """Delete the snapshot of that name (or number), then sweep what only
+    it kept.  Raises UserError if there is none."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    snapshot = records.find(name)
+    records.delete(snapshot.number)
+    sweep(volume, delete=True)
+    return snapshot
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Changed byte ranges of the disk, (offset, length), in order."""
+    ranges: list[tuple[int, int]]
+
+    @property
+    def total(self) -> int:
+        """Bytes in all ranges."""
+        return sum(length for _, length in self.ranges)
+
+    def summary(self) -> dict:
+        return {"ranges": [list(r) for r in self.ranges], "count": len(self.ranges), "bytes": self.total}
+
+
+def diff(volume: Volume, a: str, b: str) -> Diff:
+    """The byte ranges where the disk as snapshot `a` keeps it differs from
+    snapshot `b` (or `live`: the map as this volume holds it now).  Pages
+    equal by hash are skipped; the others are compared entry by entry.
+    Raises UserError for an unknown snapshot."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    left, right = _view(volume, records, a), _view(volume, records, b)
+
+    def compare(number: int) -> list[int]:
+        if left.hashes[number] is not None and left.hashes[number] == right.hashes[number]:
+            return []
+        first = number * volume.maps.page_entries
+        return [first + i for i in differing_entries(left.entries(number), right.entries(number), HASH_SIZE)]
+
+    with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+        blocks = [i for found in pool.map(compare, range(len(left.hashes))) for i in found]
+    return Diff(_ranges(blocks, volume.block_size))
+
+
+@dataclass(frozen=True)
+class _MapView:
+    hashes: list[bytes | None]  # page hashes (None: compare its entries)
+    entries: Callable[[int], bytes]
+
+
+def _view(volume: Volume, records: SnapshotRecords, name: str) -> _MapView:
+    if name == "live":
+        blockmap, hashes = volume.live_pages()
+        return _MapView(hashes, blockmap.page)
+    kept = records.find(name)
+    return _MapView(list(kept.page_hashes), lambda n: _entries(volume.maps, kept.page_hashes[n], n))
+
+
+def _ranges(blocks: list[int], block_size: int) -> list[tuple[int, int]]:
+    """Consecutive block numbers joined into (offset, length) byte ranges."""
+    ranges: list[list[int]] = []
+    for index in blocks:
+        if ranges and ranges[-1][0] + ranges[-1][1] == index:
+            ranges[-1][1] += 1
+        else:
+            ranges.append([index, 1])
+    return [(first * block_size, count * block_size) for first, count in ranges]
+
+
+def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
+          dry_run: bool = False) -> list[tuple[Snapshot, Decision]]:
+    """Delete the snapshots `policy` does not keep (retention.py), then
+    sweep what only they kept; a dry run deletes nothing.  Returns each
+    snapshot with its decision, newest first."""
+    records = SnapshotRecords.of(volume.store, volume.record)
+    by_number = {str(s.number): s for s in records.list()}
+    decisions = decide([RetainedSnapshot(n, _parse_utc(s.started), s.named) for n, s in by_number.items()],
+                       policy, named_too=named_too)
+    gone = [by_number[d.snapshot.name] for d in decisions if not d.keep]
+    if gone and not dry_run:
+        for snapshot in gone:
+            records.delete(snapshot.number)
+        sweep(volume, delete=True)
+    return [(by_number[d.snapshot.name], d) for d in decisions]
+
+
+def decision_summary(snapshot: Snapshot, decision: Decision) -> dict:
+    """What `prune` shows of one snapshot's fate."""
+    return {**snapshot.summary(), "keep": decision.keep, "reasons": decision.reasons}
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def mapped_blocks(maps: MapStore, snapshots: list[Snapshot]) -> int:
+    """Blocks with an object, summed over `snapshots`; each distinct page
+    is read once, so the cost follows the distinct pages."""
+    counted: dict[bytes, int] = {ZERO_HASH: 0}
+    pages = {(h, n) for s in snapshots for n, h in enumerate(s.page_hashes) if h != ZERO_HASH}
+
+    def count(item) -> tuple[bytes, int]:
+        page_hash, number = item
+        entries = maps.read_page(page_hash, number)
+        return page_hash, len(entries) // HASH_SIZE - count_zero_entries(entries, HASH_SIZE)
+
+    with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+        counted.update(pool.map(count, pages))
+    return sum(counted[h] for s in snapshots for h in s.page_hashes)
+
+
+def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes]) -> tuple[int, set[bytes]]:
+    """(blocks whose entry differs between two maps given by their page
+    hashes, the hashes the new map holds at those blocks); None: an empty map."""
+    pairs = [(n, old_pages[n] if old_pages else ZERO_HASH, new) for n, new in enumerate(new_pages)
+             if not old_pages or old_pages[n] != new]
+
+    def compare(pair) -> tuple[int, set[bytes]]:
+        number, old, new = pair
+        a, b = _entries(maps, old, number), _entries(maps, new, number)
+        at = differing_entries(a, b, HASH_SIZE)
+        return len(at), {b[i * HASH_SIZE:(i + 1) * HASH_SIZE] for i in at} - {ZERO_HASH}
+
+    changed, hashes = 0, set()
+    with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+        for count, found in pool.map(compare, pairs):
+            changed += count
+            hashes |= found
+    return changed, hashes
+
+
+def _entries(maps: MapStore, page_hash: bytes, number: int) -> bytes:
+    if page_hash == ZERO_HASH:
+        return bytes(maps.page_bytes(number))
+    return maps.read_page(page_hash, number)
+
+
+def _stored_bytes(volume: Volume, hashes: set[bytes]) -> int:
+    """Stored bytes of these block objects (a HEAD each, in parallel)."""
+    with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
+        return sum(size or 0 for size in pool.map(lambda h: volume.store.head(layout.block_key(h)), hashes))

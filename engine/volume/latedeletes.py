@@ -1,0 +1,114 @@
+"""Late deletes: a delete request may land long after it was sent.
+
+Block and page objects are named by their content, so a name that was
+deleted can be written again by the same writer or its successor.  A
+delete request that was held up in the network, or sent again by a retry
+after the first try timed out, can land after that new write and remove
+it.  S3 rejects a request whose signed date is more than 15 minutes away
+from its own clock ("the request must reach AWS within 15 minutes of the
+time stamp in the request", AWS Signature Version 4 docs; error
+RequestTimeTooSkewed), so a request signed at t lands by t + 15 min, give
+or take the clocks' skew.  LATE_DELETE_SECONDS bounds that.
+
+The rule (volume.py): a writer records in each root the hashes it may
+delete after writing it (`doomed`), and checks its lease before each
+delete request it sends, retries included.  A name is *quarantined* for
+LATE_DELETE_SECONDS when
+  * a mount takes over the volume: every doomed hash of the root it loads
+    (its predecessor may have deletes in flight), or
+  * a delete request of it was sent again (the first may still land).
+While a hash is quarantined, every upload of that content also writes an
+alias (layout.py), a copy under a name used only once, which no earlier
+delete can touch; reads fall back to the alias when the plain
+object is gone.  Once the quarantine has passed, the plain object is put
+back from the alias if it has gone, and the alias is deleted.  Roots carry
+the quarantined hashes forward, so a mount that takes over mid-quarantine
+quarantines them again.
+"""
+import threading
+
+from ..errors import NotFound
+from ..store.base import DeleteGuard, ObjectStore
+from . import layout
+from .lock import CLOCK_SKEW, boottime
+
+# 15 minutes of S3's request-date window, both clocks' skew, a minute to spare.
+LATE_DELETE_SECONDS = 15 * 60 + 2 * CLOCK_SKEW + 60.0
+
+BLOCK, PAGE = "block", "page"
+
+
+class Quarantine:
+    """The block and page hashes whose plain objects may still be deleted
+    by an earlier request, until when (CLOCK_BOOTTIME seconds), and the
+    aliases written for them.  Thread-safe."""
+
+    def __init__(self, seconds: float = LATE_DELETE_SECONDS) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, bytes], float] = {}
+        self._aliases: dict[tuple[str, bytes], str] = {}
+
+    def add(self, kind: str, hashes) -> None:
+        """Quarantine these hashes of `kind` (BLOCK or PAGE) from now."""
+        until = boottime() + self.seconds
+        with self._lock:
+            for h in hashes:
+                self._until[(kind, h)] = max(until, self._until.get((kind, h), 0.0))
+
+    def holds(self, kind: str, content_hash: bytes) -> bool:
+        until = self._until.get((kind, content_hash))
+        return until is not None and boottime() < until
+
+    def active(self, kind: str) -> list[bytes]:
+        """The hashes of `kind` still quarantined (forgetting the rest)."""
+        now = boottime()
+        with self._lock:
+            self._until = {k: t for k, t in self._until.items() if t > now or k in self._aliases}
+            return [h for (k, h), t in self._until.items() if k == kind and t > now]
+
+    def needs_alias(self, kind: str, content_hash: bytes) -> bool:
+        """Whether an upload of this content must also write an alias: it
+        is quarantined and this mount has not written one yet."""
+        return self.holds(kind, content_hash) and (kind, content_hash) not in self._aliases
+
+    def wrote_alias(self, kind: str, content_hash: bytes, key: str) -> None:
+        with self._lock:
+            self._aliases[(kind, content_hash)] = key
+
+    def settled_aliases(self) -> list[tuple[str, bytes, str]]:
+        """(kind, hash, alias key) of the aliases this mount wrote whose
+        quarantine has passed: their plain object is safe to rely on."""
+        with self._lock:
+            return [(k, h, key) for (k, h), key in self._aliases.items() if not self.holds(k, h)]
+
+    def forget_alias(self, kind: str, content_hash: bytes) -> str | None:
+        """Forget this mount's alias of that content; returns its key."""
+        with self._lock:
+            return self._aliases.pop((kind, content_hash), None)
+
+
+def plain_key(kind: str, content_hash: bytes) -> str:
+    return layout.block_key(content_hash) if kind == BLOCK else layout.page_key(content_hash)
+
+
+def alias_key(kind: str, content_hash: bytes, number: int) -> str:
+    return (layout.block_alias_key if kind == BLOCK else layout.page_alias_key)(content_hash, number)
+
+
+def find_alias(store: ObjectStore, plain: str) -> str:
+    """The key of an alias of the object named `plain`; raises NotFound
+    if there is none."""
+    for key in store.list(plain + "-"):
+        if layout.alias_of(key) is not None:
+            return key
+    raise NotFound(plain)
+
+
+def settle(store: ObjectStore, kind: str, content_hash: bytes, alias: str, guard: DeleteGuard) -> None:
+    """Once its quarantine has passed: put the plain object back from the
+    alias if a late delete removed it, then delete the alias."""
+    plain = plain_key(kind, content_hash)
+    if store.head(plain) is None:
+        store.put(plain, store.get(alias))
+    store.delete([alias], guard=guard)

@@ -1,0 +1,150 @@
+"""A delete request that lands late never removes content uploaded after
+it (latedeletes.py), on both real stores.
+
+The store wrapper below lets a delete pass the writer's lease check and
+then holds the request, as a proxy or a slow network would, until the
+test lets it land: after a takeover (the attacker's case: the successor
+stores content equal to what its predecessor was deleting), and after a
+retry (the first request of a retried delete lands after the second).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from crashpoints import CONTENT, CrashStore, Plan
+from test_crash_points import create, places  # noqa: F401 - the fixture
+from bucketdisk.volume import layout
+from bucketdisk.volume.sweep import sweep
+from bucketdisk.volume.volume import Volume
+
+HANG_GUARD = 30  # seconds: only against a hang, not a measure of speed
+X, Y = CONTENT["A"], CONTENT["B"]
+
+
+class DelayedDeletes(CrashStore):
+    """Deletes of `prefix` keys pass the guard at once and land when released.
+    With `retry`, the held request is the first of two: a second one (a
+    retry, attempt 1) is sent and answered at once."""
+
+    def __init__(self, inner, prefix: str, *, retry: bool = False) -> None:
+        super().__init__(inner, Plan())
+        self.prefix, self.retry = prefix, retry
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.landed = threading.Event()
+        self._thread = None
+
+    def delete(self, keys, *, guard=None) -> None:
+        keys = list(keys)
+        if self._thread is not None or not any(k.startswith(self.prefix) for k in keys):
+            return self.inner.delete(keys, guard=guard)
+        if guard is not None:
+            guard(keys, 0)
+        self._thread = threading.Thread(target=self._land_later, args=(keys,))
+        self._thread.start()
+        self.held.wait(HANG_GUARD)
+        if self.retry:
+            if guard is not None:
+                guard(keys, 1)
+            self.inner.delete(keys)
+
+    def _land_later(self, keys) -> None:
+        self.held.set()
+        assert self.release.wait(HANG_GUARD)
+        self.inner.delete(keys)  # the request was signed long ago: no guard now
+        self.landed.set()
+
+    def land(self) -> None:
+        self.release.set()
+        assert self.landed.wait(HANG_GUARD)
+
+
+def write(volume: Volume, index: int, data: bytes) -> bytes:
+    content_hash = volume.store_block(data, index)
+    volume.commit([(index, content_hash, volume.log_number())])
+    return content_hash
+
+
+def reads(volume: Volume, index: int) -> bytes:
+    return volume.read_block(volume.lookup(index))
+
+
+def aliases(store) -> list[str]:
+    return [k for k in store.list() if layout.alias_of(k) is not None]
+
+
+def test_a_predecessors_late_delete_spares_what_the_successor_stored(places):  # noqa: F811
+    name = places.new()
+    create(places.open(name))
+    held = DelayedDeletes(places.open(name), layout.BLOCKS)
+    a = Volume(held, writable=True)
+    x = write(a, 0, X)
+    a.sync()
+    write(a, 0, Y)  # X loses its last reference: the next checkpoint deletes it
+    collecting = threading.Thread(target=a.checkpoint)
+    collecting.start()
+    assert held.held.wait(HANG_GUARD)  # A's delete of X passed its lease check, and is held up
+
+    b = Volume(places.open(name), writable=True)  # A's process is this one: taken over at once
+    write(b, 1, X)  # content equal to what A is deleting
+    b.sync()
+    held.land()
+    collecting.join(HANG_GUARD)
+    assert places.open(name).head(layout.block_key(x)) is None  # the late delete did land
+    assert reads(b, 1) == X
+    b.close()
+
+    c = Volume(places.open(name), writable=True, late_delete_seconds=0.5)
+    assert reads(c, 1) == X and reads(c, 0) == Y
+    time.sleep(0.6)
+    sweep(c, delete=True)  # the quarantine has passed: the plain object is put back, the alias goes
+    c.close()
+    store = places.open(name)
+    assert aliases(store) == []
+    assert store.head(layout.block_key(x)) is not None
+    d = Volume(store, writable=False)
+    assert reads(d, 1) == X
+    d.close()
+
+
+def test_a_retried_delete_that_lands_late_spares_the_content_stored_again(places):  # noqa: F811
+    name = places.new()
+    create(places.open(name))
+    held = DelayedDeletes(places.open(name), layout.BLOCKS, retry=True)
+    a = Volume(held, writable=True, late_delete_seconds=HANG_GUARD)
+    write(a, 0, X)
+    a.sync()
+    write(a, 0, Y)
+    a.checkpoint()  # X's delete: the first request is held up, the retry deleted it
+    write(a, 1, X)  # uploaded again, after the retry's answer
+    a.sync()
+    held.land()
+    assert reads(a, 1) == X
+    a.close()
+    b = Volume(places.open(name), writable=False)
+    assert reads(b, 1) == X and reads(b, 0) == Y
+    b.close()
+
+
+def test_a_late_delete_of_a_map_page_spares_the_page_stored_again(places):  # noqa: F811
+    name = places.new()
+    create(places.open(name))
+    held = DelayedDeletes(places.open(name), layout.PAGES)
+    a = Volume(held, writable=True)
+    write(a, 0, X)
+    a.checkpoint()  # a root whose first page names X
+    write(a, 0, Y)
+    collecting = threading.Thread(target=a.checkpoint)  # that page is superseded: deleted
+    collecting.start()
+    assert held.held.wait(HANG_GUARD)
+
+    b = Volume(places.open(name), writable=True)
+    write(b, 0, X)  # the first page holds what it held before, under the same name
+    b.checkpoint()
+    held.land()
+    collecting.join(HANG_GUARD)
+    b.close()
+    c = Volume(places.open(name), writable=False)
+    assert reads(c, 0) == X
+    c.close()
