@@ -278,7 +278,8 @@ def _unstored_words(path: str, failure: OSError) -> str:
 def _amount(stats: dict) -> str:
     """How much a mount's stats say it holds unsaved, in words."""
     blocks = stats.get("unsaved_blocks", 0)
-    return f"up to {human_size(stats.get('unsaved_bytes', 0))} of writes ({blocks} block{'s' if blocks != 1 else ''})"
+    size = human_size(stats.get("unsaved_bytes", 0))
+    return f"up to {size} of writes ({blocks} block{'s' if blocks != 1 else ''})"
 
 
 def _fenced_words(path: str, stats: dict) -> str:

@@ -88,7 +88,7 @@ class Volume(Collection, FsyncLog, Views):
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
         self._pending: dict[int, tuple[bytes, int]] = {}  # committed, not in a journal: (hash, watermark)
-        self._recording: dict[int, tuple[bytes, int]] = {}  # taken from _pending by the journal or root being written
+        self._recording: dict[int, tuple[bytes, int]] = {}  # taken from _pending by a journal or root being written
         self._live: dict[int, set[int]] = {}   # log number -> blocks whose logged pages are not all merged
         self._log_journals: dict[int, tuple[int, int]] = {}  # log number -> (epoch, seq) of its journal
         self._marks: dict[int, int] = {}       # watermarks of blocks in live logs
