@@ -32,6 +32,12 @@ Command line::
     eval "$(python ci/seaweedfs.py start --dir /tmp/sw --bucket disks)"  # prints export lines
     python ci/seaweedfs.py make-bucket more-disks --dir /tmp/sw          # another bucket
     python ci/seaweedfs.py stop --dir /tmp/sw                            # stops it by its PID
+    eval "$(python ci/seaweedfs.py start --dir /tmp/sw)"   # again: the same ports if they are free
+
+`start --dir DIR` reuses the ports (and keys) of the last run in DIR, so a
+client started against the old endpoint (a bucketdisk mount holding data
+to store) reaches the new server; when one of them is in use it picks new
+ports and says so in one `warning:` line on stderr.
 """
 from __future__ import annotations
 
@@ -141,6 +147,19 @@ def pick_ports(names=SERVICES) -> dict[str, int]:
     return ports
 
 
+def taken_ports(ports: dict[str, int]) -> list[int]:
+    """Which of these http ports, and their gRPC twins, something listens on now."""
+    taken = []
+    for port in sorted(ports.values()):
+        for candidate in (port, port + GRPC_OFFSET):
+            probe = _bind(candidate, reuse=True)  # a TIME_WAIT leftover is no obstacle
+            if probe is None:
+                taken.append(candidate)
+            else:
+                probe.close()
+    return taken
+
+
 def _pid_alive(pid: int) -> bool:
     """True if pid exists and is not a zombie."""
     try:
@@ -188,6 +207,8 @@ class SeaweedFS:
             else Path(data_dir).resolve()
         self.region = REGION
         self.ports: dict[str, int] = {}
+        self.saved_ports: dict[str, int] = {}  # those of the last run in data_dir (start)
+        self.taken_ports: list[int] = []       # saved ones found in use, so not reused (start)
         self.access_key = ""
         self.secret_key = ""
         self.pid: int | None = None
@@ -207,18 +228,38 @@ class SeaweedFS:
         return self.data_dir / LOG_FILE
 
     def start(self, timeout: float = READY_TIMEOUT) -> "SeaweedFS":
-        """Pick ports and credentials, start the server, wait until S3 works."""
+        """Start the server and wait until S3 works: on the ports saved in
+        the data dir's state file when they are all free (so clients of an
+        earlier run find it again), else on new free ports (`taken_ports`
+        then says which saved ones were in use); credentials from the data
+        dir too, else new ones."""
         if self.pid is not None and _pid_alive(self.pid):
             raise SeaweedFSError(f"already running (pid {self.pid})")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._load_or_make_credentials()
+        self.saved_ports = self._saved_ports()
+        self.taken_ports = taken_ports(self.saved_ports) if self.saved_ports else []
         for attempt in range(3):  # a picked port can be taken before weed binds it
-            self.ports = pick_ports()
+            reuse = bool(self.saved_ports) and not self.taken_ports
+            self.ports = dict(self.saved_ports) if reuse else pick_ports()
             try:
                 return self._launch(timeout)
             except SeaweedFSError:
                 if attempt == 2 or "address already in use" not in self._log_tail().lower():
                     raise
+                if reuse:  # taken between the look and weed's bind
+                    self.taken_ports = taken_ports(self.saved_ports) or sorted(self.saved_ports.values())
+
+    def _saved_ports(self) -> dict[str, int]:
+        """The ports of the last run in this data dir (its state file), or {}."""
+        try:
+            ports = json.loads((self.data_dir / STATE_FILE).read_text()).get("ports") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+        if set(ports) != set(SERVICES) or not all(isinstance(p, int) and 0 < p <= MAX_HTTP_PORT
+                                                  for p in ports.values()):
+            return {}
+        return ports
 
     def stop_server(self, kill: bool = False) -> None:
         """Stop the process (SIGTERM, then SIGKILL; kill=True: SIGKILL at once,
@@ -279,9 +320,12 @@ class SeaweedFS:
         state_path = server.data_dir / STATE_FILE
         if not state_path.exists():
             raise SeaweedFSError(f"no server was started in {server.data_dir} (no {STATE_FILE})")
-        state = json.loads(state_path.read_text())
-        server.ports = state["ports"]
-        server.access_key, server.secret_key = state["access_key"], state["secret_key"]
+        try:
+            state = json.loads(state_path.read_text())
+            server.ports = state["ports"]
+            server.access_key, server.secret_key = state["access_key"], state["secret_key"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SeaweedFSError(f"cannot read {state_path}: {type(e).__name__} {e}") from None
         pid = state.get("pid")
         server.pid = pid if pid and server._is_ours(pid) else None
         return server
@@ -547,6 +591,17 @@ def _exports(server: SeaweedFS) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
+def _ports_line(server: SeaweedFS) -> str:
+    """One line on whether `start` found the ports of the data dir's last run free."""
+    if server.ports == server.saved_ports:
+        return f"# same ports as the last run in {server.data_dir}: S3 endpoint {server.endpoint}"
+    old = f"http://{HOST}:{server.saved_ports['s3']}"
+    busy = ", ".join(map(str, server.taken_ports))
+    return (f"seaweedfs.py: warning: ports of the last run in {server.data_dir} are in use ({busy}), so it "
+            f"runs on new ones: the S3 endpoint moved from {old} to {server.endpoint}, and mounts using "
+            f"the old one cannot reach it")
+
+
 def _make_bucket(server: SeaweedFS, name: str) -> None:
     made = server.make_bucket(name)
     print(f"# bucket {name} {'created' if made else 'already exists'} at {server.endpoint}", file=sys.stderr)
@@ -583,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
             server.start(args.timeout)
             server.detach()
             sys.stdout.write(_exports(server))
+            if server.saved_ports:
+                print(_ports_line(server), file=sys.stderr)
             print(f"# SeaweedFS ready in {server.start_seconds:.1f}s, log {server.log_path}",
                   file=sys.stderr)
             for name in args.bucket:

@@ -29,6 +29,15 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+def human_size(n: int) -> str:
+    """'512 bytes', '12 KiB', '1.5 MiB': a size for people (one decimal)."""
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit]:
+            value = f"{n / _UNITS[unit]:.1f}".removesuffix(".0")
+            return f"{value} {unit}iB"
+    return f"{n} byte{'s' if n != 1 else ''}"
+
+
 def join_negative_sizes(argv: list[str]) -> list[str]:
     """`--size -1G` as `--size=-1G`, so a negative size is refused as
     one (argparse would take "-1G" for an option and say "expected one

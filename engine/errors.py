@@ -13,6 +13,11 @@ class StoreError(Exception):
     """The object store failed after its retries were spent."""
 
 
+class StoreFull(StoreError):
+    """The store has no room for a write (a file:// store whose disk or
+    quota is full); the message names where."""
+
+
 class NotFound(StoreError):
     """The object does not exist."""
 

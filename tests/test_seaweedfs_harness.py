@@ -289,3 +289,105 @@ def test_cli_help():
     out = subprocess.run([sys.executable, str(CI / "seaweedfs.py"), "--help"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "start" in out.stdout and "stop" in out.stdout
+
+
+def _start_cli(script, data_dir, *extra):
+    out = subprocess.run(script + ["start", "--dir", str(data_dir), *extra],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    return {k: shlex.split(v)[0] for k, v in exports.items()}, out.stderr
+
+
+def test_cli_start_after_stop_reuses_the_ports_so_a_live_mount_flushes(tmp_path):
+    """`start --dir D` after `stop --dir D` listens where it did before: a
+    mount left running against the old endpoint stores what it held."""
+    from conftest import is_mounted, stop_pid
+
+    data_dir, mp = tmp_path / "sw", tmp_path / "mp"
+    mp.mkdir()
+    script = [sys.executable, str(CI / "seaweedfs.py")]
+    exports, _ = _start_cli(script, data_dir, "--bucket", "disks")
+    pids = [int(exports["SEAWEEDFS_PID"])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | exports
+    bucketdisk = [str(Path(sys.executable).parent / "bucketdisk")]
+
+    def bd(*args, timeout=120):
+        return subprocess.run(bucketdisk + list(map(str, args)), capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
+    daemon = None
+    try:
+        assert bd("create", "s3://disks/vm1", "--size", "16M", "--block-size", "64K").returncode == 0
+        made = bd("mount", "s3://disks/vm1", mp, "--log", tmp_path / "daemon.log", "--retry-time", 15)
+        assert made.returncode == 0, made.stderr
+        daemon = int(next(line.split()[1] for line in (mp / "stats").read_text().splitlines()
+                          if line.startswith("pid:")))
+        data = os.urandom(1 << 20)
+        fd = os.open(mp / "file", os.O_RDWR)
+        try:
+            os.pwrite(fd, data[:4096], 0)
+            os.fsync(fd)
+            stop = subprocess.run(script + ["stop", "--dir", str(data_dir)], capture_output=True, text=True,
+                                  timeout=60)
+            assert stop.returncode == 0 and wait_gone(pids[0]), stop.stderr
+            os.pwrite(fd, data, 0)  # acknowledged into the cache while the server is away
+            again, note = _start_cli(script, data_dir)
+            pids.append(int(again["SEAWEEDFS_PID"]))
+            assert again["AWS_ENDPOINT_URL"] == exports["AWS_ENDPOINT_URL"], note
+            assert f"same ports as the last run in {data_dir}" in note, note
+            os.fsync(fd)  # the mount reaches the server again at the endpoint it knew
+        finally:
+            os.close(fd)
+        done = bd("unmount", mp)
+        assert done.returncode == 0, done.stderr
+        attached = SeaweedFS.attach(data_dir)
+        assert any(k.startswith("vm1/blocks/") for k in attached.list_keys("disks"))
+    finally:  # a mount that cannot reach the server would wait in unmount: not for long here
+        if is_mounted(mp):
+            try:
+                bd("unmount", mp, timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
+        if daemon is not None:
+            stop_pid(daemon)
+        subprocess.run(script + ["stop", "--dir", str(data_dir)], capture_output=True, timeout=60)
+    assert all(wait_gone(pid) for pid in pids)
+
+
+def test_cli_start_says_in_one_line_when_the_saved_ports_are_taken(tmp_path):
+    data_dir = tmp_path / "sw"
+    script = [sys.executable, str(CI / "seaweedfs.py")]
+    first, _ = _start_cli(script, data_dir)
+    subprocess.run(script + ["stop", "--dir", str(data_dir)], capture_output=True, timeout=60, check=True)
+    assert wait_gone(int(first["SEAWEEDFS_PID"]))
+    old_port = int(first["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    squatter = seaweedfs._bind(old_port, reuse=True)  # someone else listens there now
+    assert squatter is not None
+    squatter.listen()
+    try:
+        second, note = _start_cli(script, data_dir)
+    finally:
+        squatter.close()
+    try:
+        assert second["AWS_ENDPOINT_URL"] != first["AWS_ENDPOINT_URL"]
+        warnings = [line for line in note.splitlines() if "warning" in line]
+        assert len(warnings) == 1, note
+        assert str(old_port) in warnings[0] and "in use" in warnings[0], warnings[0]
+        assert first["AWS_ENDPOINT_URL"] in warnings[0] and second["AWS_ENDPOINT_URL"] in warnings[0]
+        assert "Traceback" not in note
+    finally:
+        subprocess.run(script + ["stop", "--dir", str(data_dir)], capture_output=True, timeout=60)
+    assert wait_gone(int(second["SEAWEEDFS_PID"]))
+
+
+def test_cli_refuses_an_unreadable_state_file_in_one_line(tmp_path):
+    data_dir = tmp_path / "sw"
+    data_dir.mkdir()
+    (data_dir / seaweedfs.STATE_FILE).write_text("{not json")
+    for command in ("start", "status", "stop"):
+        out = subprocess.run([sys.executable, str(CI / "seaweedfs.py"), command, "--dir", str(data_dir)],
+                             capture_output=True, text=True, timeout=30)
+        lines = out.stderr.splitlines()
+        assert out.returncode != 0 and len(lines) == 1 and "cannot read" in lines[0], out.stderr

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..codec.block import ZERO_HASH, block_buffer
-from ..errors import StoreError
+from ..errors import StoreError, StoreFull
 from ..stats import Stats
 from ..volume.follow import Follower
 from ..volume.lock import Fenced
@@ -75,7 +75,8 @@ class BlockDevice(Reading, Flushing):
         self._flushable = threading.Condition(self._lock)  # flush threads wait for due blocks
         self._changed = threading.Condition(self._lock)    # fsync and writers wait for flushes
         self._urgent = 0          # fsync callers or writers waiting for room
-        self._flush_error: BaseException | None = None  # the last failed upload, until one succeeds
+        # the last failure to store (an upload or a journal), until an upload, journal or fsync succeeds
+        self._store_error: BaseException | None = None
         self._closing = False
         self._stopped = threading.Event()
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
@@ -260,7 +261,7 @@ class BlockDevice(Reading, Flushing):
 
     def _no_room_message(self) -> str:
         """Why a reader or writer found no room (lock held)."""
-        why = f"; last upload error: {self._flush_error}" if self._flush_error is not None else ""
+        why = f"; last upload error: {self._store_error}" if self._store_error is not None else ""
         return (f"no room in the cache for {self.retry_time:g} s: {self._index.dirty_count()} dirty "
                 f"blocks are waiting for the store{why}")
 
@@ -291,8 +292,7 @@ class BlockDevice(Reading, Flushing):
                 self.volume.abort()
                 raise
             except StoreError as e:
-                log.error("unmount: %d dirty blocks not stored yet (%s); retrying in %.0f s",
-                          self._index.dirty_count(), e, retry_delay)
+                log.error("unmount: %s (%s); retrying in %.0f s", self._unstored_words(), e, retry_delay)
                 time.sleep(retry_delay)
         self._stop_threads()
         while True:
@@ -317,7 +317,41 @@ class BlockDevice(Reading, Flushing):
         if self.read_only:
             self._follower.close()
 
+    def _unstored_words(self) -> str:
+        """What unmount still has to store, for its log line."""
+        blocks, size = self.unsaved()
+        if not blocks:
+            return "every write is stored, but the last journal or lease check failed"
+        return f"{blocks} blocks with {size} bytes of writes not stored yet"
+
+    def unsaved(self) -> tuple[int, int]:
+        """(blocks, bytes at most) of acknowledged writes that a crash now
+        would lose: pages written since they were last uploaded or logged
+        by an fsync, and blocks uploaded that no durable journal names yet
+        (counted whole)."""
+        unrecorded = self.volume.unrecorded() if self.volume.writable else set()
+        blocks, size = set(), 0
+        with self._lock:
+            for index in self._index.dirty.iter_set():
+                entry = self._index.entries[index]
+                if entry.unlogged:
+                    blocks.add(index)
+                    size += min(entry.unlogged.bit_count() * LOG_PAGE, self.block_size)
+        for index in unrecorded - blocks:
+            blocks.add(index)
+            size += self.block_size
+        return len(blocks), size
+
+    def store_error(self) -> str | None:
+        """Why the last attempt to store data failed, while no later one
+        has succeeded (one line), else None."""
+        error = self._store_error
+        if error is None:
+            return None
+        return " ".join(str(error).split()) or type(error).__name__
+
     def counters(self) -> dict[str, int]:
+        unsaved_blocks, unsaved_bytes = self.unsaved()
         with self._lock:
             gauges = {
                 "dirty_blocks": self._index.dirty_count(),
@@ -328,6 +362,10 @@ class BlockDevice(Reading, Flushing):
                 "cache_limit_bytes": self._budget.limit,
                 "fenced": int(self.volume.fenced is not None),
                 "replaced": int(self.volume.replaced is not None),
+                "unsaved_blocks": unsaved_blocks,
+                "unsaved_bytes": unsaved_bytes,
+                "store_full": int(isinstance(self._store_error, StoreFull)),
+                "retry_time_seconds": round(self.retry_time),
             }
         counters = self.stats.snapshot()
         fast = self._index.table.hits  # blocks FUSE threads served without Python

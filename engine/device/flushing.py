@@ -136,7 +136,7 @@ class Flushing:
             if error is None:
                 self._upload_stored(index, entry, version)
             else:
-                entry.error = self._flush_error = error
+                entry.error = self._store_error = error
                 entry.failed_attempt = upload.attempt
             self._changed.notify_all()
         if error is not None and not isinstance(error, Fenced):  # fenced: never storable, no retries
@@ -151,7 +151,7 @@ class Flushing:
 
     def _upload_stored(self, index: int, entry: Entry, version: int) -> None:
         """An upload of `version` of the block went up (lock held)."""
-        entry.error = self._flush_error = None
+        entry.error = self._store_error = None
         entry.flushed_version = version
         if entry.version == version:
             self._index.mark_clean(index, entry)
@@ -183,7 +183,8 @@ class Flushing:
     def _sync_loop(self) -> None:
         while not self._stopped.wait(SYNC_INTERVAL):
             try:
-                self.volume.sync(confirm=False)  # acknowledges nothing
+                if self.volume.sync(confirm=False):  # acknowledges nothing
+                    self._note_stored()
             except Fenced as e:
                 if self.volume.fenced is not None:
                     return  # for good: another mount has the volume
@@ -191,6 +192,17 @@ class Flushing:
             except Exception as e:
                 log.error("journal write failed, will retry: %s", e)
                 self.stats.add("errors")
+                self._note_failure(e)
+
+    def _note_stored(self) -> None:
+        """A write to the store succeeded: no failure stands any more."""
+        with self._lock:
+            self._store_error = None
+
+    def _note_failure(self, error: BaseException) -> None:
+        """Keep the failure that stands until a write to the store succeeds."""
+        with self._lock:
+            self._store_error = without_traceback(error)
 
     def fsync(self) -> None:
         """Return once every write acknowledged so far is durable.
@@ -209,7 +221,9 @@ class Flushing:
             try:
                 self._wait_for_uploads(plan.uploads)
                 self.volume.sync(plan.runs, plan.number)
-            except BaseException:
+            except BaseException as e:
+                if isinstance(e, StoreError) and not isinstance(e, FlushError):  # (an upload noted its own)
+                    self._note_failure(e)
                 if plan.runs:
                     self.volume.drop_log(plan.number)
                     with self._lock:  # not logged after all: the next fsync takes them again
@@ -217,6 +231,7 @@ class Flushing:
                 raise
             finally:
                 plan.runs = None  # the copies go now, whatever happened
+            self._note_stored()
             if plan.pages:
                 self.stats.add("fsync_log_pages", plan.pages)
 

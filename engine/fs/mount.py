@@ -50,6 +50,9 @@ def render_stats(device: BlockDevice, url: str, started: float, control: str) ->
               "read_only": int(device.read_only), **device.counters()}
     lines = [f"volume: {url}", f"control_socket: {control}"]
     lines += [f"{name}: {value}" for name, value in sorted(values.items())]
+    error = device.store_error()
+    if error is not None:  # only while storing fails
+        lines.append(f"store_error: {error}")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from ..errors import Forbidden, NotFound, StoreError, UserError
+from ..errors import Forbidden, NotFound, StoreError, StoreFull, UserError
 from ..stats import Stats
 from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .names import is_plain_key, shown
@@ -139,7 +139,7 @@ class FileStore(ObjectStore):
             _fsync_dir(parent)
         except OSError as e:
             self.stats.add("request_failures")
-            raise StoreError(f"writing {key}: {e.strerror}") from e
+            raise self._write_error(f"writing {key}", e) from e
         finally:
             if tmp is not None:
                 _unlink_quietly(tmp)
@@ -237,7 +237,11 @@ class FileStore(ObjectStore):
         self._ensure_dir(self._tmp)
         # named by its owner, so that one left by a killed writer is known (_abandoned)
         tmp = os.path.join(self._tmp, f"{place_tag()}-{os.getpid()}-{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:  # ENOSPC too, when no inode is left
+            self.stats.add("request_failures")
+            raise self._write_error("creating a temporary file", e) from e
         try:
             for piece in body_pieces(data):
                 view = memoryview(piece).cast("B")
@@ -249,7 +253,7 @@ class FileStore(ObjectStore):
             os.close(fd)
             _unlink_quietly(tmp)
             self.stats.add("request_failures")
-            raise StoreError(f"writing temporary file: {e.strerror}") from e
+            raise self._write_error("writing temporary file", e) from e
         os.close(fd)
         return tmp
 
@@ -271,8 +275,17 @@ class FileStore(ObjectStore):
                 for made in reversed(missing):
                     _fsync_dir(os.path.dirname(made))
             except OSError as e:
-                raise StoreError(f"creating {path}: {e.strerror}") from e
+                raise self._write_error(f"creating {path}", e) from e
             self._known_dirs.add(path)
+
+    def _write_error(self, doing: str, e: OSError) -> StoreError:
+        """The StoreError for a failed write; StoreFull, naming the store's
+        directory, when its filesystem (or the owner's quota there) is full."""
+        if e.errno == errno.ENOSPC:
+            return StoreFull(f"the store's disk is full: no space left on the filesystem of {self.root}")
+        if e.errno == errno.EDQUOT:
+            return StoreFull(f"the store's disk quota is used up: no space left for this user in {self.root}")
+        return StoreError(f"{doing}: {e.strerror}")
 
 
 def _check_can_be_directory(path: str) -> None:

@@ -6,7 +6,11 @@ an object may be deleted are in volume.py's docstring, the late-delete
 rule in latedeletes.py.  Every delete request is guarded: the lease is
 checked before each one, retries included.
 """
+from collections.abc import Iterable
+
+from ..codec._hot import is_zero
 from ..codec.block import ZERO_HASH
+from ..codec.block import content_hash as hash_of
 from . import layout
 from .blockmap import referenced_in
 from .latedeletes import BLOCK, PAGE, alias_key, settle
@@ -56,6 +60,25 @@ class Collection:
             if not self._quarantine.holds(kind, content_hash):
                 settle(self.store, kind, content_hash, key, self._delete_guard)
                 self._quarantine.forget_alias(kind, content_hash)
+
+    def _claim_pages(self, contents: Iterable[bytes]) -> list[bytes]:
+        """Register the pages a checkpoint is about to write, so that a
+        sweep deleting pages leaves them alone; a page a sweep is deleting
+        right now is written after that delete.  Returns their hashes."""
+        hashes = [hash_of(data) for data in contents if not is_zero(data)]
+        with self._lock:
+            while self._deleting_pages.intersection(hashes):
+                self._deleted.wait()
+            for h in hashes:
+                self._writing_pages[h] = self._writing_pages.get(h, 0) + 1
+        return hashes
+
+    def _release_pages(self, hashes: list[bytes]) -> None:
+        """Lock held."""
+        for h in hashes:
+            count = self._writing_pages.pop(h) - 1
+            if count:
+                self._writing_pages[h] = count
 
     def _drop_superseded(self, old: Root, new: Root, keep: set[tuple[int, int]]) -> None:
         """Delete the journals the new root covers (but not those of live

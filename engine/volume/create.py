@@ -72,6 +72,29 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
     return _write_record(store, size, block_size)
 
 
+def missing_volume(store: ObjectStore) -> UserError:
+    """The error for a place with no volume record, its hint the `create`
+    that works there: plain for an empty place, with --force for what is
+    left of a volume (a `create --force` killed between deleting the
+    record and writing the new one), none for a place holding other data
+    (create refuses it even with --force).  Reads the listing up to the
+    first key that is no part of a volume."""
+    url = store.url()
+    leftover = False
+    for key in store.list():
+        if key == "":  # an S3 console's folder marker of the place itself
+            continue
+        if not layout.is_volume_key(key):
+            return UserError(f"no bucketdisk volume at {url}, and it holds other data (first {shown(key)}); "
+                             "create volumes in an empty place")
+        leftover = True
+    if leftover:
+        return UserError(f"no bucketdisk volume at {url}, only what is left of one (its record is gone: a "
+                         f"'create --force' cut short?); replace it with 'bucketdisk create {url} --size SIZE "
+                         "--force'")
+    return UserError(f"no bucketdisk volume at {url}; create one with 'bucketdisk create {url} --size SIZE'")
+
+
 def _write_record(store: ObjectStore, size: int, block_size: int) -> VolumeRecord:
     record = VolumeRecord(size=size, block_size=block_size)
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):

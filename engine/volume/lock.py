@@ -295,8 +295,8 @@ class Lease:
             first = self._fenced is None
             if first:
                 self._fenced = reason
-                log.error("%s: this mount refuses all further writes (unstored data stays in memory "
-                          "until it is unmounted, and is then lost)", reason)
+                log.error("%s: this mount refuses all further writes, and stores nothing more of what "
+                          "it holds", reason)
         if first:
             self._stop.set()
             try:  # our own lease object no longer holds anything: say so, so no mount waits on it

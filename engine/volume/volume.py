@@ -42,14 +42,13 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from ..codec._hot import is_zero
 from ..codec.block import ZERO_HASH, Codec
-from ..codec.block import content_hash as hash_of
-from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
+from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
 from .collection import LOG_EPOCH_SHIFT, Collection
+from .create import missing_volume
 from .fsynclog import FsyncLog
 from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
@@ -76,7 +75,7 @@ class Volume(Collection, FsyncLog, Views):
         or Latest), not the live one; UserError if there is none."""
         record = read_record(store)
         if record is None:
-            raise UserError(f"no bucketdisk volume at {store.describe()} (create one with 'bucketdisk create')")
+            raise missing_volume(store)
         self.store = store
         self.record = record
         self.stats = stats or store.stats
@@ -89,6 +88,7 @@ class Volume(Collection, FsyncLog, Views):
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
         self._sync_lock = threading.Lock()     # one journal or checkpoint writer at a time
         self._pending: dict[int, tuple[bytes, int]] = {}  # committed, not in a journal: (hash, watermark)
+        self._recording: dict[int, tuple[bytes, int]] = {}  # taken from _pending by a journal or root being written
         self._live: dict[int, set[int]] = {}   # log number -> blocks whose logged pages are not all merged
         self._log_journals: dict[int, tuple[int, int]] = {}  # log number -> (epoch, seq) of its journal
         self._marks: dict[int, int] = {}       # watermarks of blocks in live logs
@@ -275,16 +275,16 @@ class Volume(Collection, FsyncLog, Views):
         lease ran out until it renews), or None."""
         return self._lease.refusing if self._lease is not None else None
 
-    def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> None:
+    def sync(self, runs: list[Run] | None = None, log_number: int = 0, *, confirm: bool = True) -> bool:
         """Make every committed change durable (one journal object), with
-        the pages of `runs` under `log_number` if given.  With `confirm`
-        (the caller acknowledges something on return), also prove that
-        this mount still holds the lease.  Raises StoreError (Fenced when
-        another mount has the volume)."""
+        the pages of `runs` under `log_number` if given; True when there
+        was something to write.  With `confirm` (the caller acknowledges
+        something on return), also prove that this mount still holds the
+        lease.  Raises StoreError (Fenced when another mount has the volume)."""
         with self._sync_lock:
             self._check_lease_held()
             with self._lock:
-                changes, self._pending = self._pending, {}
+                changes = self._take_pending()
                 if changes or runs:
                     self._seq += 1
                     seq = self._seq
@@ -296,6 +296,8 @@ class Volume(Collection, FsyncLog, Views):
                 except BaseException:
                     self._restore_pending(changes)
                     raise
+                finally:
+                    self._recorded()
                 if runs:
                     with self._lock:
                         self._log_journals[log_number] = (self.epoch, seq)
@@ -303,6 +305,7 @@ class Volume(Collection, FsyncLog, Views):
                 self.stats.add("journal_writes")
             if confirm and self._lease is not None:
                 self._lease.confirm()
+        wrote = bool(changes or runs)
         if self._journals >= CHECKPOINT_JOURNALS:
             # The journal is durable: a failed checkpoint must not fail the
             # caller's fsync (nor make it drop a log that is written); the
@@ -313,6 +316,7 @@ class Volume(Collection, FsyncLog, Views):
                 raise
             except StoreError as e:  # counted as a request failure by the store
                 log.warning("checkpoint failed, will retry: %s", e)
+        return wrote
 
     def checkpoint(self, *, start: bool = False, doomed: tuple[Iterable[bytes], Iterable[bytes]] = ((), ())) -> None:
         """Write changed map pages and a new root, then delete what it
@@ -363,7 +367,7 @@ class Volume(Collection, FsyncLog, Views):
             if not (start or pages or self._pending or self._journals):
                 return
             contents = {p: self._map.page(p) for p in pages}
-            changes, self._pending = self._pending, {}
+            changes = self._take_pending()
             self._seq += 1
             seq = self._seq
             live, dead = self._split_live_logs()
@@ -395,6 +399,8 @@ class Volume(Collection, FsyncLog, Views):
                 self._release_pages(claimed)
             self._restore_pending(changes)
             raise
+        finally:
+            self._recorded()
         with self._lock:
             old_root, self._root = self._root, root
             self._release_pages(claimed)  # the root names them now
@@ -410,25 +416,6 @@ class Volume(Collection, FsyncLog, Views):
         self._collect(candidates, entries)
         self._settle_aliases()
 
-    def _claim_pages(self, contents: Iterable[bytes]) -> list[bytes]:
-        """Register the pages a checkpoint is about to write, so that a
-        sweep deleting pages leaves them alone; a page a sweep is deleting
-        right now is written after that delete.  Returns their hashes."""
-        hashes = [hash_of(data) for data in contents if not is_zero(data)]
-        with self._lock:
-            while self._deleting_pages.intersection(hashes):
-                self._deleted.wait()
-            for h in hashes:
-                self._writing_pages[h] = self._writing_pages.get(h, 0) + 1
-        return hashes
-
-    def _release_pages(self, hashes: list[bytes]) -> None:
-        """Lock held."""
-        for h in hashes:
-            count = self._writing_pages.pop(h) - 1
-            if count:
-                self._writing_pages[h] = count
-
     def _write_map(self, write, obj) -> None:
         try:
             write(obj)
@@ -439,6 +426,25 @@ class Volume(Collection, FsyncLog, Views):
         reason = self.refusing
         if reason is not None:
             raise Fenced(reason)
+
+    def _take_pending(self) -> dict[int, tuple[bytes, int]]:
+        """The committed changes, for a journal or root about to be written
+        (lock and sync lock held); `unrecorded` still counts them until
+        `_recorded`."""
+        self._recording, self._pending = self._pending, {}
+        return self._recording
+
+    def _recorded(self) -> None:
+        """The journal or root being written is durable, or failed (and its
+        changes are back in `_pending`)."""
+        with self._lock:
+            self._recording = {}
+
+    def unrecorded(self) -> set[int]:
+        """Blocks whose committed content no durable journal or root names
+        yet: a crash now would show them as they were before."""
+        with self._lock:
+            return set(self._pending) | set(self._recording)
 
     def _restore_pending(self, changes: dict[int, tuple[bytes, int]]) -> None:
         with self._lock:
