@@ -12,8 +12,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from crashpoints import CONTENT, CrashStore, Plan
 from test_crash_points import create, places  # noqa: F401 - the fixture
+from bucketdisk.errors import StoreError
 from bucketdisk.volume import layout
 from bucketdisk.volume.sweep import sweep
 from bucketdisk.volume.volume import Volume
@@ -148,3 +151,40 @@ def test_a_late_delete_of_a_map_page_spares_the_page_stored_again(places):  # no
     c = Volume(places.open(name), writable=False)
     assert reads(c, 0) == X
     c.close()
+
+
+class LostDeletes(DelayedDeletes):
+    """The first delete of `prefix` keys is sent (it lands when released)
+    but its answer never comes and no retry follows: the caller sees an error."""
+
+    def delete(self, keys, *, guard=None) -> None:
+        keys = list(keys)
+        if self._thread is not None or not any(k.startswith(self.prefix) for k in keys):
+            return self.inner.delete(keys, guard=guard)
+        if guard is not None:
+            guard(keys, 0)
+        self._thread = threading.Thread(target=self._land_later, args=(keys,))
+        self._thread.start()
+        self.held.wait(HANG_GUARD)
+        raise StoreError("timed out (gave up after 1 attempts)")
+
+
+def test_a_delete_that_failed_without_a_retry_still_quarantines(places):  # noqa: F811
+    name = places.new()
+    create(places.open(name))
+    held = LostDeletes(places.open(name), layout.BLOCKS)
+    a = Volume(held, writable=True, late_delete_seconds=HANG_GUARD)
+    write(a, 0, X)
+    a.sync()
+    write(a, 0, Y)
+    with pytest.raises(StoreError):
+        a.checkpoint()  # X's delete: sent, no answer, no retry
+    a.checkpoint()      # X deleted by a new request
+    write(a, 1, X)      # uploaded again
+    a.sync()
+    held.land()         # the first request lands now
+    assert reads(a, 1) == X
+    a.close()
+    b = Volume(places.open(name), writable=False)
+    assert reads(b, 1) == X and reads(b, 0) == Y
+    b.close()

@@ -64,3 +64,28 @@ def test_a_lease_the_store_saw_no_renewal_of_is_expired(places, monkeypatch):  #
     volume = Volume(places.open(name), writable=True)
     assert volume.epoch == 2
     volume.close()
+
+
+def test_a_tombstone_outlives_a_wall_clock_step(tmp_path, monkeypatch):
+    """A forced taker keeps its lease object (released) while the mount it
+    fenced may still act, even if its wall clock jumps ahead meanwhile."""
+    from bucketdisk.store.file import FileStore
+    from bucketdisk.volume.lock import Lease
+    store = FileStore(str(tmp_path / "v"), create=True)
+    create(store)
+    lease = Lease(store, 2, fences=True)
+    store.put(layout.lease_key(2), lease._content())
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 1000)  # an NTP step, a resumed VM
+    lease.release()
+    assert json.loads(store.get(layout.lease_key(2)))["released"] is True
+
+
+def test_an_unreadable_lease_object_counts_as_expired(places):  # noqa: F811
+    name = places.new()
+    store = places.open(name)
+    create(store)
+    store.put(layout.lease_key(5), b"garbage{")
+    volume = Volume(places.open(name), writable=True)
+    assert volume.epoch == 6
+    volume.close()

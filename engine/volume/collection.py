@@ -50,8 +50,21 @@ class Collection:
         if self._lease is not None:
             self._lease.check()
         if attempt:
-            self._quarantine.add(BLOCK, [h for h in map(layout.hash_of_block_key, keys) if h])
-            self._quarantine.add(PAGE, [h for h in map(layout.hash_of_page_key, keys) if h])
+            self._quarantine_keys(keys)
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete `keys`, every request guarded.  A request that failed may
+        still have reached the server and land late, whether or not a
+        retry followed: its keys are quarantined (latedeletes.py)."""
+        try:
+            self.store.delete(keys, guard=self._delete_guard)
+        except BaseException:
+            self._quarantine_keys(keys)
+            raise
+
+    def _quarantine_keys(self, keys: list[str]) -> None:
+        self._quarantine.add(BLOCK, [h for h in map(layout.hash_of_block_key, keys) if h])
+        self._quarantine.add(PAGE, [h for h in map(layout.hash_of_page_key, keys) if h])
 
     def _settle_aliases(self, found: list[tuple[str, bytes, str]] | None = None) -> None:
         """Put back the plain objects of aliases whose quarantine has
@@ -90,7 +103,7 @@ class Collection:
         stale = covered + [layout.page_key(h) for h in set(old.page_hashes) - used if h != ZERO_HASH]
         if old.seq or old.epoch:
             stale.append(layout.root_key(old.epoch, old.seq))
-        self.store.delete(stale, guard=self._delete_guard)
+        self._delete(stale)
 
     def _collect(self, candidates: set[bytes], entries: bytes) -> None:
         """Delete the candidates that the root just written does not name
@@ -110,7 +123,7 @@ class Collection:
             self._deleting = dead
         aliases = [key for h in dead if (key := self._quarantine.forget_alias(BLOCK, h)) is not None]
         try:
-            self.store.delete([layout.block_key(h) for h in dead] + aliases, guard=self._delete_guard)
+            self._delete([layout.block_key(h) for h in dead] + aliases)
             self.stats.add("blocks_collected", len(dead))
         except BaseException:
             with self._lock:
@@ -142,7 +155,7 @@ class Collection:
         try:
             keys = [k for k in block_keys if _hash_of(k, BLOCK) in dead]
             keys += [k for k in other_keys if (h := _hash_of(k, PAGE)) is None or h in dead_pages]
-            self.store.delete(keys, guard=self._delete_guard)
+            self._delete(keys)
             self.stats.add("blocks_collected", len(dead))
         finally:
             with self._lock:

@@ -98,6 +98,8 @@ class Holder:
         f, now = self.fields, time.time() if now is None else now
         if self.released:
             return "released"
+        if not f:  # unreadable: its holder wrote nothing we can trust
+            return "expired"
         if f.get("host") == socket.gethostname() and f.get("boot_id") == boot_id() \
                 and f.get("pidns") == pid_namespace() and proc_is_ours():
             pid = f.get("pid")
@@ -173,6 +175,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self._fences = fences
         self._since = time.time()
+        self._since_boot = boottime()  # what the tombstone's life is measured by: no wall-clock step moves it
         self._valid_until = boottime() + LEASE_SECONDS
         self._fenced: str | None = None
         self._check_lock = threading.Lock()
@@ -249,7 +252,9 @@ class Lease:
         if self._fenced is not None:
             return  # not ours any more
         key = layout.lease_key(self.epoch)
-        if self._fences and time.time() < self._since + LEASE_SECONDS + CLOCK_SKEW:
+        # A predecessor renewed last before we took over: its lease ends
+        # LEASE_SECONDS after that at the latest, by its own boot clock.
+        if self._fences and boottime() - self._since_boot < LEASE_SECONDS + EXPIRY_MARGIN:
             self.store.put(key, self._content(released=True))
         else:
             self.store.delete([key])
