@@ -23,10 +23,12 @@ def check_snapshots(store, kept: dict[str, dict[int, bytes]]) -> list[str]:
     problems = []
     volume = Volume(store, writable=False)
     try:
-        for snapshot in SnapshotRecords.of(store, volume.record).list():
+        snapshots = SnapshotRecords.of(store, volume.record).list()
+        undos = [s for s in snapshots if "pre-restore" in s.name]
+        for snapshot in snapshots:
             if "pre-restore" not in snapshot.name:
                 wants = [kept[snapshot.name]]
-            elif snapshot.name.endswith("pre-restore"):
+            elif len(undos) == 1:
                 wants = [kept["pre-restore"]]
             else:  # a restore run again after a failure: before or after the first attempt's root
                 wants = [kept["pre-restore"], kept["s1"]]
