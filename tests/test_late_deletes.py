@@ -28,11 +28,12 @@ X, Y = CONTENT["A"], CONTENT["B"]
 class DelayedDeletes(CrashStore):
     """Deletes of `prefix` keys pass the guard at once and land when released.
     With `retry`, the held request is the first of two: a second one (a
-    retry, attempt 1) is sent and answered at once."""
+    retry, attempt 1) is sent and answered at once.  With `lost`, its answer
+    never comes and no retry follows: the caller sees an error."""
 
-    def __init__(self, inner, prefix: str, *, retry: bool = False) -> None:
+    def __init__(self, inner, prefix: str, *, retry: bool = False, lost: bool = False) -> None:
         super().__init__(inner, Plan())
-        self.prefix, self.retry = prefix, retry
+        self.prefix, self.retry, self.lost = prefix, retry, lost
         self.held = threading.Event()
         self.release = threading.Event()
         self.landed = threading.Event()
@@ -47,6 +48,8 @@ class DelayedDeletes(CrashStore):
         self._thread = threading.Thread(target=self._land_later, args=(keys,))
         self._thread.start()
         self.held.wait(HANG_GUARD)
+        if self.lost:
+            raise StoreError("timed out (gave up after 1 attempts)")
         if self.retry:
             if guard is not None:
                 guard(keys, 1)
@@ -153,26 +156,10 @@ def test_a_late_delete_of_a_map_page_spares_the_page_stored_again(places):  # no
     c.close()
 
 
-class LostDeletes(DelayedDeletes):
-    """The first delete of `prefix` keys is sent (it lands when released)
-    but its answer never comes and no retry follows: the caller sees an error."""
-
-    def delete(self, keys, *, guard=None) -> None:
-        keys = list(keys)
-        if self._thread is not None or not any(k.startswith(self.prefix) for k in keys):
-            return self.inner.delete(keys, guard=guard)
-        if guard is not None:
-            guard(keys, 0)
-        self._thread = threading.Thread(target=self._land_later, args=(keys,))
-        self._thread.start()
-        self.held.wait(HANG_GUARD)
-        raise StoreError("timed out (gave up after 1 attempts)")
-
-
 def test_a_delete_that_failed_without_a_retry_still_quarantines(places):  # noqa: F811
     name = places.new()
     create(places.open(name))
-    held = LostDeletes(places.open(name), layout.BLOCKS)
+    held = DelayedDeletes(places.open(name), layout.BLOCKS, lost=True)
     a = Volume(held, writable=True, late_delete_seconds=HANG_GUARD)
     write(a, 0, X)
     a.sync()
