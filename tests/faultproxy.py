@@ -39,6 +39,7 @@ class FaultProxy:
         self.stall_seconds = 5.0
         self.put_latency = 0.0
         self.down = False
+        self.methods: frozenset[bytes] | None = None  # None: faults hit every method
         self.counts = {k: 0 for k in ("requests", "forwarded", "errors", "drops", "stalls", "refused")}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -53,9 +54,12 @@ class FaultProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set_faults(self, *, error_rate=0.0, drop_rate=0.0, stall_rate=0.0, stall_seconds=None, down=False):
+    def set_faults(self, *, error_rate=0.0, drop_rate=0.0, stall_rate=0.0, stall_seconds=None, down=False,
+                   methods=None):
+        """Rates of each fault; `methods` (e.g. ("POST",)): only requests of these are hit."""
         with self._lock:
             self.error_rate, self.drop_rate, self.stall_rate, self.down = error_rate, drop_rate, stall_rate, down
+            self.methods = None if methods is None else frozenset(m.encode() for m in methods)
             if stall_seconds is not None:
                 self.stall_seconds = stall_seconds
 
@@ -116,12 +120,14 @@ class FaultProxy:
             self._track(client, True)
             self._spawn(self._serve, "faultproxy-conn", client)
 
-    def _draw(self) -> tuple[str, tuple]:
+    def _draw(self, method: bytes) -> tuple[str, tuple]:
         """The fate of one request (and the error to answer with), from the seeded generator."""
         with self._lock:
             self.counts["requests"] += 1
             if self.down:
                 return "down", ()
+            if self.methods is not None and method not in self.methods:
+                return "forward", ()
             r, error = self._rng.random(), self._rng.choice(ERRORS)
             for kind, rate in (("error", self.error_rate), ("drop", self.drop_rate), ("stall", self.stall_rate)):
                 if r < rate:
@@ -139,7 +145,7 @@ class FaultProxy:
                     return
                 method = head.split(b" ", 1)[0].upper()
                 request = head + _read_body(cfile, head, is_response=False)
-                fault, error = self._draw()
+                fault, error = self._draw(method)
                 if fault == "down":
                     self._count("refused")
                     return

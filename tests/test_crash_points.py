@@ -18,6 +18,8 @@ journals and logged pages left), with gc, writes and a close.  Both stores.
 """
 from __future__ import annotations
 
+import json
+
 import os
 import uuid
 
@@ -149,11 +151,15 @@ def check_volume(store, allowed: list[set[bytes]]) -> list[str]:
 
 
 def check_tidy(store) -> list[str]:
-    """A cleanly closed volume: one root, no journal, no lease, nothing gc would delete
-    (aliases of content in use aside)."""
+    """A cleanly closed volume: one root, no journal, no lease held (one
+    released lease object), nothing gc would delete (aliases of content in
+    use aside)."""
     keys = list(store.list())
     roots = [k for k in keys if k.startswith(layout.ROOTS)]
-    leftovers = [k for k in keys if k.startswith((layout.JOURNAL, layout.LEASES))]
+    leases = [k for k in keys if k.startswith(layout.LEASES)]
+    leftovers = [k for k in keys if k.startswith(layout.JOURNAL)] + leases[:-1]
+    if leases and not json.loads(store.get(leases[-1])).get("released"):
+        leftovers.append(leases[-1])
     problems = [f"after close: {len(roots)} roots"] if len(roots) != 1 else []
     if leftovers:
         problems.append(f"after close: left behind {leftovers}")

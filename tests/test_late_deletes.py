@@ -9,15 +9,18 @@ retry (the first request of a retried delete lands after the second).
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 
-from crashpoints import CONTENT, CrashStore, Plan
+from crashpoints import BLOCK_SIZE, BLOCKS, CONTENT, CrashStore, Plan
 from test_crash_points import create, places  # noqa: F401 - the fixture
 from bucketdisk.errors import StoreError
 from bucketdisk.volume import layout
+from bucketdisk.volume.create import create_volume
+from bucketdisk.volume.latedeletes import BLOCK
 from bucketdisk.volume.sweep import sweep
 from bucketdisk.volume.volume import Volume
 
@@ -175,3 +178,63 @@ def test_a_delete_that_failed_without_a_retry_still_quarantines(places):  # noqa
     b = Volume(places.open(name), writable=False)
     assert reads(b, 1) == X and reads(b, 0) == Y
     b.close()
+
+
+SHORT = 4.0  # seconds of quarantine in the tests below; ages are whole seconds on S3
+
+
+def test_a_quarantine_ends_when_the_predecessors_deletes_can_no_longer_land(places):  # noqa: F811
+    """A mount that opens soon after a clean unmount quarantines what that
+    mount may still have been deleting, but only for what is left of the
+    quarantine since the unmount (its lease object's age), so short mounts
+    one after another do not keep restarting it (the aliases would never
+    settle)."""
+    name = places.new()
+    create(places.open(name))
+    a = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    x = write(a, 0, X)
+    a.sync()
+    write(a, 0, Y)
+    a.close()  # its last root dooms X, then it deletes X
+    b = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    assert b._quarantine.holds(BLOCK, x)  # A's delete may still be on its way
+    write(b, 1, X)
+    b.sync()
+    assert len(aliases(places.open(name))) == 1
+    b.close()  # its root carries X's quarantine forward
+    time.sleep(SHORT + 2.5)  # since B's unmount, past the quarantine
+    c = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    assert not c._quarantine.holds(BLOCK, x)
+    assert reads(c, 1) == X
+    sweep(c, delete=True)  # the alias settles at once
+    c.close()
+    assert aliases(places.open(name)) == []
+
+
+def test_a_volume_made_with_create_force_survives_the_old_volumes_late_deletes(places):  # noqa: F811
+    """`create --force` in place of a volume whose writer may still have
+    deletes on their way: the new volume's epochs go on above the old one's
+    (its roots and journals get other names), and for the quarantine every
+    upload also writes an alias, so a late delete of equal content loses
+    nothing."""
+    name = places.new()
+    create(places.open(name))
+    old = Volume(places.open(name), writable=True)
+    write(old, 0, X)
+    old.close()
+    old_epoch = old.epoch
+    create_volume(places.open(name), BLOCKS * BLOCK_SIZE, BLOCK_SIZE, force=True)
+    new = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    assert new.epoch > old_epoch + 1  # above the old mount's and create's own
+    x = write(new, 0, X)
+    new.sync()
+    store = places.open(name)
+    store.delete([layout.block_key(x)])  # the old writer's delete of X, landing now
+    assert reads(new, 0) == X  # from the alias
+    new.close()
+    time.sleep(SHORT + 2.5)
+    later = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    sweep(later, delete=True)  # the quarantine has passed: X is put back, the alias goes
+    later.close()
+    assert aliases(store) == [] and store.head(layout.block_key(x)) is not None
+    assert json.loads(store.get(layout.RECORD))["replaced"] is True

@@ -520,7 +520,7 @@ def test_each_delete_request_is_guarded_retries_included(s3):
         if attempt:
             s3.proxy.set_faults()  # the first request failed (503 from the proxy): the retry goes through
 
-    s3.proxy.set_faults(error_rate=1.0)
+    s3.proxy.set_faults(error_rate=1.0, methods=("POST",))
     store.delete(["blocks/aa/x"], guard=guard)
     assert [a for _, a in attempts[:2]] == [0, 1] and attempts[0][0] == ["blocks/aa/x"]
     assert store.head("blocks/aa/x") is None
@@ -533,4 +533,46 @@ def test_each_delete_request_is_guarded_retries_included(s3):
     with pytest.raises(Superseded):
         store.delete(["blocks/aa/y"], guard=refuse)
     assert store.head("blocks/aa/y") == 1  # nothing was sent
+    store.close()
+
+
+def test_a_delete_is_signed_with_the_servers_time_not_this_machines(s3, monkeypatch):
+    """A writer whose clock runs 14 minutes ahead signs requests that S3
+    still accepts up to 29 minutes later, past a successor's quarantine of
+    17 (latedeletes.py).  Deletes are signed with the server's time of a
+    look taken before the lease check, so a held-up one lands within 15
+    minutes of that check; the server refuses one signed earlier."""
+    import calendar
+    import types
+
+    from bucketdisk.store import sigv4
+    from bucketdisk.store.credentials import Credentials
+    from bucketdisk.store.s3 import S3Options, S3Store
+
+    options = S3Options(endpoint=s3.server.endpoint, addressing="path", region=s3.server.region, retry_time=20)
+    store = S3Store(s3.bucket, "dated", options, credentials=Credentials(s3.server.access_key, s3.server.secret_key))
+    ahead = 14 * 60
+    monkeypatch.setattr(sigv4, "time", types.SimpleNamespace(
+        strftime=time.strftime, gmtime=lambda when=None: time.gmtime(time.time() + ahead if when is None else when)))
+    sent = []
+    send = store._send
+
+    def recording_send(method, path, query, data, headers, *args, **kwargs):
+        reply = send(method, path, query, data, headers, *args, **kwargs)
+        signed = calendar.timegm(time.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ"))
+        sent.append((method, signed - time.time(), reply.status))
+        return reply
+    monkeypatch.setattr(store, "_send", recording_send)
+
+    store.put("blocks/aa/x", b"x")
+    assert sent[-1][0] == "PUT" and abs(sent[-1][1] - ahead) < 5  # this machine's clock, as skewed
+    store.delete(["blocks/aa/x"], guard=lambda keys, attempt: None)
+    method, skew, status = sent[-1]
+    assert (method, status) == ("POST", 200) and -3 < skew <= 0  # the server's clock (whole seconds)
+    assert store.head("blocks/aa/x") is None
+
+    del sent[:]
+    stale = lambda attempt: time.time() - 16 * 60 if attempt == 0 else None  # noqa: E731
+    store._request("GET", None, params={"list-type": "2", "prefix": "dated/"}, before_attempt=stale)
+    assert [s for _, _, s in sent] == [403, 200]  # refused past the window, sent again with a fresh date
     store.close()

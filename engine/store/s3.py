@@ -229,7 +229,9 @@ class S3Store(ObjectStore):
         of several pieces is sent one piece after the other, never joined.
         With `into`, a 200 answer's body goes to that sink (its reply's body
         is its length).
-        `before_attempt(attempt)` is called before each sending (0 first)."""
+        `before_attempt(attempt)` is called before each sending (0 first);
+        it may return the time to sign that attempt with (seconds since
+        the epoch; None: now)."""
         path, query = self._path(key), canonical_query(params)
         payload_hash = sha256_hex(body_pieces(data)) if data else EMPTY_SHA256
         first_sent = time.monotonic()
@@ -238,10 +240,9 @@ class S3Store(ObjectStore):
         while True:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
             started = time.monotonic()
-            if before_attempt is not None:
-                before_attempt(attempt)
+            when = before_attempt(attempt) if before_attempt is not None else None
             try:
-                signed = self._signer.sign(method, self._host, path, query, headers or {}, payload_hash)
+                signed = self._signer.sign(method, self._host, path, query, headers or {}, payload_hash, when)
                 reply = self._send(method, path, query, data, signed, read_timeout, into, key)
             except urllib3.exceptions.SSLError as e:
                 raise StoreError(f"TLS failure talking to {self.endpoint}: {_reason(e)}") from None
@@ -266,7 +267,8 @@ class S3Store(ObjectStore):
                         self._stragglers.record(method, time.monotonic() - started)
                     return reply
                 code, message = _error_code(reply.body)
-                if reply.status not in RETRY_STATUS and code not in RETRY_CODES:
+                dated_again = code == "RequestTimeTooSkewed" and when is not None  # held up past S3's window
+                if reply.status not in RETRY_STATUS and code not in RETRY_CODES and not dated_again:
                     raise self._final(method, key, reply.status, code, message)
                 failure = f"{self.endpoint} answered {reply.status} {code}".rstrip()
             attempt += 1
@@ -357,11 +359,19 @@ class S3Store(ObjectStore):
         if response.status == 404:
             return None
         try:
-            now = parsedate_to_datetime(response.headers["Date"])
-            written = parsedate_to_datetime(response.headers["Last-Modified"])
+            return (_http_date(response, "Date") - _http_date(response, "Last-Modified")).total_seconds()
         except (KeyError, TypeError, ValueError):
             raise StoreError(f"{self.endpoint} gave no usable Date and Last-Modified for {key}") from None
-        return (now - written).total_seconds()
+
+    def _server_time(self, key: str) -> float | None:
+        """The server's time now (seconds since the epoch, whole seconds,
+        rounded down), from the Date of a HEAD of `key`; None if it gave none."""
+        response = self._request("HEAD", key, accept=(200, 404))
+        self.stats.add("objects_headed")
+        try:
+            return _http_date(response, "Date").timestamp()
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def put(self, key: str, data: Body, *, if_absent: bool = False) -> bool:
         # No Content-MD5: the SigV4 signature covers the body's SHA-256
@@ -400,7 +410,15 @@ class S3Store(ObjectStore):
         body = ET.tostring(root, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
                    "Content-Type": "application/xml"}
-        before = (lambda attempt: guard(keys, attempt)) if guard is not None else None
+        def before(attempt: int) -> float | None:
+            # Signed with the server's time of a look taken before the guard's
+            # check, a request held up anywhere lands within S3's 15 minutes
+            # of that check (AWS SigV4: RequestTimeTooSkewed), whatever this
+            # machine's clock says (latedeletes.py).
+            when = self._server_time(keys[0])
+            if guard is not None:
+                guard(keys, attempt)
+            return when
         response = self._request("POST", None, params={"delete": ""}, data=body, headers=headers,
                                  before_attempt=before)
         failed = []
@@ -446,6 +464,11 @@ class S3Store(ObjectStore):
     def close(self) -> None:
         if self._owns_pool:
             self._http.clear()
+
+
+def _http_date(response, header: str):
+    """An RFC 9110 HTTP-date header of a response, as an aware datetime."""
+    return parsedate_to_datetime(response.headers[header])
 
 
 def check_ca_bundle(path: str, source: str) -> None:

@@ -6,6 +6,7 @@ an object may be deleted are in volume.py's docstring, the late-delete
 rule in latedeletes.py.  Every delete request is guarded: the lease is
 checked before each one, retries included.
 """
+import logging
 from collections.abc import Iterable
 
 from ..codec._hot import is_zero
@@ -13,8 +14,10 @@ from ..codec.block import ZERO_HASH
 from ..codec.block import content_hash as hash_of
 from . import layout
 from .blockmap import referenced_in
-from .latedeletes import BLOCK, PAGE, alias_key, settle
+from .latedeletes import BLOCK, PAGE, alias_key, settle, still_late
 from .mapstore import Root
+
+log = logging.getLogger(__name__)
 
 LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 32
 
@@ -23,7 +26,8 @@ class Collection:
     """Deleting, for Volume.  Needs its store, maps, stats, _lease, _lock,
     _sync_lock, _deleted, _quarantine, _aliases_written, _candidates,
     _collecting, _deleting, _deleting_pages, _writing_pages, _inflight,
-    _map, _root, _kept_pages, _snapshotted, _fresh, epoch and checkpoint()."""
+    _map, _root, _kept_pages, _snapshotted, _fresh, record, epoch and
+    checkpoint()."""
 
     def _put_alias(self, kind: str, content_hash: bytes, obj) -> None:
         key = alias_key(kind, content_hash, self._alias_number())
@@ -61,6 +65,21 @@ class Collection:
         except BaseException:
             self._quarantine_keys(keys)
             raise
+
+    def _quarantine_late_deletes(self, root: Root) -> None:
+        """The last writer may still have deletes of the root's doomed
+        hashes in flight, and the volume this one replaced deletes of
+        anything (latedeletes.py)."""
+        late = still_late(self._lease.predecessor, self._lease.predecessor_state, self._quarantine.seconds)
+        self._quarantine.add(BLOCK, root.doomed_blocks, late)
+        self._quarantine.add(PAGE, root.doomed_pages, late)
+        if self.record.replaced:
+            age = self.store.age(layout.RECORD)
+            left = self._quarantine.seconds - (age if age is not None else 0.0)
+            if left > 0:
+                log.info("this volume replaced another %.0f s ago: every upload also writes an alias for "
+                         "%.0f s more", self._quarantine.seconds - left, left)
+                self._quarantine.add_everything(left)
 
     def _quarantine_keys(self, keys: list[str]) -> None:
         self._quarantine.add(BLOCK, [h for h in map(layout.hash_of_block_key, keys) if h])

@@ -21,7 +21,7 @@ candidate record below the place until one proves to be a volume.
 import json
 
 from ..errors import Forbidden, NotFound, UserError
-from ..store.base import ObjectStore
+from ..store.base import DeleteGuard, ObjectStore
 from ..store.names import is_plain_key, shown
 from . import layout
 from .lock import Lease, current_holder
@@ -65,8 +65,12 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         # epoch fences a writer whose lease had only expired.
         lease = Lease.acquire(store, min_epoch=_max_epoch(keys))
         try:
-            _delete_volume_keys(store, [k for k in keys if k != layout.lease_key(lease.epoch)])
-            return _write_record(store, size, block_size)
+            _delete_volume_keys(store, [k for k in keys if k != layout.lease_key(lease.epoch)],
+                                lambda keys, attempt: lease.check())
+            # Its lease object stays (released), so the new volume's epochs
+            # go on above the old one's; the record says that the old one's
+            # deletes may still land (latedeletes.py).
+            return _write_record(store, size, block_size, replaced=True)
         finally:
             lease.release()
     return _write_record(store, size, block_size)
@@ -95,8 +99,8 @@ def missing_volume(store: ObjectStore) -> UserError:
     return UserError(f"no bucketdisk volume at {url}; create one with 'bucketdisk create {url} --size SIZE'")
 
 
-def _write_record(store: ObjectStore, size: int, block_size: int) -> VolumeRecord:
-    record = VolumeRecord(size=size, block_size=block_size)
+def _write_record(store: ObjectStore, size: int, block_size: int, *, replaced: bool = False) -> VolumeRecord:
+    record = VolumeRecord(size=size, block_size=block_size, replaced=replaced)
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)
@@ -171,12 +175,12 @@ def _holds_record(store: ObjectStore, key: str) -> bool:
     return isinstance(fields, dict) and fields.get("format") == "bucketdisk"
 
 
-def _delete_volume_keys(store: ObjectStore, keys: list[str]) -> None:
+def _delete_volume_keys(store: ObjectStore, keys: list[str], guard: DeleteGuard) -> None:
     """Delete the volume's keys, the record first so that a half-wiped
     volume is never mistaken for one.  Only layout keys are passed in; the
     filter stays as the last guard."""
     doomed = [k for k in keys if layout.is_volume_key(k)]
-    store.delete(sorted(doomed, key=lambda k: k != layout.RECORD))
+    store.delete(sorted(doomed, key=lambda k: k != layout.RECORD), guard=guard)
 
 
 def _check_listed(store: ObjectStore) -> None:

@@ -15,8 +15,14 @@ delete after writing it (`doomed`), and checks its lease before each
 delete request it sends, retries included.  A name is *quarantined* for
 LATE_DELETE_SECONDS when
   * a mount takes over the volume: every doomed hash of the root it loads
-    (its predecessor may have deletes in flight), or
-  * a delete request of it was sent again (the first may still land).
+    (its predecessor may have deletes in flight), for what is left of the
+    LATE_DELETE_SECONDS after the predecessor's last delete could have
+    been sent (`still_late`: the age of its lease object tells), or
+  * a delete request of it failed or was sent again (the first may still
+    land), or
+  * anything at all, on a volume `create --force` made in place of another
+    less than LATE_DELETE_SECONDS ago (that volume's deletes may land on
+    this one's objects of equal content).
 While a hash is quarantined, every upload of that content also writes an
 alias (layout.py), a copy under a name used only once, which no earlier
 delete can touch; reads fall back to the alias when the plain
@@ -30,7 +36,7 @@ import threading
 from ..errors import NotFound
 from ..store.base import DeleteGuard, ObjectStore
 from . import layout
-from .lock import CLOCK_SKEW, boottime
+from .lock import CLOCK_SKEW, EXPIRY_MARGIN, LEASE_SECONDS, Holder, boottime
 
 # 15 minutes of S3's request-date window, both clocks' skew, a minute to spare.
 LATE_DELETE_SECONDS = 15 * 60 + 2 * CLOCK_SKEW + 60.0
@@ -45,20 +51,28 @@ class Quarantine:
 
     def __init__(self, seconds: float = LATE_DELETE_SECONDS) -> None:
         self.seconds = seconds
+        self._everything_until = 0.0  # every hash is quarantined until then (a volume created anew)
         self._lock = threading.Lock()
         self._until: dict[tuple[str, bytes], float] = {}
         self._aliases: dict[tuple[str, bytes], str] = {}
 
-    def add(self, kind: str, hashes) -> None:
-        """Quarantine these hashes of `kind` (BLOCK or PAGE) from now."""
-        until = boottime() + self.seconds
+    def add(self, kind: str, hashes, seconds: float | None = None) -> None:
+        """Quarantine these hashes of `kind` (BLOCK or PAGE) for `seconds`
+        (default: the whole quarantine) from now."""
+        until = boottime() + (self.seconds if seconds is None else seconds)
         with self._lock:
             for h in hashes:
                 self._until[(kind, h)] = max(until, self._until.get((kind, h), 0.0))
 
+    def add_everything(self, seconds: float) -> None:
+        """Quarantine every hash for `seconds` from now."""
+        with self._lock:
+            self._everything_until = max(self._everything_until, boottime() + seconds)
+
     def holds(self, kind: str, content_hash: bytes) -> bool:
+        now = boottime()
         until = self._until.get((kind, content_hash))
-        return until is not None and boottime() < until
+        return now < self._everything_until or (until is not None and now < until)
 
     def active(self, kind: str) -> list[bytes]:
         """The hashes of `kind` still quarantined (forgetting the rest)."""
@@ -86,6 +100,25 @@ class Quarantine:
         """Forget this mount's alias of that content; returns its key."""
         with self._lock:
             return self._aliases.pop((kind, content_hash), None)
+
+
+def still_late(predecessor: Holder | None, state: str | None, seconds: float) -> float:
+    """How much longer (of a quarantine of `seconds`) a delete sent by the
+    mount whose lease object `predecessor` is (Holder.state `state` when
+    this mount took over) may still land.  Its holder sent no delete after
+    releasing its lease, nor after the lease ran out (LEASE_SECONDS after
+    its last renewal): the lease object's age by the store's clock says
+    how long ago that was.  Unknown (no such object, no age), or a lease
+    taken by force: the whole quarantine."""
+    if predecessor is None or predecessor.age is None:
+        return seconds
+    if state == "released":
+        since_last = predecessor.age
+    elif state in ("expired", "dead"):
+        since_last = predecessor.age - LEASE_SECONDS - EXPIRY_MARGIN
+    else:
+        since_last = 0.0
+    return min(seconds, max(0.0, seconds - since_last))
 
 
 def plain_key(kind: str, content_hash: bytes) -> str:

@@ -33,9 +33,11 @@ Taking over a lease that was not released:
 Expiry is judged by the store's clock alone: the lease object's age, the
 store's time now minus the time it stamped on the holder's last renewal
 (store.age), so a taker whose clock runs ahead cannot take a live lease.
-A lease object that fenced a live predecessor is kept (as a released
-tombstone) until that predecessor's lease has surely run out, so the
-predecessor still finds it.
+A released lease object stays (a tombstone): it keeps its epoch taken,
+its age tells the next mount how long ago its holder's last delete was
+sent (latedeletes.py), and one that fenced a live predecessor must be
+found by that predecessor.  A taker deletes older lease objects once no
+predecessor can still need them.
 """
 import json
 import logging
@@ -175,13 +177,16 @@ class Lease:
         self.token = uuid.uuid4().hex
         self._fences = fences
         self._since = time.time()
-        self._since_boot = boottime()  # what the tombstone's life is measured by: no wall-clock step moves it
         self._valid_until = boottime() + LEASE_SECONDS
         self._fenced: str | None = None
         self._check_lock = threading.Lock()
         self._confirmed_at = boottime()  # just created: no successor can exist yet
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # The lease this one followed, and its state then (Holder.state): how
+        # long its holder's deletes may still land depends on them (latedeletes.py).
+        self.predecessor: Holder | None = None
+        self.predecessor_state: str | None = None
 
     # -- taking and giving back ------------------------------------------------------
 
@@ -212,6 +217,7 @@ class Lease:
             fences = state in ("held", "expired")
         epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
         lease = cls(store, epoch, fences, volume_uuid)
+        lease.predecessor, lease.predecessor_state = newest, state
         if not store.put(layout.lease_key(epoch), lease._content(), if_absent=True):
             raise UserError("another mount took the volume at the same moment")
         won = read_leases(store)
@@ -244,20 +250,16 @@ class Lease:
             self.store.delete(stale)
 
     def release(self) -> None:
-        """Stop renewing and give the volume back.  The lease object stays
-        (marked released) while a predecessor it fenced may still act."""
+        """Stop renewing and give the volume back.  The lease object stays,
+        marked released: a predecessor it fenced may still look for it, the
+        next mount learns from its age how long ago this mount's last
+        delete was sent (latedeletes.py), and its epoch stays taken."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
         if self._fenced is not None:
             return  # not ours any more
-        key = layout.lease_key(self.epoch)
-        # A predecessor renewed last before we took over: its lease ends
-        # LEASE_SECONDS after that at the latest, by its own boot clock.
-        if self._fences and boottime() - self._since_boot < LEASE_SECONDS + EXPIRY_MARGIN:
-            self.store.put(key, self._content(released=True))
-        else:
-            self.store.delete([key])
+        self.store.put(layout.lease_key(self.epoch), self._content(released=True))
 
     # -- proving we still hold it ----------------------------------------------------
 

@@ -52,13 +52,18 @@ class VolumeRecord:
     compression: str = "zstd"
     page_entries: int = PAGE_ENTRIES
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    # Made by `create --force` in place of another volume, whose late deletes
+    # may land on this one for a while (latedeletes.py).  Stored only when true.
+    replaced: bool = False
 
     @property
     def block_count(self) -> int:
         return self.size // self.block_size
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+        fields = {name: value for name, value in asdict(self).items()
+                  if not (name in OPTIONAL_FIELDS and value == OPTIONAL_FIELDS[name])}
+        return (json.dumps(fields, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = RECORD_KEY) -> "VolumeRecord":
@@ -82,6 +87,7 @@ class VolumeRecord:
 
 MAX_PAGE_ENTRIES = 1 << 20  # a page of 32 MiB of hashes; PAGE_ENTRIES is 4096
 _FIELD_NAMES = tuple(f for f in VolumeRecord.__dataclass_fields__)
+OPTIONAL_FIELDS = {"replaced": False}  # field -> its value when absent (and then not stored)
 
 
 def _record_fields(data: bytes, where: str) -> dict:
@@ -101,10 +107,10 @@ def _record_fields(data: bytes, where: str) -> dict:
     unknown = sorted(set(fields) - set(_FIELD_NAMES))
     if unknown:
         raise UserError(f"{bad}: unknown field \"{shown(unknown[0][:40])}\"")
-    missing = [name for name in _FIELD_NAMES if name not in fields]
+    missing = [name for name in _FIELD_NAMES if name not in fields and name not in OPTIONAL_FIELDS]
     if missing:  # never a default: a made-up uuid would read past every map object
         raise UserError(f"{bad}: the field \"{missing[0]}\" is missing")
-    return fields
+    return {**OPTIONAL_FIELDS, **fields}
 
 
 def _is_int(value) -> bool:
@@ -155,6 +161,7 @@ _FIELD_CHECKS = {
     "compression": _one_of(*COMPRESSIONS),
     "page_entries": _whole(1, MAX_PAGE_ENTRIES, f"a whole number from 1 to {MAX_PAGE_ENTRIES}"),
     "created": _text,
+    "replaced": lambda value: None if isinstance(value, bool) else f"must be true or false, not {_shown_value(value)}",
 }
 
 

@@ -151,9 +151,7 @@ class Volume(Collection, FsyncLog, Views):
         snapshots = SnapshotRecords.of(self.store, self.record).list()
         self._snapshotted = bool(snapshots)
         self._kept_pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
-        # The last writer may still have deletes of these in flight.
-        self._quarantine.add(BLOCK, loaded.root.doomed_blocks)
-        self._quarantine.add(PAGE, loaded.root.doomed_pages)
+        self._quarantine_late_deletes(loaded.root)
         if loaded.runs:
             self._merge_logged(loaded.runs)
         self.checkpoint(start=True)
