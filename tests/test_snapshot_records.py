@@ -37,6 +37,26 @@ def test_a_snapshot_record_reads_back_whole(places):  # noqa: F811
     assert snaps.write((3, 10), pages).number == 3  # never a number used before
 
 
+def test_the_newest_snapshots_number_is_not_used_again_after_its_delete(places):  # noqa: F811
+    """Deleting the newest record leaves an empty placeholder under its key,
+    so the next snapshot takes a higher number, and a delete request of the
+    old record that lands late (latedeletes.py) cannot remove the new one.
+    The placeholder goes once a higher key exists."""
+    store = places.open(places.new())
+    snaps = records(store)
+    pages = [PAGE] + [ZERO_HASH] * (snaps.page_count - 1)
+    snaps.write((1, 1), pages, name="a")
+    snaps.write((1, 2), pages, name="b")
+    snaps.delete(2)
+    assert [s.name for s in snaps.list()] == ["a"] and store.get(layout.snapshot_key(2)) == b""
+    with pytest.raises(UserError):
+        snaps.find("2")
+    c = snaps.write((1, 3), pages, name="c")
+    assert c.number == 3 and store.head(layout.snapshot_key(2)) is None  # the placeholder went
+    store.delete([layout.snapshot_key(2)])  # the old record's delete, landing late
+    assert [s.name for s in snaps.list()] == ["a", "c"]
+
+
 @pytest.mark.parametrize("name", ["", "Latest", "live", ".hidden", "a/b", "x" * 65, "sp ace", "é"])
 def test_a_bad_name_is_refused_and_nothing_is_written(places, name):  # noqa: F811
     store = places.open(places.new())
@@ -55,7 +75,7 @@ def test_a_taken_name_or_number_is_not_written_over(places):  # noqa: F811
         snaps.write((1, 2), pages, name="a")
     # Another writer takes number 2 after our listing, before our write: we take 3.
     SnapshotRecords.of(store, read_record(store)).write((1, 2), pages, name="c")
-    snaps.numbers = lambda: [1]  # our listing, from before that
+    snaps._stored = lambda: [(1, 100)]  # our listing, from before that
     assert snaps.write((1, 3), pages, name="b").number == 3
     assert snaps.read(2).name == "c"
 

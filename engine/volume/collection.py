@@ -47,7 +47,7 @@ class Collection:
             self._aliases_written += 1
             return (self.epoch << LOG_EPOCH_SHIFT) + self._aliases_written
 
-    def _delete_guard(self, keys: list[str], attempt: int) -> None:
+    def delete_guard(self, keys: list[str], attempt: int) -> None:
         """Before each delete request (store.delete): a superseded writer
         deletes nothing, and a request sent again may land late, after
         its content was uploaded anew (latedeletes.py)."""
@@ -61,7 +61,7 @@ class Collection:
         still have reached the server and land late, whether or not a
         retry followed: its keys are quarantined (latedeletes.py)."""
         try:
-            self.store.delete(keys, guard=self._delete_guard)
+            self.store.delete(keys, guard=self.delete_guard)
         except BaseException:
             self._quarantine_keys(keys)
             raise
@@ -90,7 +90,7 @@ class Collection:
         passed (this mount's, or `found` by a sweep), and delete the aliases."""
         for kind, content_hash, key in self._quarantine.settled_aliases() if found is None else found:
             if not self._quarantine.holds(kind, content_hash):
-                settle(self.store, kind, content_hash, key, self._delete_guard)
+                settle(self.store, kind, content_hash, key, self.delete_guard)
                 self._quarantine.forget_alias(kind, content_hash)
 
     def _claim_pages(self, contents: Iterable[bytes]) -> list[bytes]:

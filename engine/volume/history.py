@@ -43,6 +43,7 @@ def take(volume: Volume, *, name: str | None = None, type: str = "manual",
     changed, new_hashes = _changes(volume.maps, previous[-1].page_hashes if previous else None,
                                    root.page_hashes)
     snapshot = records.write((root.epoch, root.seq), root.page_hashes, name=name, type=type, started=started,
+                             guard=volume.delete_guard,
                              changed_blocks=changed, new_bytes=_stored_bytes(volume, new_hashes))
     return snapshot
 
@@ -64,7 +65,7 @@ def delete(volume: Volume, name: str) -> Snapshot:
     it kept.  Raises UserError if there is none."""
     records = SnapshotRecords.of(volume.store, volume.record)
     snapshot = records.find(name)
-    records.delete(snapshot.number)
+    records.delete(snapshot.number, guard=volume.delete_guard)
     sweep(volume, delete=True)
     return snapshot
 
@@ -139,7 +140,7 @@ def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
     gone = [by_number[d.snapshot.name] for d in decisions if not d.keep]
     if gone and not dry_run:
         for snapshot in gone:
-            records.delete(snapshot.number)
+            records.delete(snapshot.number, guard=volume.delete_guard)
         sweep(volume, delete=True)
     return [(by_number[d.snapshot.name], d) for d in decisions]
 

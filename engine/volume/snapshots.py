@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ..codec.block import HASH_SIZE, Codec
 from ..errors import CorruptData, NotFound, UserError
-from ..store.base import ObjectStore
+from ..store.base import DeleteGuard, ObjectStore
 from . import layout
 from .mapstore import FETCH_PARALLELISM, ForeignObject
 
@@ -139,15 +139,24 @@ class SnapshotRecords:
         return cls(store, Codec(record.compression), record.uuid, pages)
 
     def numbers(self) -> list[int]:
-        """The numbers of the stored records, ascending."""
-        return sorted(n for k in self.store.list(layout.SNAPSHOTS)
+        """The numbers of the stored records, ascending (not of placeholders)."""
+        return [n for n, size in self._stored() if size]
+
+    def _stored(self) -> list[tuple[int, int]]:
+        """(number, size in bytes) of every key under snapshots/, ascending;
+        size 0: a placeholder (see delete)."""
+        return sorted((n, size) for k, size in self.store.list_sizes(layout.SNAPSHOTS)
                       if (n := layout.number_of_snapshot_key(k)) is not None)
 
     def read(self, number: int) -> Snapshot:
-        """Raises NotFound, CorruptData (naming the key) or ForeignObject."""
+        """Raises NotFound (also for a deleted one's placeholder), CorruptData
+        (naming the key) or ForeignObject."""
         key = layout.snapshot_key(number)
+        data = self.store.get(key)
+        if not data:
+            raise NotFound(key)
         try:
-            snapshot = decode(self.codec.unpack(self.store.get(key)), self.uuid, self.page_count)
+            snapshot = decode(self.codec.unpack(data), self.uuid, self.page_count)
         except CorruptData as e:
             raise e.at(self.store.key_url(key)) from None
         if snapshot.number != number:
@@ -179,10 +188,11 @@ class SnapshotRecords:
 
     def write(self, root: tuple[int, int], page_hashes: list[bytes], *, name: str | None = None,
               type: str = "manual", started: float | None = None, changed_blocks: int = 0,
-              new_bytes: int = 0) -> Snapshot:
+              new_bytes: int = 0, guard: DeleteGuard | None = None) -> Snapshot:
         """Store a new snapshot keeping the map of `root` (whose pages,
         and the blocks they name, must be durable), numbered one above
-        every record stored.  Raises UserError for a bad or taken name."""
+        every record stored.  `guard` checks each delete request (of
+        placeholders, see delete).  Raises UserError for a bad or taken name."""
         started = time.time() if started is None else started
         if len(page_hashes) != self.page_count:
             raise ValueError(f"{len(page_hashes)} page hashes for a map of {self.page_count} pages")
@@ -197,16 +207,29 @@ class SnapshotRecords:
         else:  # the start time, and -2, -3... for more in the same second
             base = default_name(started) + ("-pre-restore" if type == "pre-restore" else "")
             name = next(n for n in [base] + [f"{base}-{i}" for i in range(2, len(taken) + 2)] if n not in taken)
-        number = max([0] + self.numbers()) + 1  # above damaged and foreign records too: keys are never reused
+        stored = self._stored()
+        # Above damaged, foreign and deleted records too: keys are never reused.
+        number = max([0] + [n for n, _ in stored]) + 1
         for _ in range(NUMBER_ATTEMPTS):
             snapshot = Snapshot(number, name, type, utc(started), utc(time.time()), root, list(page_hashes),
                                 changed_blocks, new_bytes, named)
             data = self.codec.pack(encode(snapshot, self.uuid))
             if self.store.put(layout.snapshot_key(number), data, if_absent=True):
+                placeholders = [layout.snapshot_key(n) for n, size in stored if not size]
+                if placeholders:  # a higher key keeps their numbers taken now
+                    self.store.delete(placeholders, guard=guard)
                 return snapshot
             number += 1
         raise UserError("other writers keep taking the next snapshot number; try again")
 
-    def delete(self, number: int) -> None:
-        self.store.delete([layout.snapshot_key(number)])
+    def delete(self, number: int, guard: DeleteGuard | None = None) -> None:
+        """Delete a snapshot's record.  The highest-numbered key is replaced
+        by an empty placeholder instead, so that its number is never given
+        to another snapshot: a delete request of the old record that lands
+        late (latedeletes.py) must not remove a new one."""
+        stored = self._stored()
+        if stored and number == stored[-1][0]:
+            self.store.put(layout.snapshot_key(number), b"")
+        else:
+            self.store.delete([layout.snapshot_key(number)], guard=guard)
 
