@@ -40,6 +40,7 @@ class FaultProxy:
         self.put_latency = 0.0
         self.down = False
         self.methods: frozenset[bytes] | None = None  # None: faults hit every method
+        self.errors = ERRORS
         self.counts = {k: 0 for k in ("requests", "forwarded", "errors", "drops", "stalls", "refused")}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -55,9 +56,12 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def set_faults(self, *, error_rate=0.0, drop_rate=0.0, stall_rate=0.0, stall_seconds=None, down=False,
-                   methods=None):
-        """Rates of each fault; `methods` (e.g. ("POST",)): only requests of these are hit."""
+                   methods=None, error=None):
+        """Rates of each fault; `methods` (e.g. ("POST",)): only requests of
+        these are hit; `error`: the one (status, reason, code, message) to
+        answer with instead of 500s and 503s."""
         with self._lock:
+            self.errors = ERRORS if error is None else (error,)
             self.error_rate, self.drop_rate, self.stall_rate, self.down = error_rate, drop_rate, stall_rate, down
             self.methods = None if methods is None else frozenset(m.encode() for m in methods)
             if stall_seconds is not None:
@@ -128,7 +132,7 @@ class FaultProxy:
                 return "down", ()
             if self.methods is not None and method not in self.methods:
                 return "forward", ()
-            r, error = self._rng.random(), self._rng.choice(ERRORS)
+            r, error = self._rng.random(), self._rng.choice(self.errors)
             for kind, rate in (("error", self.error_rate), ("drop", self.drop_rate), ("stall", self.stall_rate)):
                 if r < rate:
                     return kind, error

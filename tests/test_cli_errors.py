@@ -7,6 +7,7 @@ conftest); pure argument errors, help and the mountpoint-only commands
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import random
 import re
@@ -14,6 +15,7 @@ import re
 import pytest
 
 from conftest import (
+    LEASE_KEY_RE,
     Mount,
     assert_cli_error,
     is_mounted,
@@ -97,6 +99,27 @@ def test_create_sizes_as_a_user_types_them(bd, tmp_path, value, says):
     assert not target.exists()
 
 
+@once
+@pytest.mark.parametrize("value, says", [("99999999999999999999999G", "at most 4294967296 blocks of at most 64M"),
+                                         ("16T --block-size 1K", "block size")])
+def test_create_sizes_no_block_size_can_serve(bd, tmp_path, value, says):
+    """A size past what any block size allows says so, instead of asking
+    for a larger block size that would not help."""
+    target = tmp_path / "v"
+    line = assert_cli_error(bd.run("create", f"file://{target}", "--size", *value.split()))
+    assert says in line, line
+    assert not target.exists()
+
+
+@once
+def test_info_of_a_regular_file_says_it_is_a_file(bd, tmp_path):
+    target = tmp_path / "f"
+    target.write_bytes(b"not a volume")
+    line = assert_cli_error(bd.run("info", f"file://{target}"))
+    assert "is a file, not a directory" in line, line
+    assert target.read_bytes() == b"not a volume"
+
+
 def test_create_with_force_replaces_volume(bd):
     """The counterpart of the refusal: --force does replace it (new UUID)."""
     vol = bd.create(size="16M", block_size="64K")
@@ -126,7 +149,11 @@ def test_create_force_refused_while_mounted_then_wipes(bd):
     bd.unmount(m)
 
     bd.ok("create", vol.url, "--size", "32M", "--block-size", "64K", "--force", *vol.store_args)
-    assert sorted(vol.keys()) == ["volume"], "create --force left old objects behind"
+    left = sorted(vol.keys())
+    # Only the record, and create's own lease object, released: it keeps
+    # the new volume's epochs above the old one's (FORMAT.md, "Late deletes").
+    assert left[1:] == ["volume"] and LEASE_KEY_RE.match(left[0]), left
+    assert json.loads(vol.place.read(left[0]))["released"] is True
     info = bd.info(vol)
     assert info["size"] == 32 * 1024 * 1024 and info["objects"] == 0 and info["mapped_blocks"] == 0
 

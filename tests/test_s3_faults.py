@@ -576,3 +576,21 @@ def test_a_delete_is_signed_with_the_servers_time_not_this_machines(s3, monkeypa
     store._request("GET", None, params={"list-type": "2", "prefix": "dated/"}, before_attempt=stale)
     assert [s for _, _, s in sent] == [403, 200]  # refused past the window, sent again with a fresh date
     store.close()
+
+
+def test_a_full_server_is_named_as_a_full_store(s3):
+    """507 Insufficient Storage (MinIO: XMinioStorageFull) is a full store,
+    as a full disk is for file://: StoreFull, one line that says so."""
+    from bucketdisk.errors import StoreFull
+    from bucketdisk.store.credentials import Credentials
+    from bucketdisk.store.s3 import S3Options, S3Store
+
+    options = S3Options(endpoint=s3.proxy.endpoint, addressing="path", region=s3.server.region, retry_time=5)
+    store = S3Store(s3.bucket, "full", options, credentials=Credentials(s3.server.access_key, s3.server.secret_key))
+    s3.proxy.set_faults(error_rate=1.0, methods=("PUT",), error=(
+        507, "Insufficient Storage", "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold."))
+    with pytest.raises(StoreFull, match=r"^the store is full \(507 XMinioStorageFull\) for s3://"):
+        store.put("blocks/aa/x", b"x")
+    s3.proxy.set_faults()
+    assert store.put("blocks/aa/x", b"x")
+    store.close()

@@ -41,6 +41,8 @@ class FileStore(ObjectStore):
         super().__init__(stats)
         self.root = os.path.abspath(root)
         if not create and not os.path.isdir(self.root):
+            if os.path.exists(self.root):
+                raise UserError(f"{self.root} is a file, not a directory: a file:// volume is a directory")
             raise UserError(f"no such directory: {self.root}")
         if create:
             _check_can_be_directory(self.root)

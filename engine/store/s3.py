@@ -25,7 +25,7 @@ from email.utils import parsedate_to_datetime
 
 import urllib3
 
-from ..errors import Forbidden, NotFound, StoreError, UserError, without_traceback
+from ..errors import Forbidden, NotFound, StoreError, StoreFull, UserError, without_traceback
 from ..stats import Stats
 from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .bodies import read_body_into, sha256_hex
@@ -129,6 +129,11 @@ class S3Failure(StoreError):
 
 class S3Forbidden(S3Failure, Forbidden):
     """A 403 answer: these credentials may not touch that key."""
+
+
+class S3Full(S3Failure, StoreFull):
+    """A 507 answer (MinIO's XMinioStorageFull, any server's Insufficient
+    Storage, RFC 4918): the server has no room for the object."""
 
 
 def _error_code(body: bytes) -> tuple[str, str]:
@@ -306,13 +311,14 @@ class S3Store(ObjectStore):
         return Reply(response.status, response.headers, body)
 
     def _final(self, method: str, key: str | None, status: int, code: str, message: str) -> S3Failure:
-        explained = FINAL_MESSAGES.get(code)
+        explained = FINAL_MESSAGES.get(code) or ("the store is full" if status == 507 else None)
         where = f"s3://{self.bucket}/{self.prefix}{key or ''}"
         if explained:
-            text = f"{explained} ({status} {code}) for {where}"
+            text = f"{explained} ({status} {code}) for {where}".replace(" )", ")")
         else:
             text = f"{method} {where}: {status} {code or 'error'} {message}".rstrip()
-        return (S3Forbidden if status == 403 else S3Failure)(text, status, code)
+        kind = {403: S3Forbidden, 507: S3Full}.get(status, S3Failure)
+        return kind(text, status, code)
 
     # -- the interface ----------------------------------------------------------------
 

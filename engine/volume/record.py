@@ -186,6 +186,9 @@ def validate_geometry(size: int, block_size: int) -> None:
     if size % block_size:
         raise UserError(f"volume size {size} is not a multiple of the block size {block_size}")
     if size // block_size > MAX_BLOCKS:
+        if size // MAX_BLOCK_SIZE > MAX_BLOCKS:
+            raise UserError(f"volume size {size} is too large: at most {MAX_BLOCKS} blocks of at most "
+                            f"{MAX_BLOCK_SIZE >> 20}M ({MAX_BLOCKS * MAX_BLOCK_SIZE >> 50}P)")
         raise UserError(f"volume of {size // block_size} blocks is too large; use a larger block size")
 
 
