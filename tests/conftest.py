@@ -503,10 +503,11 @@ class Volume:
     def assert_clean_layout(self, *, fence_tombstones: bool = False) -> dict[str, list[str]]:
         """The listing after a clean unmount is what FORMAT.md promises: `volume`,
         `blocks/…`, one or more `map/pages/…`, exactly one `map/roots/…`, no
-        journal, no lock, nothing else (file://: an empty scratch dir, no other
-        directories; s3://: nothing next to the prefix). Returns keys by kind.
+        journal, one lease object, released (the last mount's), nothing else
+        (file://: an empty scratch dir, no other directories; s3://: nothing
+        next to the prefix). Returns keys by kind.
         `fence_tombstones`: a forced takeover happened within the last few
-        minutes, so released lease objects that fence it may remain."""
+        minutes, so older released lease objects that fence it may remain."""
         by_kind: dict[str, list[str]] = {}
         unknown = []
         for key in sorted(self.place.keys()):
@@ -519,9 +520,10 @@ class Volume:
         stray = self.place.stray_entries()
         assert not stray, f"{self.url}: stray entries besides the volume's objects: {stray[:10]}"
         assert by_kind.get("volume") == ["volume"], f"{self.url}: no volume record"
-        held = [k for k in by_kind.get("lock", [])
-                if not (fence_tombstones and json.loads(self.place.read(k)).get("released"))]
+        leases = by_kind.get("lock", [])
+        held = [k for k in leases if not json.loads(self.place.read(k)).get("released")]
         assert not held, f"{self.url}: lock left after a clean unmount: {held}"
+        assert len(leases) <= 1 or fence_tombstones, f"{self.url}: lease objects left behind: {leases}"
         assert not by_kind.get("journal"), f"{self.url}: journals left after a clean unmount: {by_kind['journal'][:5]}"
         roots = by_kind.get("root", [])
         assert len(roots) == 1, f"{self.url}: expected exactly one map root, found {roots}"

@@ -37,6 +37,7 @@ from .budget import ENTRY_OVERHEAD, Budget
 from .cache import CacheIndex, Entry
 from .flushing import Flushing, due
 from .reading import Reading
+from .snapshotreads import SnapshotReading
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class NoRoomError(StoreError):
     whole retry time; they stay in the cache and are retried."""
 
 
-class BlockDevice(Reading, Flushing):
+class BlockDevice(Reading, Flushing, SnapshotReading):
     def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
                  stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME) -> None:
         """`cache_size` in bytes: what every block buffer together may take
@@ -86,6 +87,7 @@ class BlockDevice(Reading, Flushing):
         # zero page, so a block of zeros costs no memory (bytes(n) could).
         self._zeros = memoryview(mmap.mmap(-1, self.block_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ))
         self._next_sequential = -1
+        self._init_snapshot_reads()
         workers = self._budget.workers(threads)
         self._fetchers = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
         self._threads = [threading.Thread(target=self._flush_loop, name=f"flush-{i}", daemon=True)

@@ -12,6 +12,9 @@ calls a method of the Python `operations` object, with inode numbers:
     getattr(ino) -> Attr
     setattr(ino, to_set: int, size: int) -> Attr
     readdir(ino) -> list[(name, ino, mode)]
+    readlink(ino) -> str
+    getxattr(ino, name: str) -> bytes        raise FuseError(ENODATA) if none
+    listxattr(ino) -> list[str]
     open(ino, flags) -> (fh, direct_io: bool, keep_cache: bool)
     release(ino, fh)
     read_into(ino, fh, out: memoryview, offset) -> int   bytes filled
@@ -23,9 +26,11 @@ calls a method of the Python `operations` object, with inode numbers:
 The memoryviews are libfuse's own buffers (no copy); they are released when
 the method returns, so keeping one raises rather than reads freed memory.
 A method fails a request by raising FuseError(errno); any other exception
-is logged and answered with EIO.  The tree is fixed: requests that would
-change it (create, mknod, mkdir, unlink, rmdir, symlink, rename, link) are
-answered EPERM here.
+is logged and answered with EIO.  The tree is changed by no request: those
+that would (create, mknod, mkdir, unlink, rmdir, symlink, rename, link),
+and setting or removing extended attributes, are answered EPERM here.
+Asking the disk's inode for an extended attribute (the kernel asks for
+security.capability before writes) is answered ENODATA here, without the GIL.
 """
 import errno
 import logging
@@ -37,7 +42,7 @@ from typing import NamedTuple
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.errno cimport ENOMEM, EPERM
+from libc.errno cimport ENODATA, ENOMEM, EPERM, ERANGE
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -48,103 +53,7 @@ include "../device/fast_read.pxi"
 
 log = logging.getLogger(__name__)
 
-cdef extern from "<sys/statvfs.h>" nogil:
-    struct statvfs:
-        unsigned long f_bsize
-        unsigned long f_frsize
-        unsigned long f_blocks
-        unsigned long f_bfree
-        unsigned long f_bavail
-        unsigned long f_files
-        unsigned long f_ffree
-        unsigned long f_favail
-        unsigned long f_namemax
-
-cdef extern from *:
-    """
-    #define FUSE_USE_VERSION 312
-    #include <fuse_lowlevel.h>
-    """
-    ctypedef unsigned long fuse_ino_t
-    ctypedef struct fuse_req:
-        pass
-    ctypedef fuse_req *fuse_req_t
-    struct fuse_session:
-        pass
-    struct fuse_loop_config:
-        pass
-    struct fuse_args:
-        int argc
-        char **argv
-        int allocated
-    struct fuse_conn_info:
-        unsigned max_write
-        unsigned max_readahead
-    struct fuse_file_info:
-        int flags
-        unsigned int direct_io
-        unsigned int keep_cache
-        uint64_t fh
-    struct fuse_entry_param:
-        fuse_ino_t ino
-        uint64_t generation
-        struct_stat attr
-        double attr_timeout
-        double entry_timeout
-    struct fuse_lowlevel_ops:
-        void (*init)(void *userdata, fuse_conn_info *conn) noexcept nogil
-        void (*destroy)(void *userdata) noexcept nogil
-        void (*lookup)(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil
-        void (*getattr)(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) noexcept nogil
-        void (*setattr)(fuse_req_t req, fuse_ino_t ino, struct_stat *attr, int to_set,
-                        fuse_file_info *fi) noexcept nogil
-        void (*open)(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) noexcept nogil
-        void (*read)(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                     fuse_file_info *fi) noexcept nogil
-        void (*write)(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-                      fuse_file_info *fi) noexcept nogil
-        void (*release)(fuse_req_t req, fuse_ino_t ino, fuse_file_info *fi) noexcept nogil
-        void (*fsync)(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info *fi) noexcept nogil
-        void (*readdir)(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                        fuse_file_info *fi) noexcept nogil
-        void (*statfs)(fuse_req_t req, fuse_ino_t ino) noexcept nogil
-        void (*fallocate)(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
-                          fuse_file_info *fi) noexcept nogil
-        void (*mknod)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                      dev_t rdev) noexcept nogil
-        void (*mkdir)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) noexcept nogil
-        void (*unlink)(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil
-        void (*rmdir)(fuse_req_t req, fuse_ino_t parent, const char *name) noexcept nogil
-        void (*symlink)(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) noexcept nogil
-        void (*rename)(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-                       const char *newname, unsigned int flags) noexcept nogil
-        void (*link)(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) noexcept nogil
-        void (*create)(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                       fuse_file_info *fi) noexcept nogil
-
-    void *fuse_req_userdata(fuse_req_t req) nogil
-    int fuse_reply_err(fuse_req_t req, int err) nogil
-    int fuse_reply_entry(fuse_req_t req, const fuse_entry_param *e) nogil
-    int fuse_reply_attr(fuse_req_t req, const struct_stat *attr, double timeout) nogil
-    int fuse_reply_open(fuse_req_t req, const fuse_file_info *fi) nogil
-    int fuse_reply_write(fuse_req_t req, size_t count) nogil
-    int fuse_reply_buf(fuse_req_t req, const char *buf, size_t size) nogil
-    int fuse_reply_statfs(fuse_req_t req, const statvfs *stbuf) nogil
-    size_t fuse_add_direntry(fuse_req_t req, char *buf, size_t bufsize, const char *name,
-                             const struct_stat *stbuf, off_t off) nogil
-
-    fuse_session *fuse_session_new(fuse_args *args, const fuse_lowlevel_ops *op, size_t op_size,
-                                   void *userdata) nogil
-    int fuse_session_mount(fuse_session *se, const char *mountpoint) nogil
-    int fuse_session_loop_mt(fuse_session *se, fuse_loop_config *config) nogil
-    void fuse_session_unmount(fuse_session *se) nogil
-    void fuse_session_destroy(fuse_session *se) nogil
-    int fuse_set_signal_handlers(fuse_session *se) nogil
-    void fuse_remove_signal_handlers(fuse_session *se) nogil
-    void fuse_opt_free_args(fuse_args *args) nogil
-    fuse_loop_config *fuse_loop_cfg_create() nogil
-    void fuse_loop_cfg_destroy(fuse_loop_config *config) nogil
-    void fuse_loop_cfg_set_max_threads(fuse_loop_config *config, unsigned int value) nogil
+include "libfuse.pxi"
 
 DEF STACK_READ = 128 * 1024  # reads up to this size use a buffer on the worker's stack
 
@@ -221,6 +130,8 @@ cdef class Session:
         ops.statfs, ops.fallocate = _statfs, _fallocate
         ops.mknod, ops.mkdir, ops.unlink, ops.rmdir = _mknod, _mkdir, _unlink, _rmdir
         ops.symlink, ops.rename, ops.link, ops.create = _symlink, _rename, _link, _create
+        ops.readlink, ops.getxattr, ops.listxattr = _readlink, _getxattr, _listxattr
+        ops.setxattr, ops.removexattr = _setxattr, _removexattr
 
         argv = [b"bucketdisk"] + [item for option in self.options for item in (b"-o", option.encode())]
         cdef fuse_args args
@@ -489,7 +400,69 @@ cdef void _fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
     fuse_reply_err(req, code)
 
 
+cdef void _readlink(fuse_req_t req, fuse_ino_t ino) noexcept nogil:
+    answer_readlink(req, ino)
+
+
+cdef void answer_readlink(fuse_req_t req, fuse_ino_t ino) noexcept with gil:
+    try:
+        target = os.fsencode(session_of(req).operations.readlink(ino))
+    except BaseException as e:
+        fuse_reply_err(req, error_code(e, "readlink"))
+        return
+    fuse_reply_readlink(req, target)
+
+
+cdef void reply_xattr(fuse_req_t req, bytes value, size_t size) noexcept:
+    """The getxattr/listxattr protocol: size 0 asks for the length only (GIL held)."""
+    if size == 0:
+        fuse_reply_xattr(req, len(value))
+    elif <size_t>len(value) > size:
+        fuse_reply_err(req, ERANGE)
+    else:
+        fuse_reply_buf(req, value, len(value))
+
+
+cdef void _getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) noexcept nogil:
+    cdef State *state = <State *>fuse_req_userdata(req)
+    if ino == state.fast_ino:  # the disk has none; asked before writes, so never wait for the GIL
+        fuse_reply_err(req, ENODATA)
+        return
+    answer_getxattr(req, ino, name, size)
+
+
+cdef void answer_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) noexcept with gil:
+    try:
+        value = bytes(session_of(req).operations.getxattr(ino, os.fsdecode(<bytes>name)))
+    except BaseException as e:
+        fuse_reply_err(req, error_code(e, "getxattr"))
+        return
+    reply_xattr(req, value, size)
+
+
+cdef void _listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept nogil:
+    answer_listxattr(req, ino, size)
+
+
+cdef void answer_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept with gil:
+    try:
+        names = b"".join(os.fsencode(n) + b"\0" for n in session_of(req).operations.listxattr(ino))
+    except BaseException as e:
+        fuse_reply_err(req, error_code(e, "listxattr"))
+        return
+    reply_xattr(req, names, size)
+
+
 # -- the fixed tree: no names come or go --------------------------------------------------
+
+cdef void _setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+                    int flags) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
+
+cdef void _removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) noexcept nogil:
+    fuse_reply_err(req, EPERM)
+
 
 cdef void _mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) noexcept nogil:
     fuse_reply_err(req, EPERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ..device.device import BlockDevice
 from ..errors import StoreError, UserError
@@ -22,8 +23,10 @@ class HistoryService:
     """Answers history requests for one mount (see control.py for their
     shapes); `schedule` adds a thread that takes one every so often."""
 
-    def __init__(self, device: BlockDevice, volume: Volume) -> None:
-        self.device, self.volume = device, volume
+    def __init__(self, device: BlockDevice, volume: Volume,
+                 on_change: Callable[[], None] | None = None) -> None:
+        """`on_change` is called after snapshots were taken or deleted here."""
+        self.device, self.volume, self.on_change = device, volume, on_change
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -31,7 +34,11 @@ class HistoryService:
     def handle(self, request: dict) -> dict:
         """One request's reply fields; raises UserError or StoreError."""
         with self._lock:
-            return self._handle(request)
+            try:
+                return self._handle(request)
+            finally:
+                if self.on_change is not None and request.get("op") in ("snapshot", "delete", "prune"):
+                    self.on_change()
 
     def schedule(self, every: float, keep: dict) -> None:
         """Take a scheduled snapshot every `every` seconds and prune by

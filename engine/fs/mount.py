@@ -11,6 +11,8 @@ from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
 from ..store import S3Options, open_store
 from ..volume.record import check_record_fits, read_record
+from ..volume.snapshotmaps import SnapshotCatalog
+from ..volume.snapshots import SnapshotRecords
 from ..volume.volume import Volume
 from ._fuse import Session
 from .control import ControlServer
@@ -137,7 +139,10 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         if on_ready is not None:
             on_ready()
 
-    service = HistoryService(device, volume)
+    # The live disk's mount shows its snapshots beside it (a snapshot's mount does not).
+    catalog = None if options.snapshot is not None else \
+        SnapshotCatalog(SnapshotRecords.of(store, volume.record), volume.maps)
+    service = HistoryService(device, volume, on_change=catalog.changed if catalog else None)
     if options.snapshot_every:
         service.schedule(options.snapshot_every, options.keep or {})
     control = ControlServer(service.handle)
@@ -146,7 +151,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         control.close()
 
     operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path), ready,
-                                stop_history)
+                                stop_history, snapshots=catalog)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
     session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,

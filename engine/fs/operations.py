@@ -1,4 +1,5 @@
-"""The FUSE adapter: a directory with `file` (the disk) and `stats`.
+"""The FUSE adapter: a directory with `file` (the disk), `stats`, and
+`snapshots/` (snapshottree.py) on a mount of the live disk.
 
 Translates read/write/fsync/fallocate/statfs on `file` into block-device
 calls; knows nothing about stores.  Errors below become EIO for the caller
@@ -15,7 +16,9 @@ from collections.abc import Callable
 
 from ..device.device import BlockDevice
 from ..errors import StoreError, VolumeReplaced
+from ..volume.snapshotmaps import SnapshotCatalog
 from ._fuse import Attr, FuseError, Statfs
+from .snapshottree import SNAPSHOTS, SnapshotTree
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,9 @@ class DiskOperations:
     """The operations _fuse.Session calls, by inode number."""
 
     def __init__(self, device: BlockDevice, render_stats: Callable[[], str],
-                 on_ready: Callable[[], None] | None = None, on_close: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, on_close: Callable[[], None] | None = None,
+                 snapshots: SnapshotCatalog | None = None) -> None:
+        """`snapshots`: the catalog the `snapshots/` folder shows (None: no folder)."""
         self.device = device
         self.render_stats = render_stats
         self.on_ready = on_ready
@@ -45,6 +50,8 @@ class DiskOperations:
         self._stats_snapshots: dict[int, bytes] = {}
         self._snapshots_lock = threading.Lock()
         self.close_error: BaseException | None = None
+        self.tree = None if snapshots is None else SnapshotTree(device, snapshots, self._attr)
+        self.names = dict(NAMES, **({"snapshots": SNAPSHOTS} if self.tree else {}))
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -63,26 +70,49 @@ class DiskOperations:
 
     # -- metadata -----------------------------------------------------------------
 
+    def _tree(self, ino: int) -> SnapshotTree | None:
+        """The snapshots folder if it serves `ino`."""
+        return self.tree if self.tree is not None and self.tree.owns(ino) else None
+
     def lookup(self, parent: int, name: str) -> int:
+        if self._tree(parent):
+            return self.tree.lookup(parent, name)
         if parent != ROOT:
             raise FuseError(errno.ENOTDIR)
-        if name not in NAMES:
+        if name not in self.names:
             raise FuseError(errno.ENOENT)
-        return NAMES[name]
+        return self.names[name]
 
     def getattr(self, ino: int) -> Attr:
         if ino == ROOT:
-            return self._attr(ino, stat.S_IFDIR | 0o755, 2, 0, ATTR_TIMEOUT)
+            return self._attr(ino, stat.S_IFDIR | 0o755, 2, 0, self.mounted_ns, ATTR_TIMEOUT)
         if ino == DISK:
             mode = 0o400 if self.device.read_only else 0o600
-            return self._attr(ino, stat.S_IFREG | mode, 1, self.device.size, ATTR_TIMEOUT)
+            return self._attr(ino, stat.S_IFREG | mode, 1, self.device.size, self.mounted_ns, ATTR_TIMEOUT)
         if ino == STATS:  # its size changes with every read
-            return self._attr(ino, stat.S_IFREG | 0o444, 1, len(self.render_stats().encode()), 0.0)
+            return self._attr(ino, stat.S_IFREG | 0o444, 1, len(self.render_stats().encode()), self.mounted_ns, 0.0)
+        if self._tree(ino):
+            return self.tree.getattr(ino, self.mounted_ns)
         raise FuseError(errno.ENOENT)
 
-    def _attr(self, ino: int, mode: int, nlink: int, size: int, timeout: float) -> Attr:
+    def _attr(self, ino: int, mode: int, nlink: int, size: int, time_ns: int, timeout: float) -> Attr:
         return Attr(ino=ino, mode=mode, nlink=nlink, size=size, uid=self.uid, gid=self.gid,
-                    time_ns=self.mounted_ns, blksize=self.device.block_size, timeout=timeout)
+                    time_ns=time_ns, blksize=self.device.block_size, timeout=timeout)
+
+    def readlink(self, ino: int) -> str:
+        if self._tree(ino):
+            return self.tree.readlink(ino)
+        raise FuseError(errno.EINVAL)
+
+    def getxattr(self, ino: int, name: str) -> bytes:
+        """The value of extended attribute `name`; ENODATA if there is none."""
+        value = self.tree.xattrs(ino).get(name) if self._tree(ino) else None
+        if value is None:
+            raise FuseError(errno.ENODATA)
+        return value
+
+    def listxattr(self, ino: int) -> list[str]:
+        return list(self.tree.xattrs(ino)) if self._tree(ino) else []
 
     def setattr(self, ino: int, to_set: int, size: int) -> Attr:
         """Mode, owner and size changes are refused (truncating the disk to
@@ -98,10 +128,12 @@ class DiskOperations:
         return self.getattr(ino)
 
     def readdir(self, ino: int) -> list[tuple[str, int, int]]:
+        if self._tree(ino):
+            return self.tree.readdir(ino)
         if ino != ROOT:
             raise FuseError(errno.ENOTDIR)
         return [(".", ROOT, stat.S_IFDIR), ("..", ROOT, stat.S_IFDIR)] + \
-            [(name, ino, stat.S_IFREG) for name, ino in NAMES.items()]
+            [(name, ino, stat.S_IFDIR if ino == SNAPSHOTS else stat.S_IFREG) for name, ino in self.names.items()]
 
     def statfs(self) -> Statfs:
         total = self.device.block_count
@@ -128,6 +160,8 @@ class DiskOperations:
             with self._snapshots_lock:
                 self._stats_snapshots[handle] = self.render_stats().encode()
             return handle, True, False  # direct: the size changes between reads
+        if self._tree(ino):
+            return self.tree.open(ino, bool(writing))
         raise FuseError(errno.EISDIR if ino == ROOT else errno.ENOENT)
 
     def release(self, ino: int, fh: int) -> None:
@@ -141,6 +175,8 @@ class DiskOperations:
             chunk = text[offset : offset + len(out)]
             out[: len(chunk)] = chunk
             return len(chunk)
+        if ino != DISK and self._tree(ino):
+            return self._io(self.tree.read_into, ino, out, offset)
         return self._io(self.device.read_into, offset, out)
 
     def write(self, ino: int, fh: int, data: memoryview, offset: int) -> int:
