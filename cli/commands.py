@@ -367,7 +367,7 @@ def info(args: argparse.Namespace) -> int:
     mapped, unmerged, _ = maps.count()  # never holds the whole map
     snapshots = SnapshotRecords.of(store, record).list()
     kept = mapped_blocks(maps, snapshots)
-    objects, stored, unknown = _survey(store)
+    objects, stored, aliases, alias_bytes, unknown = _survey(store)
     temp_files, abandoned = store.scratch()
     holder = current_holder(store)
     facts = {
@@ -375,6 +375,8 @@ def info(args: argparse.Namespace) -> int:
         "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
         "compression": record.compression, "hash": record.hash, "created": record.created,
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
+        # second copies kept while a late delete may land (FORMAT.md, "Late deletes")
+        "aliases": aliases, "alias_bytes": alias_bytes,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
         "snapshots": len(snapshots),
         "live_mapped_bytes": mapped * record.block_size,     # what the disk holds, uncompressed
@@ -390,19 +392,22 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _survey(store) -> tuple[int, int, list[str]]:
-    """(block objects, their bytes, keys the layout does not name) of the
-    volume in `store`, from one listing of everything under its place."""
+def _survey(store) -> tuple[int, int, int, int, list[str]]:
+    """(block objects, their bytes, aliases of blocks and pages, their bytes,
+    keys the layout does not name) of the volume in `store`, from one
+    listing of everything under its place."""
     from bucketdisk.volume import layout
 
-    objects = stored = 0
+    objects = stored = aliases = alias_bytes = 0
     unknown = []
     for key, size in store.list_sizes():
         if layout.hash_of_block_key(key) is not None:
             objects, stored = objects + 1, stored + size
+        elif layout.alias_of(key) is not None:
+            aliases, alias_bytes = aliases + 1, alias_bytes + size
         elif key and not layout.is_volume_key(key):  # "": an S3 console's marker of the place itself
             unknown.append(key)
-    return objects, stored, unknown
+    return objects, stored, aliases, alias_bytes, unknown
 
 
 def gc(args: argparse.Namespace) -> int:

@@ -186,9 +186,13 @@ def _utc_time(text: str) -> float:
     """argparse type: an ISO 8601 UTC time, YYYY-MM-DDTHH:MM:SSZ."""
     from datetime import datetime, timezone
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        when = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UTC time like 2026-11-30T09:00:00Z") from None
+    if not 1970 <= when.year <= 9999 or len(text) != len("2026-11-30T09:00:00Z"):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: a time from 1970 on, written "
+                                         "like 2026-11-30T09:00:00Z")
+    return when.timestamp()
 
 
 def _count(text: str) -> int:

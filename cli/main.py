@@ -2,6 +2,8 @@
 does the work."""
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from bucketdisk import __version__
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     except StoreError as e:
         return _fail(f"storage error: {e}")
+    except BrokenPipeError:  # `bucketdisk ... | head`: the reader has all it wanted, as with any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
+        return 128 + signal.SIGPIPE
     except OSError as e:
         return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
     except KeyboardInterrupt:

@@ -17,10 +17,12 @@ import pytest
 
 from crashpoints import BLOCK_SIZE, BLOCKS, CONTENT, CrashStore, Plan
 from test_crash_points import create, places  # noqa: F401 - the fixture
-from bucketdisk.errors import StoreError
+from bucketdisk.codec.block import ZERO_HASH
+from bucketdisk.errors import StoreError, UserError
 from bucketdisk.volume import layout
 from bucketdisk.volume.create import create_volume
 from bucketdisk.volume.latedeletes import BLOCK
+from bucketdisk.volume.snapshots import SnapshotRecords
 from bucketdisk.volume.sweep import sweep
 from bucketdisk.volume.volume import Volume
 
@@ -32,11 +34,13 @@ class DelayedDeletes(CrashStore):
     """Deletes of `prefix` keys pass the guard at once and land when released.
     With `retry`, the held request is the first of two: a second one (a
     retry, attempt 1) is sent and answered at once.  With `lost`, its answer
-    never comes and no retry follows: the caller sees an error."""
+    never comes and no retry follows: the caller sees an error.  With
+    `waiting`, the caller waits for the answer, which comes once it landed."""
 
-    def __init__(self, inner, prefix: str, *, retry: bool = False, lost: bool = False) -> None:
+    def __init__(self, inner, prefix: str, *, retry: bool = False, lost: bool = False,
+                 waiting: bool = False) -> None:
         super().__init__(inner, Plan())
-        self.prefix, self.retry, self.lost = prefix, retry, lost
+        self.prefix, self.retry, self.lost, self.waiting = prefix, retry, lost, waiting
         self.held = threading.Event()
         self.release = threading.Event()
         self.landed = threading.Event()
@@ -51,6 +55,8 @@ class DelayedDeletes(CrashStore):
         self._thread = threading.Thread(target=self._land_later, args=(keys,))
         self._thread.start()
         self.held.wait(HANG_GUARD)
+        if self.waiting:
+            self._thread.join(HANG_GUARD)
         if self.lost:
             raise StoreError("timed out (gave up after 1 attempts)")
         if self.retry:
@@ -238,3 +244,91 @@ def test_a_volume_made_with_create_force_survives_the_old_volumes_late_deletes(p
     later.close()
     assert aliases(store) == [] and store.head(layout.block_key(x)) is not None
     assert json.loads(store.get(layout.RECORD))["replaced"] is True
+
+
+def test_create_force_stops_while_the_delete_of_its_record_may_land_late(places):  # noqa: F811
+    """The record's name and the newest snapshot number would be used again
+    by the volume `create --force` makes: a delete of them that lands late
+    must not remove the new ones.  A record delete without an answer stops
+    the replacement (one line, run again later); the newest old snapshot
+    record becomes a placeholder, so the new volume's numbers go above it."""
+    name = places.new()
+    create(places.open(name))
+    old = Volume(places.open(name), writable=True)
+    write(old, 0, X)
+    old.close()
+    records = SnapshotRecords.of(places.open(name), old.record)
+    for _ in range(2):
+        records.write((old.epoch, 1), [ZERO_HASH] * records.page_count)
+    held = DelayedDeletes(places.open(name), layout.RECORD, retry=True)
+    with pytest.raises(UserError, match="run this command again after"):
+        create_volume(held, BLOCKS * BLOCK_SIZE, BLOCK_SIZE, force=True)
+    assert places.open(name).head(layout.snapshot_key(2)) is not None  # nothing else was deleted
+    held.land()  # its first request lands after all
+
+    store = places.open(name)
+    record = create_volume(store, BLOCKS * BLOCK_SIZE, BLOCK_SIZE, force=True)  # later: it goes through
+    fresh = SnapshotRecords.of(store, record)
+    new = fresh.write((0, 1), [ZERO_HASH] * fresh.page_count)
+    assert new.number == 3
+    store.delete([layout.snapshot_key(1), layout.snapshot_key(2)])  # the old volume's, landing late
+    assert [s.number for s in SnapshotRecords.of(store, record).list()] == [3]
+    Volume(store, writable=False).close()  # the new record is there
+
+
+def test_a_sweeps_late_delete_is_in_every_root_written_meanwhile(places):  # noqa: F811
+    """A sweep beside a mount deletes outside the mount's sync lock; a
+    checkpoint that writes a newer root meanwhile must still list what the
+    sweep is deleting, or a mount taking over after a crash would not
+    quarantine it and would store it again plainly."""
+    name = places.new()
+    create(places.open(name))
+    crashed = Volume(places.open(name), writable=True)
+    x = crashed.store_block(X, 1)  # stored, never committed: garbage for the sweep
+    del crashed  # killed: its lease is left as it was
+    held = DelayedDeletes(places.open(name), layout.BLOCKS, waiting=True)
+    a = Volume(held, writable=True)
+    sweeping = threading.Thread(target=lambda: _ignoring_fenced(sweep, a, delete=True))
+    sweeping.start()
+    assert held.held.wait(HANG_GUARD)  # the sweep's delete of X passed its lease check, held up
+    write(a, 0, Y)
+    a.checkpoint()  # a newer root than the sweep's
+    b = Volume(places.open(name), writable=True)  # a crashed: taken over at once
+    write(b, 2, X)
+    b.sync()
+    held.land()
+    sweeping.join(HANG_GUARD)
+    assert places.open(name).head(layout.block_key(x)) is None  # the late delete did land
+    assert reads(b, 2) == X and reads(b, 0) == Y
+    b.close()
+
+
+def _ignoring_fenced(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs)
+    except StoreError:  # Fenced: the mount was taken over meanwhile
+        pass
+
+
+def test_later_mounts_settle_the_aliases_an_earlier_short_mount_left(places):  # noqa: F811
+    """Aliases are settled by later mounts, not only by the mount that wrote
+    them or by gc: each root lists the hashes whose aliases are unsettled."""
+    name = places.new()
+    create(places.open(name))
+    old = Volume(places.open(name), writable=True)
+    write(old, 0, X)
+    old.close()
+    create_volume(places.open(name), BLOCKS * BLOCK_SIZE, BLOCK_SIZE, force=True)
+    short = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    write(short, 0, X)
+    write(short, 1, Y)
+    short.close()  # within the quarantine: its aliases stay
+    assert len(aliases(places.open(name))) >= 2
+    time.sleep(SHORT + 2.5)
+    later = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    later.close()
+    store = places.open(name)
+    assert aliases(store) == []
+    check = Volume(store, writable=False)
+    assert reads(check, 0) == X and reads(check, 1) == Y
+    check.close()

@@ -97,7 +97,7 @@ def open_rw(m) -> int:
 def test_mount_shape_lock_and_clean_unmount(bd):
     vol = bd.create(size="96M", block_size="64K")
     m = bd.mount(vol)
-    assert sorted(os.listdir(m.path)) == ["file", "stats"]
+    assert sorted(os.listdir(m.path)) == ["file", "snapshots", "stats"]
     st = os.stat(m.file)
     assert stat.S_ISREG(st.st_mode)
     assert st.st_size == vol.size == 96 * MiB
@@ -111,7 +111,7 @@ def test_mount_shape_lock_and_clean_unmount(bd):
         with pytest.raises(PermissionError) as refused:
             attempt()
         assert refused.value.errno == errno.EPERM
-    assert sorted(os.listdir(m.path)) == ["file", "stats"]
+    assert sorted(os.listdir(m.path)) == ["file", "snapshots", "stats"]
     assert vol.has_lock(), "no lock object while mounted writable"
     assert json.loads(vol.lock_bytes())["pid"] == m.pid, "the lock does not name the daemon"
     assert pid_alive(m.pid)

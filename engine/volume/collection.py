@@ -14,18 +14,19 @@ from ..codec.block import ZERO_HASH
 from ..codec.block import content_hash as hash_of
 from . import layout
 from .blockmap import referenced_in
-from .latedeletes import BLOCK, PAGE, alias_key, settle, still_late
+from .latedeletes import BLOCK, PAGE, alias_key, aliases_of, plain_key, settle, still_late
 from .mapstore import Root
 
 log = logging.getLogger(__name__)
 
-LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 32
+LOG_EPOCH_SHIFT = 32
+SETTLE_LOOKUPS = 64  # hashes an earlier mount listed, looked up for aliases per checkpoint (a listing each)  # log numbers and alias numbers of epoch E start at E << 32
 
 
 class Collection:
     """Deleting, for Volume.  Needs its store, maps, stats, _lease, _lock,
     _sync_lock, _deleted, _quarantine, _aliases_written, _candidates,
-    _collecting, _deleting, _deleting_pages, _writing_pages, _inflight,
+    _collecting, _deleting, _deleting_pages, _writing_pages, _sweeping, _inflight,
     _map, _root, _kept_pages, _snapshotted, _fresh, record, epoch and
     checkpoint()."""
 
@@ -73,6 +74,8 @@ class Collection:
         late = still_late(self._lease.predecessor, self._lease.predecessor_state, self._quarantine.seconds)
         self._quarantine.add(BLOCK, root.doomed_blocks, late)
         self._quarantine.add(PAGE, root.doomed_pages, late)
+        self._quarantine.add_unchecked(BLOCK, root.doomed_blocks)
+        self._quarantine.add_unchecked(PAGE, root.doomed_pages)
         if self.record.replaced:
             age = self.store.age(layout.RECORD)
             left = self._quarantine.seconds - (age if age is not None else 0.0)
@@ -81,14 +84,29 @@ class Collection:
                          "%.0f s more", self._quarantine.seconds - left, left)
                 self._quarantine.add_everything(left)
 
+    def _doomed(self, kind: str, deleting_next: set[bytes]) -> list[bytes]:
+        """What a root lists as doomed (latedeletes.py): the hashes of `kind`
+        its writer deletes next, those a sweep is deleting beside it, and
+        those the quarantine still follows."""
+        with self._lock:
+            sweeping = set(self._sweeping[0 if kind == BLOCK else 1])
+        return sorted(deleting_next | sweeping | set(self._quarantine.recorded(kind)))
+
     def _quarantine_keys(self, keys: list[str]) -> None:
         self._quarantine.add(BLOCK, [h for h in map(layout.hash_of_block_key, keys) if h])
         self._quarantine.add(PAGE, [h for h in map(layout.hash_of_page_key, keys) if h])
 
     def _settle_aliases(self, found: list[tuple[str, bytes, str]] | None = None) -> None:
         """Put back the plain objects of aliases whose quarantine has
-        passed (this mount's, or `found` by a sweep), and delete the aliases."""
-        for kind, content_hash, key in self._quarantine.settled_aliases() if found is None else found:
+        passed (this mount's, those an earlier mount left of hashes its
+        root listed, or `found` by a sweep), and delete the aliases."""
+        if found is None:
+            found = self._quarantine.settled_aliases()
+            for kind, content_hash in self._quarantine.to_check(SETTLE_LOOKUPS):
+                found += [(kind, content_hash, key)
+                          for key in aliases_of(self.store, plain_key(kind, content_hash))]
+                self._quarantine.checked(kind, content_hash)
+        for kind, content_hash, key in found:
             if not self._quarantine.holds(kind, content_hash):
                 settle(self.store, kind, content_hash, key, self.delete_guard)
                 self._quarantine.forget_alias(kind, content_hash)
@@ -164,7 +182,19 @@ class Collection:
             raise ValueError("deleting needs the volume open writable")
         hashes = {_hash_of(k, BLOCK) for k in block_keys}
         pages = {h for k in other_keys if (h := _hash_of(k, PAGE))}
-        self.checkpoint(start=True, doomed=(hashes, pages))
+        # Every root written until these deletes end lists them: a root a
+        # checkpoint writes meanwhile supersedes this sweep's own.
+        with self._lock:
+            self._sweeping = (hashes, pages)
+        try:
+            self.checkpoint(start=True)
+            self._delete_swept(hashes, pages, block_keys, other_keys)
+        finally:
+            with self._lock:
+                self._sweeping = (set(), set())
+
+    def _delete_swept(self, hashes: set[bytes], pages: set[bytes], block_keys: list[str],
+                      other_keys: list[str]) -> None:
         with self._lock:  # what a checkpoint or upload took up since the sweep looked stays
             # Replaced since the checkpoint above (candidates): a journal may still name them.
             dead = hashes - set(self._inflight) - self._candidates - self._collecting

@@ -19,11 +19,13 @@ HEAD of `volume` per enclosing directory or prefix, and a GET of each
 candidate record below the place until one proves to be a volume.
 """
 import json
+import time
 
-from ..errors import Forbidden, NotFound, UserError
+from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..store.base import DeleteGuard, ObjectStore
 from ..store.names import is_plain_key, shown
 from . import layout
+from .latedeletes import LATE_DELETE_SECONDS
 from .lock import Lease, current_holder
 from .record import VolumeRecord, check_map_fits, validate_geometry
 
@@ -178,9 +180,37 @@ def _holds_record(store: ObjectStore, key: str) -> bool:
 def _delete_volume_keys(store: ObjectStore, keys: list[str], guard: DeleteGuard) -> None:
     """Delete the volume's keys, the record first so that a half-wiped
     volume is never mistaken for one.  Only layout keys are passed in; the
-    filter stays as the last guard."""
+    filter stays as the last guard.
+
+    The record's name and the highest snapshot number would be used again
+    by the new volume, so no late copy of a delete request may name them
+    (latedeletes.py): the record's delete is sent once, and if it gets no
+    answer the replacement stops (UserError) until such a copy can no
+    longer land; the highest snapshot record is overwritten by an empty
+    placeholder instead, which keeps the new volume's numbers above it."""
     doomed = [k for k in keys if layout.is_volume_key(k)]
-    store.delete(sorted(doomed, key=lambda k: k != layout.RECORD), guard=guard)
+    if layout.RECORD in doomed:
+        _delete_record_once(store, guard)
+    snapshots = sorted((n, k) for k in doomed if (n := layout.number_of_snapshot_key(k)) is not None)
+    if snapshots:
+        store.put(snapshots[-1][1], b"")
+    store.delete([k for k in doomed if k != layout.RECORD and (not snapshots or k != snapshots[-1][1])],
+                 guard=guard)
+
+
+def _delete_record_once(store: ObjectStore, guard: DeleteGuard) -> None:
+    def once(keys: list[str], attempt: int) -> None:
+        if attempt:
+            raise StoreError("no answer")
+        guard(keys, attempt)
+
+    try:
+        store.delete([layout.RECORD], guard=once)
+    except StoreError as e:
+        until = time.strftime("%H:%M UTC", time.gmtime(time.time() + LATE_DELETE_SECONDS))
+        raise UserError(f"replacing the volume stopped before it began: deleting its record failed ({e}); "
+                        f"that request may still reach the store until about {until}: run this command "
+                        "again after that") from None
 
 
 def _check_listed(store: ObjectStore) -> None:

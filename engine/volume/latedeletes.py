@@ -28,8 +28,9 @@ alias (layout.py), a copy under a name used only once, which no earlier
 delete can touch; reads fall back to the alias when the plain
 object is gone.  Once the quarantine has passed, the plain object is put
 back from the alias if it has gone, and the alias is deleted.  Roots carry
-the quarantined hashes forward, so a mount that takes over mid-quarantine
-quarantines them again.
+the quarantined hashes forward, and those with an alias not settled yet,
+so a mount that takes over mid-quarantine quarantines them again, and a
+later mount (or gc) looks for their aliases and settles them.
 """
 import threading
 
@@ -55,6 +56,9 @@ class Quarantine:
         self._lock = threading.Lock()
         self._until: dict[tuple[str, bytes], float] = {}
         self._aliases: dict[tuple[str, bytes], str] = {}
+        # Doomed in the root this mount loaded: an earlier mount may have
+        # left an alias of them that it did not settle (found by listing).
+        self._unchecked: set[tuple[str, bytes]] = set()
 
     def add(self, kind: str, hashes, seconds: float | None = None) -> None:
         """Quarantine these hashes of `kind` (BLOCK or PAGE) for `seconds`
@@ -80,6 +84,30 @@ class Quarantine:
         with self._lock:
             self._until = {k: t for k, t in self._until.items() if t > now or k in self._aliases}
             return [h for (k, h), t in self._until.items() if k == kind and t > now]
+
+    def recorded(self, kind: str) -> list[bytes]:
+        """What a root must list of `kind` for the next mount: hashes still
+        quarantined, with an alias not settled yet, or not checked yet."""
+        with self._lock:
+            aliased = [h for k, h in self._aliases if k == kind]
+            unchecked = [h for k, h in self._unchecked if k == kind]
+        return list(set(self.active(kind)) | set(aliased) | set(unchecked))
+
+    def add_unchecked(self, kind: str, hashes) -> None:
+        """Hashes an earlier mount's root listed as doomed: look for
+        aliases of them once their quarantine has passed (to_check)."""
+        with self._lock:
+            self._unchecked.update((kind, h) for h in hashes)
+
+    def to_check(self, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` unchecked (kind, hash) whose quarantine has passed."""
+        with self._lock:
+            pairs = list(self._unchecked)
+        return [pair for pair in pairs if not self.holds(*pair)][:limit]
+
+    def checked(self, kind: str, content_hash: bytes) -> None:
+        with self._lock:
+            self._unchecked.discard((kind, content_hash))
 
     def needs_alias(self, kind: str, content_hash: bytes) -> bool:
         """Whether an upload of this content must also write an alias: it
@@ -132,16 +160,23 @@ def alias_key(kind: str, content_hash: bytes, number: int) -> str:
 def find_alias(store: ObjectStore, plain: str) -> str:
     """The key of an alias of the object named `plain`; raises NotFound
     if there is none."""
-    for key in store.list(plain + "-"):
-        if layout.alias_of(key) is not None:
-            return key
+    for key in aliases_of(store, plain):
+        return key
     raise NotFound(plain)
+
+
+def aliases_of(store: ObjectStore, plain: str) -> list[str]:
+    """The keys of every alias of the object named `plain` (one listing)."""
+    return [key for key in store.list(plain + "-") if layout.alias_of(key) is not None]
 
 
 def settle(store: ObjectStore, kind: str, content_hash: bytes, alias: str, guard: DeleteGuard) -> None:
     """Once its quarantine has passed: put the plain object back from the
     alias if a late delete removed it, then delete the alias."""
     plain = plain_key(kind, content_hash)
-    if store.head(plain) is None:
-        store.put(plain, store.get(alias))
+    try:
+        if store.head(plain) is None:
+            store.put(plain, store.get(alias))
+    except NotFound:  # settled or swept meanwhile by another
+        return
     store.delete([alias], guard=guard)

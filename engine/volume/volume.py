@@ -98,6 +98,7 @@ class Volume(Collection, FsyncLog, Views):
         self._deleting: set[bytes] = set()     # block objects being deleted right now
         self._writing_pages: dict[bytes, int] = {}  # pages a checkpoint is writing -> count
         self._deleting_pages: set[bytes] = set()    # pages a sweep is deleting right now
+        self._sweeping: tuple[set, set] = (set(), set())  # (blocks, pages) a sweep deletes until it ends
         self._merged: dict[bytes, bytes] = {}   # read-only: blocks merged with logged pages in memory
         self._quarantine = Quarantine(late_delete_seconds)
         self._aliases_written = 0
@@ -316,13 +317,12 @@ class Volume(Collection, FsyncLog, Views):
                 log.warning("checkpoint failed, will retry: %s", e)
         return wrote
 
-    def checkpoint(self, *, start: bool = False, doomed: tuple[Iterable[bytes], Iterable[bytes]] = ((), ())) -> None:
+    def checkpoint(self, *, start: bool = False) -> None:
         """Write changed map pages and a new root, then delete what it
         supersedes.  `start`: the epoch's first root, written even when
-        nothing changed.  `doomed`: (block hashes, page hashes) the caller
-        will delete after it, recorded in the root."""
+        nothing changed."""
         with self._sync_lock:
-            self._checkpoint(start, doomed)
+            self._checkpoint(start)
 
     def snapshot_root(self) -> Root:
         """A root of every change committed so far, from which on a snapshot
@@ -332,7 +332,7 @@ class Volume(Collection, FsyncLog, Views):
             with self._lock:
                 self._snapshotted = True
                 self._fresh.clear()
-            self._checkpoint(True, ((), ()))
+            self._checkpoint(True)
             with self._lock:
                 self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
             return self._root
@@ -345,20 +345,20 @@ class Volume(Collection, FsyncLog, Views):
         loaded = self.maps.load_root(Root(0, 0, list(page_hashes)))
         with self._sync_lock:
             self._check_lease_held()
+            doomed = self._doomed(BLOCK, set()), self._doomed(PAGE, set())
             with self._lock:
                 if self._pending or self._map.dirty_pages() or any(self._live.values()):
                     raise ValueError("restore needs every change checkpointed first")
                 self._seq += 1
                 root = Root(self.epoch, self._seq, list(page_hashes), self._log,
-                            doomed_blocks=sorted(self._quarantine.active(BLOCK)),
-                            doomed_pages=sorted(self._quarantine.active(PAGE)))
+                            doomed_blocks=doomed[0], doomed_pages=doomed[1])
             self._write_map(self.maps.write_root, root)
             with self._lock:
                 old_root, self._root, self._map = self._root, root, loaded.map
                 self._candidates, self._journals = set(), 0
             self._drop_superseded(old_root, root, set())
 
-    def _checkpoint(self, start: bool, doomed: tuple[Iterable[bytes], Iterable[bytes]]) -> None:
+    def _checkpoint(self, start: bool) -> None:
         self._check_lease_held()
         with self._lock:
             pages = self._map.take_dirty_pages()
@@ -384,8 +384,8 @@ class Volume(Collection, FsyncLog, Views):
             for number, page_hash in page_hashes.items():
                 root.page_hashes[number] = page_hash
             stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
-            root.doomed_blocks = sorted(candidates | set(self._quarantine.active(BLOCK)) | set(doomed[0]))
-            root.doomed_pages = sorted(stale_pages | set(self._quarantine.active(PAGE)) | set(doomed[1]))
+            root.doomed_blocks = self._doomed(BLOCK, candidates)
+            root.doomed_pages = self._doomed(PAGE, stale_pages | {h for h, _ in aliased})
             self._write_map(self.maps.write_root, root)
             for page_hash, key in aliased:
                 self._quarantine.wrote_alias(PAGE, page_hash, key)
