@@ -12,7 +12,7 @@ from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import is_bucketdisk_mount
 
 from .commands import _read_stats, s3_options
-from .units import format_size
+from .units import human_size
 
 
 def _mounted(args: argparse.Namespace) -> str | None:
@@ -65,7 +65,7 @@ def create(args: argparse.Namespace) -> int:
             made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual",
                                   "started": args.time})["snapshot"]
     print(f"snapshot {made['number']} '{made['name']}': {made['changed_blocks']} blocks changed, "
-          f"{format_size(made['new_bytes'])} new")
+          f"{human_size(made['new_bytes'])} new")
     return 0
 
 
@@ -109,9 +109,10 @@ def list_(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    width = _name_width(rows)
     for row in rows:
-        print(f"{row['number']:>5}  {row['name']:<24} {row['type']:<11} {row['started']}  "
-              f"{row['changed_blocks']:>9} blocks changed  {format_size(row['new_bytes'])} new")
+        print(f"{row['number']:>5}  {row['name']:<{width}} {row['type']:<11} {row['started']}  "
+              f"{row['changed_blocks']:>9} blocks changed  {human_size(row['new_bytes'])} new")
     return 0
 
 
@@ -148,7 +149,7 @@ def diff(args: argparse.Namespace) -> int:
         return 0
     for offset, length in found["ranges"]:
         print(f"{offset} {length}")
-    print(f"{found['count']} ranges changed, {format_size(found['bytes'])}")
+    print(f"{found['count']} ranges changed, {human_size(found['bytes'])}")
     return 0
 
 
@@ -176,10 +177,16 @@ def prune(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     verb = "would remove" if args.dry_run else "removed"
+    width = _name_width(rows)
     for row in rows:
         fate = "keep" if row["keep"] else verb
-        print(f"{fate:<12}  {row['number']:>5}  {row['name']:<24} {row['started']}  {', '.join(row['reasons'])}")
+        print(f"{fate:<12}  {row['number']:>5}  {row['name']:<{width}} {row['started']}  {', '.join(row['reasons'])}")
     return 0
+
+
+def _name_width(rows: list[dict]) -> int:
+    """Characters of the name column: the longest name, at least 24."""
+    return max([24] + [len(row["name"]) for row in rows])
 
 
 def _utc_time(text: str) -> float:

@@ -184,7 +184,9 @@ def validate_geometry(size: int, block_size: int) -> None:
     if size <= 0:
         raise UserError("volume size must be positive")
     if size % block_size:
-        raise UserError(f"volume size {size} is not a multiple of the block size {block_size}")
+        shown_block = f"{block_size >> 20}M" if block_size >= 1 << 20 else f"{block_size >> 10}K"
+        raise UserError(f"volume size {size} (bytes) is not a multiple of the block size, {shown_block} "
+                        f"({block_size} bytes)")
     if size // block_size > MAX_BLOCKS:
         if size // MAX_BLOCK_SIZE > MAX_BLOCKS:
             raise UserError(f"volume size {size} is too large: at most {MAX_BLOCKS} blocks of at most "
