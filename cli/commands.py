@@ -417,6 +417,7 @@ def gc(args: argparse.Namespace) -> int:
     from bucketdisk.volume.volume import Volume
 
     from .history import _ask, _mounted
+    from .progress import Bars
 
     control = _mounted(args)
     if control is not None:  # the mount's daemon sweeps, beside its writes
@@ -429,7 +430,11 @@ def gc(args: argparse.Namespace) -> int:
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run)
     try:
-        facts = {"url": args.url, **collect(volume, delete=not args.dry_run)}
+        bars = Bars()
+        try:
+            facts = {"url": args.url, **collect(volume, delete=not args.dry_run, progress=bars)}
+        finally:
+            bars.close()
     finally:
         volume.close()
     _print_facts(facts, args.json)

@@ -12,6 +12,7 @@ touched.  Aliases (latedeletes.py) of what is marked are settled: the
 plain object put back if it has gone, the alias deleted, once no late
 delete can land.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..codec.block import HASH_SIZE, ZERO_HASH
@@ -20,6 +21,16 @@ from . import layout
 from .mapstore import Listing, MapStore, Root
 from .snapshots import SnapshotRecords
 from .volume import Volume
+
+
+# How a long sweep tells of its progress: progress(phase, total) is called as
+# each phase starts (total: items it will count, None if unknown) and returns
+# step(n), called as n more items are done.
+Progress = Callable[[str, "int | None"], Callable[[int], None]]
+
+
+def no_progress(phase: str, total: int | None) -> Callable[[int], None]:
+    return lambda n: None
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ class Sweep:
     aliases: int   # aliases of blocks and pages still in use, settled
 
 
-def sweep(volume: Volume, *, delete: bool) -> Sweep:
+def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> Sweep:
     """Mark from `volume`'s durable state and sweep the rest.
 
     Deleting needs the volume open writable (its lease keeps every other
@@ -41,24 +52,37 @@ def sweep(volume: Volume, *, delete: bool) -> Sweep:
     """
     if delete and not volume.writable:
         raise ValueError("a sweep that deletes needs the volume open writable")
+    progress = progress or no_progress
     maps = volume.maps
     listing = maps.listing()
     root = maps.newest_root(listing)
     newest = (root.epoch, root.seq)
     kept_journals = _needed_journals(maps, listing, root)
     kept = [root] + [Root(*s.root, s.page_hashes) for s in SnapshotRecords.of(volume.store, volume.record).list()]
-    marked = _mark_blocks(maps, kept, kept_journals) | volume.hashes_in_use()
+    marked = _mark_blocks(maps, kept, kept_journals, progress) | volume.hashes_in_use()
     used_pages = {h for r in kept for h in r.page_hashes} - {ZERO_HASH}
 
-    blocks, block_aliases = _split(volume.store.list(layout.BLOCKS), layout.hash_of_block_key, marked)
-    pages, page_aliases = _split(volume.store.list(layout.PAGES), layout.hash_of_page_key, used_pages)
+    listed = progress("listing objects", None)
+    blocks, block_aliases = _split(_counted(volume.store.list(layout.BLOCKS), listed), layout.hash_of_block_key,
+                                   marked)
+    pages, page_aliases = _split(_counted(volume.store.list(layout.PAGES), listed), layout.hash_of_page_key,
+                                 used_pages)
     roots = [layout.root_key(*name) for name in listing.roots if name != newest]
     journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
     if delete:
-        volume.delete_unreferenced(blocks, pages + roots + journals)
+        garbage = pages + roots + journals
+        step = progress("deleting", len(blocks) + len(garbage))
+        volume.delete_unreferenced(blocks, garbage)
+        step(len(blocks) + len(garbage))
         volume.settle_aliases(block_aliases + page_aliases)
     return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals),
                  aliases=len(block_aliases) + len(page_aliases))
+
+
+def _counted(keys, step: Callable[[int], None]):
+    for key in keys:
+        step(1)
+        yield key
 
 
 def _split(keys, hash_of, marked: set[bytes]) -> tuple[list[str], list[str]]:
@@ -77,12 +101,12 @@ def _split(keys, hash_of, marked: set[bytes]) -> tuple[list[str], list[str]]:
     return garbage, in_use
 
 
-def sweep_settled(volume: Volume, *, delete: bool, attempts: int = 5) -> Sweep:
+def sweep_settled(volume: Volume, *, delete: bool, attempts: int = 5, progress: Progress | None = None) -> Sweep:
     """`sweep`, looked at again when a live writer tidied an object away
     between the listing and its read (a dry run beside a mount)."""
     for attempt in range(attempts):
         try:
-            return sweep(volume, delete=delete)
+            return sweep(volume, delete=delete, progress=progress)
         except NotFound:
             if delete or attempt == attempts - 1:
                 raise
@@ -101,31 +125,30 @@ def _needed_journals(maps: MapStore, listing: Listing, root: Root) -> dict[tuple
     return needed
 
 
-def _mark_blocks(maps: MapStore, roots: list[Root], journals: dict) -> set[bytes]:
+def _mark_blocks(maps: MapStore, roots: list[Root], journals: dict, progress: Progress) -> set[bytes]:
     """Every block hash the roots' pages and the journals' changes name.
     A page shared by several roots is read once."""
     marked: set[bytes] = set()
-    seen_pages: set[bytes] = set()
-    for root in roots:
-        for page_hash in root.page_hashes:
-            if page_hash == ZERO_HASH or page_hash in seen_pages:
-                continue
-            seen_pages.add(page_hash)
-            page = memoryview(maps.read_page(page_hash))
-            marked.update(bytes(page[i : i + HASH_SIZE]) for i in range(0, len(page), HASH_SIZE))
+    distinct = {h for root in roots for h in root.page_hashes} - {ZERO_HASH}
+    step = progress("reading map pages", len(distinct))
+    for page_hash in distinct:
+        page = memoryview(maps.read_page(page_hash))
+        marked.update(bytes(page[i : i + HASH_SIZE]) for i in range(0, len(page), HASH_SIZE))
+        step(1)
     for changes in journals.values():
         marked.update(h for _, h, _ in changes)
     marked.discard(ZERO_HASH)
     return marked
 
 
-def collect(volume: Volume, *, delete: bool) -> dict:
+def collect(volume: Volume, *, delete: bool, progress: Progress | None = None) -> dict:
     """`sweep_settled`, and what it did, as gc reports it: objects of each
     kind deleted (or found, for a dry run), abandoned temporary files
-    removed (file://), block bytes stored before and after."""
+    removed (file://), block bytes stored before and after.  `progress`
+    is told of each phase as it goes (see Progress)."""
     store = volume.store
     before = store.usage(layout.BLOCKS)[1]
-    found = sweep_settled(volume, delete=delete)
+    found = sweep_settled(volume, delete=delete, progress=progress)
     temp_files = store.tidy_scratch() if delete else store.scratch()[1]
     verb = "deleted" if delete else "found"
     return {f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,

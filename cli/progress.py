@@ -1,0 +1,29 @@
+"""Progress bars on a terminal for long commands (tqdm), nothing elsewhere.
+
+`Bars()` is a sweep's Progress (volume/sweep.py): one bar per phase, on
+stderr, shown only when stderr is a terminal, so scripts and --json
+output see nothing of it.
+"""
+import sys
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+
+class Bars:
+    """One tqdm bar per phase; `close()` ends the last one."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: tqdm | None = None
+
+    def __call__(self, phase: str, total: int | None) -> Callable[[int], None]:
+        self.close()
+        self._bar = tqdm(desc=phase, total=total, unit=" objects", file=sys.stderr, leave=False,
+                         disable=not self.enabled, dynamic_ncols=True)
+        return self._bar.update
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
