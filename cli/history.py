@@ -95,7 +95,7 @@ def _fsfreeze(flag: str, path: str) -> None:
 
 
 def list_(args: argparse.Namespace) -> int:
-    from bucketdisk.volume.snapshots import SnapshotRecords
+    from bucketdisk.volume.history import listed
 
     control = _mounted(args)
     if control is not None:
@@ -103,7 +103,7 @@ def list_(args: argparse.Namespace) -> int:
     else:
         volume = _open(args, writable=False)
         try:
-            rows = [s.summary() for s in SnapshotRecords.of(volume.store, volume.record).list()]
+            rows = listed(volume)
         finally:
             volume.close()
     if args.json:
@@ -112,7 +112,8 @@ def list_(args: argparse.Namespace) -> int:
     width = _name_width(rows)
     for row in rows:
         print(f"{row['number']:>5}  {row['name']:<{width}} {row['type']:<11} {row['started']}  "
-              f"{row['changed_blocks']:>9} blocks changed  {human_size(row['new_bytes'])} new")
+              f"{row['changed_blocks']:>9} blocks changed  {human_size(row['new_bytes'])} new, "
+              f"{human_size(row['unique_bytes'])} only here")
     return 0
 
 

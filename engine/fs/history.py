@@ -12,7 +12,7 @@ from ..errors import StoreError, UserError
 from ..volume import history
 from ..volume.history import decision_summary
 from ..volume.retention import policy_of
-from ..volume.snapshots import SnapshotRecords, check_name
+from ..volume.snapshots import check_name
 from ..volume.sweep import collect
 from ..volume.volume import Volume
 
@@ -68,7 +68,7 @@ class HistoryService:
         op = request.get("op")
         volume = self.volume
         if op == "list":
-            return {"snapshots": [s.summary() for s in SnapshotRecords.of(volume.store, volume.record).list()]}
+            return {"snapshots": history.listed(volume)}
         if op == "diff":
             a, b = str(request.get("a")), str(request.get("b"))
             if "live" in (a, b) and not self.device.read_only:

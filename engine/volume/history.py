@@ -190,6 +190,44 @@ def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[byte
     return changed, hashes
 
 
+def listed(volume: Volume) -> list[dict]:
+    """Every snapshot's summary, oldest first, with `unique_blocks` and
+    `unique_bytes`: the blocks no other snapshot and not the live disk (as
+    of its newest durable root) names, and their stored bytes, which is
+    what deleting that snapshot would free.  Reads each distinct map page
+    once and HEADs each unique block."""
+    snapshots = SnapshotRecords.of(volume.store, volume.record).list()
+    live = volume.maps.newest_root(volume.maps.listing()).page_hashes
+    unique = _unique_blocks(volume.maps, [(0, live)] + [(s.number, s.page_hashes) for s in snapshots])
+    return [{**s.summary(), "unique_blocks": len(unique.get(s.number, ())),
+             "unique_bytes": _stored_bytes(volume, unique.get(s.number, set()))} for s in snapshots]
+
+
+def _unique_blocks(maps: MapStore, owners: list[tuple[int, list[bytes]]]) -> dict[int, set[bytes]]:
+    """For each owner (a number; its map's page hashes), the block hashes
+    only its map names.  A page several owners share names nothing unique."""
+    page_owners: dict[bytes, set[int]] = {}
+    for owner, page_hashes in owners:
+        for page_hash in page_hashes:
+            page_owners.setdefault(page_hash, set()).add(owner)
+    SHARED = -1
+    block_owner: dict[bytes, int] = {}
+    for page_hash, who in page_owners.items():
+        if page_hash == ZERO_HASH:
+            continue
+        owner = next(iter(who)) if len(who) == 1 else SHARED
+        page = memoryview(maps.read_page(page_hash))
+        for i in range(0, len(page), HASH_SIZE):
+            block = bytes(page[i : i + HASH_SIZE])
+            if block != ZERO_HASH:
+                block_owner[block] = owner if block_owner.get(block, owner) == owner else SHARED
+    unique: dict[int, set[bytes]] = {}
+    for block, owner in block_owner.items():
+        if owner != SHARED:
+            unique.setdefault(owner, set()).add(block)
+    return unique
+
+
 def _entries(maps: MapStore, page_hash: bytes, number: int) -> bytes:
     if page_hash == ZERO_HASH:
         return bytes(maps.page_bytes(number))
