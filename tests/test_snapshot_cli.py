@@ -76,6 +76,8 @@ def test_a_snapshot_keeps_the_disk_as_it_was(bd):
     before = vol.object_bytes()
     assert "deleted snapshot 1 'first'" in snap(bd, vol, "delete", "first")
     assert before - vol.object_bytes() >= unique[0][1]  # what only it kept is gone
+    left = json.loads(bd.ok("gc", vol.url, "--dry-run", "--json", *vol.store_args).stdout)
+    assert (left["found_blocks"], left["found_map_pages"]) == (0, 0), left  # its pages too
     assert [s["name"] for s in json.loads(snap(bd, vol, "list", "--json"))] == ["second"]
     m = bd.mount(vol, read_only=True)
     with open(m.file, "rb") as f:

@@ -211,6 +211,12 @@ class Collection:
                 self._deleting, self._deleting_pages = set(), set()
                 self._deleted.notify_all()
 
+    def keep_pages_of(self, snapshots) -> None:
+        """The snapshots that exist now (after some were deleted): only
+        their pages are kept from checkpoints' and sweeps' deletes."""
+        with self._lock:
+            self._kept_pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
+
     def settle_aliases(self, keys: list[str]) -> None:
         """A sweep found these aliases of blocks and pages the map names:
         put their plain objects back if gone, and delete them, unless a

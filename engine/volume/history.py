@@ -23,7 +23,6 @@ from .mapstore import FETCH_PARALLELISM, MapStore
 from .retention import Decision, Policy, decide
 from .retention import Snapshot as RetainedSnapshot
 from .snapshots import Snapshot, SnapshotRecords
-from .sweep import sweep
 from .volume import Volume
 
 
@@ -61,13 +60,29 @@ def restore(volume: Volume, name: str) -> tuple[Snapshot, Snapshot]:
 
 
 def delete(volume: Volume, name: str) -> Snapshot:
-    """Delete the snapshot of that name (or number), then sweep what only
-    it kept.  Raises UserError if there is none."""
+    """Delete the snapshot of that name (or number), then what only it
+    kept.  Raises UserError if there is none."""
     records = SnapshotRecords.of(volume.store, volume.record)
     snapshot = records.find(name)
     records.delete(snapshot.number, guard=volume.delete_guard)
-    sweep(volume, delete=True)
+    _free(volume, records, [snapshot])
     return snapshot
+
+
+def _free(volume: Volume, records: SnapshotRecords, gone: list[Snapshot]) -> None:
+    """Delete the blocks and pages only the deleted snapshots `gone` named:
+    each distinct page of the live disk and of every snapshot is read once
+    to find them, and the store is not listed (gc finds the rest).  The
+    volume checks each against its live map before deleting it."""
+    kept = records.list()
+    volume.keep_pages_of(kept)
+    live = volume.maps.newest_root(volume.maps.listing()).page_hashes
+    KEPT, GONE = 0, 1
+    owners = [(KEPT, live)] + [(KEPT, s.page_hashes) for s in kept] + [(GONE, s.page_hashes) for s in gone]
+    blocks = _unique_blocks(volume.maps, owners).get(GONE, set())
+    pages = {h for s in gone for h in s.page_hashes} - set(live) - {h for s in kept for h in s.page_hashes}
+    volume.delete_unreferenced([layout.block_key(h) for h in blocks],
+                               [layout.page_key(h) for h in pages - {ZERO_HASH}])
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,7 @@ def _ranges(blocks: list[int], block_size: int) -> list[tuple[int, int]]:
 def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
           dry_run: bool = False) -> list[tuple[Snapshot, Decision]]:
     """Delete the snapshots `policy` does not keep (retention.py), then
-    sweep what only they kept; a dry run deletes nothing.  Returns each
+    delete what only they kept; a dry run deletes nothing.  Returns each
     snapshot with its decision, newest first."""
     records = SnapshotRecords.of(volume.store, volume.record)
     by_number = {str(s.number): s for s in records.list()}
@@ -141,7 +156,7 @@ def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
     if gone and not dry_run:
         for snapshot in gone:
             records.delete(snapshot.number, guard=volume.delete_guard)
-        sweep(volume, delete=True)
+        _free(volume, records, gone)
     return [(by_number[d.snapshot.name], d) for d in decisions]
 
 
