@@ -16,7 +16,8 @@ import requests
 
 import gentree
 import workloads
-from config import MIB, Config
+from bucketdisk.store import S3Options
+from config import HISTORY, MIB, Config
 from report import Results, bucketdisk_fingerprint
 from s3access import S3, Place, Target
 from shell import BenchError, say, sh
@@ -108,6 +109,22 @@ class Harness:
     def disk_systems(self) -> list[str]:
         return [s for s in self.args.systems if s in DISKS]
 
+    def needs_history(self) -> bool:
+        return bool(set(HISTORY) & self.args.only) and "bucketdisk" in self.args.systems
+
+    def engine_s3(self) -> S3Options:
+        """Where the H rows' engine (in this process) finds the server: its
+        keys go in a private credentials file, since this process's
+        environment has none for a server the harness started."""
+        path = self.work / "aws-credentials"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"[default]\naws_access_key_id = {self.s3.access_key}\n"
+                        f"aws_secret_access_key = {self.s3.secret_key}\n")
+        return S3Options(endpoint=self.s3.endpoint, addressing=self.target.addressing,
+                         region=self.s3.region, credentials_file=str(path), profile="default")
+
     # -------------------------------------------------------------- runs
     def run(self) -> None:
         for r in range(1, self.cfg.runs + 1):
@@ -128,6 +145,8 @@ class Harness:
                     rss.close()
                 if rss.peak_kib:
                     self.results.add(system, "peak_rss_MiB", rss.peak_kib / 1024)
+            if self.needs_history():
+                workloads.snapshot_costs(self, r)
 
     def fail(self, system: str, run: int, workload: str, err: BaseException, disk: Disk | None):
         """Record a failed workload (with the daemon's log tail) for the report."""
@@ -151,6 +170,11 @@ class Harness:
         self.umount_loop()
         disk.abort()
         self.active_disk = None
+        self.release(place)
+
+    def release(self, place: Place) -> None:
+        """Delete a volume's bucket or prefix; a failure is said, not raised
+        (cleanup() tries again at the end)."""
         try:
             self.target.release(place)
         except (BenchError, requests.RequestException) as e:

@@ -33,8 +33,8 @@ from snapshot_cost import cost_follows_change, hourly
 def print_change(url: str, size: int, s3: S3Options, rng: random.Random) -> None:
     """Part 1: one line per snapshot, its time and the bytes it wrote."""
     for cost in cost_follows_change(url, size, s3, rng):
-        print(f"snapshot after {cost.share:.0%} of {size >> 30} GiB changed: {cost.seconds:.2f} s, "
-              f"{cost.bytes_put / 1024:.0f} KiB written")
+        print(f"snapshot after {cost.share:.0%} of {size >> 30} GiB changed: "
+              f"{cost.seconds:.2f} s, {cost.bytes_put / 1024:.0f} KiB written")
 
 
 def print_hourly(url: str, live: int, hours: int, s3: S3Options, rng: random.Random) -> None:

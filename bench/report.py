@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from config import BUCKETDISK, DISK_SIZE, RAW_THREADS, REPO, S3BACKER_FUSE_OPTS, S3BACKER_TUNING
+from config import (BUCKETDISK, DISK_SIZE, HISTORY, RAW_THREADS, REPO, S3BACKER_FUSE_OPTS,
+                    S3BACKER_TUNING)
 from shell import sh
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ ROWS = [
     ("W6_iops", "W6 4K rand write, fsync/64 (fio)", "IOPS", "higher", "W6", None),
     ("W6_durable_iops", "W6 same, until durable unmount", "IOPS", "higher", "W6", None),
     ("peak_rss_MiB", "peak RSS of the mount daemon", "MiB", "lower", None, None),
+    ("H1_1pct_s", "H1 snapshot, 1% of {gib} GiB changed", "s", "lower", "H1", None),
+    ("H1_1pct_KiB", "H1 same, bytes written", "KiB", "lower", "H1", None),
+    ("H1_10pct_s", "H1 snapshot, 10% of {gib} GiB changed", "s", "lower", "H1", None),
+    ("H1_10pct_KiB", "H1 same, bytes written", "KiB", "lower", "H1", None),
+    ("H2_stored_ratio", "H2 stored/live, {hours} hourly snaps", "x", "lower", "H2", None),
 ]
 
 
@@ -61,11 +67,13 @@ def report(h: "Harness") -> dict:
     for key, label, unit, better, workload, raw_key in ROWS:
         if workload is not None and workload not in h.args.only:
             continue
-        if key == "peak_rss_MiB" and not h.disk_systems():
-            continue
+        if key == "peak_rss_MiB" and not (h.needs_seq() or h.needs_tree()):
+            continue  # no mount daemon ran
         bd, sb = res.median("bucketdisk", key), res.median("s3backer", key)
         raw = res.median("raw", raw_key) if raw_key else None
-        row = {"key": key, "workload": label.format(seq=cfg.seq_mib), "unit": unit,
+        label = label.format(seq=cfg.seq_mib, gib=cfg.history_size >> 30,
+                             hours=cfg.history_hours)
+        row = {"key": key, "workload": label, "unit": unit,
                "better": better, "bucketdisk": bd, "s3backer": sb,
                "raw": raw, "raw_key": raw_key,
                "runs": {s: res.values.get(s, {}).get(key, []) for s in ("bucketdisk", "s3backer")}}
@@ -151,7 +159,7 @@ def versions() -> dict:
 def fmt(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "s":
+    if unit in ("s", "x"):
         return f"{v:.2f}"
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
 
@@ -192,6 +200,10 @@ def print_table(doc: dict) -> None:
     if any(r["key"].startswith("W6") for r in rows) and "s3backer" in doc["config"]["systems"]:
         print("s3backer's fsync does not flush: its W6 fio IOPS are not durable; its durable "
               "points are the unmounts (fusermount -u returned and the process exited).")
+    if any(r["key"].startswith(HISTORY) for r in rows):
+        print("H1/H2: bucketdisk only (s3backer has no snapshots), through the engine on the "
+              "same server; H2: 1% of the volume changed before each snapshot, all objects "
+              "stored over the live data (target: at most 1.30x).")
     bi = doc["bucketdisk_install"]
     print(f"bucketdisk: {doc['versions'].get('bucketdisk', '?')}, installed package "
           f"{bi.get('installed_sha256', '?')}, checkout {bi.get('checkout_commit', '?')}"

@@ -10,7 +10,7 @@ Without --endpoint it starts its own SeaweedFS (ci/seaweedfs.py) on loopback
 ports and stops it at the end. With --endpoint it works under a fresh prefix
 in --bucket (which must exist) and deletes what it wrote there at the end.
 
-Workloads, all through the mounted `file` of each system, medians of --runs:
+Workloads (W1-W6 through the mounted `file` of each system), medians of --runs:
   raw  16 threads PUT, then GET, 1 MiB objects (urllib3 + a SigV4 signer, one
        connection per thread)
   W1   durable sequential write of 256 MiB of random data: dd conv=fsync, then
@@ -30,6 +30,11 @@ Workloads, all through the mounted `file` of each system, medians of --runs:
   W4   remount, drop caches, loop mount read-only, tar of the whole tree into a
        pipe that is read and discarded (not /dev/null: GNU tar skips reading then)
   RSS  peak resident memory (VmHWM) of the mount daemon over W1-W6
+  H1   bucketdisk only (s3backer has no snapshots), through the engine, no
+       mount: on a 20 GiB volume, a snapshot after 1% of its blocks changed,
+       then one after 10% more; each one's time and bytes written
+  H2   bucketdisk only, likewise: 1 GiB of live data, then 24 times: change
+       1% of it and snapshot; all bytes stored over the live data (<= 1.3x)
 
 Prints one table and writes the same as JSON (--json). Needs root (loop
 mounts, drop_caches), fio, mkfs.ext4, and for s3backer the Debian package.

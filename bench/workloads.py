@@ -2,8 +2,9 @@
 raw (PUT and GET straight to the server), the sequential group on one
 volume (W1 write, W2 read, W5 warm and cold random reads, W6 random writes)
 and the tree group on a second one (W3 mkfs and copy, W4 tar), with fio's
-helpers. Each group reports its figures to h.results, and a failure to
-h.fail, then goes on with the next group."""
+helpers, and what snapshots cost (H1, H2: bucketdisk only, no mount).
+Each group reports its figures to h.results, and a failure to h.fail,
+then goes on with the next group."""
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
-
+import snapshot_cost
 from config import CMD_TIMEOUT, MIB, RAW_THREADS
 from shell import BenchError, Interrupted, drop_caches, read_through, say, sh, warm_tree
 from systems import Disk, RssMonitor
@@ -269,7 +269,49 @@ def raw(h: "Harness", run: int) -> None:
     except Exception as e:
         h.fail("raw", run, "raw", e, None)
     finally:
-        try:
-            h.target.release(place)
-        except (BenchError, requests.RequestException) as e:
-            say(f"cleanup: could not delete {place}: {e}")
+        h.release(place)
+
+
+def snapshot_costs(h: "Harness", run: int) -> None:
+    """H1 and H2, for bucketdisk only (s3backer has no snapshots), each on a
+    fresh volume on the same server, through the engine in this process
+    (snapshot_cost.py, as bench/history_cost.py measures them)."""
+    cfg, res, s3 = h.cfg, h.results, h.engine_s3()
+    rng = random.Random(cfg.seed)
+
+    def change(url: str) -> None:
+        say(f"bucketdisk H1: {cfg.history_size >> 30} GiB volume, snapshots after "
+            + " and ".join(f"{s:.0%}" for s in snapshot_cost.CHANGE_SHARES) + " changed")
+        for cost in snapshot_cost.cost_follows_change(url, cfg.history_size, s3, rng):
+            pct = f"{cost.share * 100:.0f}pct"
+            res.add("bucketdisk", f"H1_{pct}_s", cost.seconds)
+            res.add("bucketdisk", f"H1_{pct}_KiB", cost.bytes_put / 1024)
+            say(f"bucketdisk H1: snapshot after {cost.share:.0%} changed: {cost.seconds:.2f} s, "
+                f"{cost.bytes_put / 1024:.0f} KiB written")
+
+    def hourly(url: str) -> None:
+        say(f"bucketdisk H2: {cfg.history_live >> 20} MiB of live data, "
+            f"{cfg.history_hours} hourly snapshots")
+        cost = snapshot_cost.hourly(url, cfg.history_live, cfg.history_hours, s3, rng)
+        res.add("bucketdisk", "H2_stored_ratio", cost.ratio)
+        res.add("bucketdisk", "H2_stored_MiB", cost.stored / MIB, extra=True)
+        say(f"bucketdisk H2: {cost.ratio:.2f}x the live data stored "
+            f"({cost.stored / MIB:.0f} MiB, {cost.snapshots} snapshots)")
+
+    for workload, measure in (("H1", change), ("H2", hourly)):
+        if workload in h.args.only:
+            on_fresh_place(h, run, workload, measure)
+
+
+def on_fresh_place(h: "Harness", run: int, workload: str, measure) -> None:
+    """measure(url) on a new bucket or prefix for bucketdisk's `workload`;
+    a failure is reported and the place deleted either way."""
+    place = h.target.place(f"r{run}-bd-{workload.lower()}")
+    try:
+        measure(f"s3://{place.bucket}/{place.prefix}")
+    except Interrupted:
+        raise
+    except Exception as e:
+        h.fail("bucketdisk", run, workload, e, None)
+    finally:
+        h.release(place)
