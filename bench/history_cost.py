@@ -24,68 +24,25 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 
 from bucketdisk.cli.units import parse_size
-from bucketdisk.store import S3Options, open_store
-from bucketdisk.volume import history, layout
-from bucketdisk.volume.create import create_volume
-from bucketdisk.volume.volume import Volume
-
-BLOCK = 1 << 20
+from bucketdisk.store import S3Options
+from snapshot_cost import cost_follows_change, hourly
 
 
-def write_blocks(volume: Volume, indices, rng: random.Random) -> None:
-    """Store and commit random content at these blocks (as flush threads do), then journal."""
-    for index in indices:
-        mark = volume.log_number()
-        volume.commit([(index, volume.store_block(rng.randbytes(BLOCK), index), mark)])
-    volume.sync()
+def print_change(url: str, size: int, s3: S3Options, rng: random.Random) -> None:
+    """Part 1: one line per snapshot, its time and the bytes it wrote."""
+    for cost in cost_follows_change(url, size, s3, rng):
+        print(f"snapshot after {cost.share:.0%} of {size >> 30} GiB changed: "
+              f"{cost.seconds:.2f} s, {cost.bytes_put / 1024:.0f} KiB written")
 
 
-def timed_snapshot(volume: Volume) -> tuple[float, int]:
-    """(seconds, bytes PUT) of one snapshot."""
-    put_before = volume.stats.snapshot()["bytes_put"]
-    started = time.perf_counter()
-    history.take(volume)
-    return time.perf_counter() - started, volume.stats.snapshot()["bytes_put"] - put_before
-
-
-def fresh(url: str, size: int, s3: S3Options) -> Volume:
-    store = open_store(url, create=True, s3=s3)
-    create_volume(store, size, BLOCK, force=True)
-    return Volume(store, writable=True)
-
-
-def cost_follows_change(url: str, size: int, s3: S3Options, rng: random.Random) -> None:
-    volume = fresh(url, size, s3)
-    blocks = size // BLOCK
-    try:
-        for share in (0.01, 0.10):
-            write_blocks(volume, rng.sample(range(blocks), max(1, int(blocks * share))), rng)
-            seconds, put = timed_snapshot(volume)
-            print(f"snapshot after {share:.0%} of {size >> 30} GiB changed: {seconds:.2f} s, "
-                  f"{put / 1024:.0f} KiB written")
-    finally:
-        volume.close()
-
-
-def hourly(url: str, live: int, hours: int, s3: S3Options, rng: random.Random) -> None:
-    volume = fresh(url, live, s3)
-    blocks = live // BLOCK
-    try:
-        write_blocks(volume, range(blocks), rng)
-        history.take(volume)
-        for _ in range(hours):
-            write_blocks(volume, rng.sample(range(blocks), max(1, blocks // 100)), rng)
-            history.take(volume)
-        volume.checkpoint()
-    finally:
-        volume.close()
-    stored = sum(size for _, size in volume.store.list_sizes())
+def print_hourly(url: str, live: int, hours: int, s3: S3Options, rng: random.Random) -> None:
+    """Part 2: the bytes stored over the live data after the hourly snapshots."""
+    cost = hourly(url, live, hours, s3, rng)
     print(f"{hours} hourly snapshots, 1% of {live >> 20} MiB changed each hour: "
-          f"{stored / live:.2f}x the live data stored ({stored >> 20} MiB, "
-          f"{len(list(volume.store.list(layout.SNAPSHOTS)))} snapshots)")
+          f"{cost.ratio:.2f}x the live data stored ({cost.stored >> 20} MiB, "
+          f"{cost.snapshots} snapshots)")
 
 
 def main() -> int:
@@ -105,8 +62,8 @@ def main() -> int:
     s3 = S3Options(endpoint=args.endpoint, addressing="path" if args.endpoint else "auto")
     rng = random.Random(1)
     try:
-        cost_follows_change(f"{base}/change", args.size, s3, rng)
-        hourly(f"{base}/hourly", args.live, args.hours, s3, rng)
+        print_change(f"{base}/change", args.size, s3, rng)
+        print_hourly(f"{base}/hourly", args.live, args.hours, s3, rng)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
