@@ -76,7 +76,7 @@ class DiskOperations:
 
     def lookup(self, parent: int, name: str) -> int:
         if self._tree(parent):
-            return self.tree.lookup(parent, name)
+            return self._io(self.tree.lookup, parent, name)
         if parent != ROOT:
             raise FuseError(errno.ENOTDIR)
         if name not in self.names:
@@ -92,7 +92,7 @@ class DiskOperations:
         if ino == STATS:  # its size changes with every read
             return self._attr(ino, stat.S_IFREG | 0o444, 1, len(self.render_stats().encode()), self.mounted_ns, 0.0)
         if self._tree(ino):
-            return self.tree.getattr(ino, self.mounted_ns)
+            return self._io(self.tree.getattr, ino, self.mounted_ns)
         raise FuseError(errno.ENOENT)
 
     def _attr(self, ino: int, mode: int, nlink: int, size: int, time_ns: int, timeout: float) -> Attr:
@@ -101,18 +101,18 @@ class DiskOperations:
 
     def readlink(self, ino: int) -> str:
         if self._tree(ino):
-            return self.tree.readlink(ino)
+            return self._io(self.tree.readlink, ino)
         raise FuseError(errno.EINVAL)
 
     def getxattr(self, ino: int, name: str) -> bytes:
         """The value of extended attribute `name`; ENODATA if there is none."""
-        value = self.tree.xattrs(ino).get(name) if self._tree(ino) else None
+        value = self._io(self.tree.xattrs, ino).get(name) if self._tree(ino) else None
         if value is None:
             raise FuseError(errno.ENODATA)
         return value
 
     def listxattr(self, ino: int) -> list[str]:
-        return list(self.tree.xattrs(ino)) if self._tree(ino) else []
+        return list(self._io(self.tree.xattrs, ino)) if self._tree(ino) else []
 
     def setattr(self, ino: int, to_set: int, size: int) -> Attr:
         """Mode, owner and size changes are refused (truncating the disk to
@@ -129,7 +129,7 @@ class DiskOperations:
 
     def readdir(self, ino: int) -> list[tuple[str, int, int]]:
         if self._tree(ino):
-            return self.tree.readdir(ino)
+            return self._io(self.tree.readdir, ino)
         if ino != ROOT:
             raise FuseError(errno.ENOTDIR)
         return [(".", ROOT, stat.S_IFDIR), ("..", ROOT, stat.S_IFDIR)] + \
@@ -161,7 +161,7 @@ class DiskOperations:
                 self._stats_snapshots[handle] = self.render_stats().encode()
             return handle, True, False  # direct: the size changes between reads
         if self._tree(ino):
-            return self.tree.open(ino, bool(writing))
+            return self._io(self.tree.open, ino, bool(writing))
         raise FuseError(errno.EISDIR if ino == ROOT else errno.ENOENT)
 
     def release(self, ino: int, fh: int) -> None:
@@ -208,7 +208,7 @@ class DiskOperations:
         # every block of the disk already "exists"
 
     def _io(self, call, *args):
-        """Run a device call; store and OS errors become EIO (logged)."""
+        """Run a device (or snapshot folder) call; store and OS errors become EIO (logged)."""
         try:
             return call(*args)
         except (StoreError, OSError) as e:
