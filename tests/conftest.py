@@ -209,6 +209,22 @@ def fsync_path(path) -> None:
         os.close(fd)
 
 
+def wait_until(predicate, bound: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `bound` seconds pass; its last answer."""
+    end = time.monotonic() + bound
+    while not predicate():
+        if time.monotonic() > end:
+            return bool(predicate())
+        time.sleep(interval)
+    return True
+
+
+def wait_until_clean(bd, m, timeout: float = 60) -> None:
+    """Wait until mount `m` holds no dirty block (fsync-logged pages are
+    uploaded in their blocks after the fsync that logged them)."""
+    assert wait_until(lambda: int(bd.stats(m.path)["dirty_blocks"]) == 0, timeout), "dirty blocks never went up"
+
+
 def pwrite_fsync(path, model: bytearray, offset: int, data: bytes) -> None:
     """pwrite + fsync through a mount; `model` changes only if both succeed
     (what an fsync acknowledged)."""

@@ -30,7 +30,7 @@ import time
 import blake3
 import pytest
 
-from conftest import KiB, assert_file_matches, cold_read, fsync_path
+from conftest import KiB, assert_file_matches, cold_read, fsync_path, wait_until
 from faultproxy import FaultProxy
 
 PAGE = 4 * KiB
@@ -50,16 +50,6 @@ def block_key(content: bytes) -> str:
     """The object key of a block's content (FORMAT.md: BLAKE3-256 of the plaintext)."""
     digest = blake3.blake3(content).hexdigest()
     return f"blocks/{digest[:2]}/{digest}"
-
-
-def wait_until(predicate, bound: float, interval: float = 0.2) -> bool:
-    """Poll `predicate` until it holds or `bound` seconds pass; its last answer."""
-    end = time.monotonic() + bound
-    while not predicate():
-        if time.monotonic() > end:
-            return bool(predicate())
-        time.sleep(interval)
-    return True
 
 
 class HotWriter(threading.Thread):

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 
-from conftest import KiB
+from conftest import KiB, wait_until_clean
 
 BLOCK = 64 * KiB
 
@@ -35,13 +35,6 @@ def direct_write(fd: int, offset: int, data: bytes) -> None:
         assert os.pwritev(fd, [buf], offset) == len(data)
     finally:
         buf.close()
-
-
-def wait_until_clean(bd, m, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while int(bd.stats(m.path)["dirty_blocks"]) != 0:
-        assert time.monotonic() < deadline, "dirty blocks never went up"
-        time.sleep(0.05)
 
 
 def fast_hits(bd, m) -> int:

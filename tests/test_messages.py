@@ -41,6 +41,7 @@ from conftest import (
     run,
     umount_path,
     wait_pid_gone,
+    wait_until,
 )
 from faultproxy import FaultProxy
 
@@ -80,15 +81,6 @@ def pwrite(path, data: bytes, offset: int) -> None:
         assert os.pwrite(fd, data, offset) == len(data)
     finally:
         os.close(fd)
-
-
-def wait_until(predicate, bound: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + bound
-    while not predicate():
-        if time.monotonic() > end:
-            return bool(predicate())
-        time.sleep(interval)
-    return True
 
 
 def in_fsync(pid: int) -> bool:

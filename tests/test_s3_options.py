@@ -41,6 +41,7 @@ from conftest import (
     assert_file_matches,
     fsync_path,
     is_mounted,
+    wait_until_clean,
 )
 from faultproxy import _close, _header, _read_body, _read_head
 
@@ -449,6 +450,7 @@ def test_lock_holds_when_server_ignores_if_none_match(bd, proxy_factory):
     model = bytearray(vol.size)
     write_random(m.file, model, random.Random(31), 10)
     fsync_path(m.file)
+    wait_until_clean(bd, m)  # blocks whose pages the fsync logged go up after it
     before = sorted(vol.keys())
 
     proc, other = try_mount(bd, vol.url, [*vol.store_args, *via_proxy])
