@@ -57,11 +57,14 @@ def create(args: argparse.Namespace) -> int:
     check_map_fits(args.size, args.block_size)
     store = open_store(args.url, create=True, s3=s3_options(args))
     try:
-        record = create_volume(store, args.size, args.block_size, force=args.force)
+        compression, level = args.compress
+        record = create_volume(store, args.size, args.block_size, force=args.force, compression=compression,
+                               level=level)
     finally:
         store.close()
+    stored = "stored as they are" if record.compression == "none" else f"zstd level {record.compression_level}"
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
-          f"of {format_size(record.block_size)} (uuid {record.uuid})")
+          f"of {format_size(record.block_size)}, {stored} (uuid {record.uuid})")
     return 0
 
 
@@ -139,6 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
                            read_only=args.read_only or args.snapshot is not None, force=args.force,
                            snapshot=args.snapshot, snapshot_every=args.snapshot_every,
+                           compress_level=args.compress_level,
                            keep=keep_options(args), s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready)
@@ -181,6 +185,7 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
     for name, value in keep_options(args).items():
         command += [f"--keep-{name}", str(value)]
     command += ["--force"] if args.force else []
+    command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  pass_fds=(write_end,), start_new_session=True, cwd="/")
@@ -373,7 +378,8 @@ def info(args: argparse.Namespace) -> int:
     facts = {
         "url": args.url, "uuid": record.uuid, "format_version": record.format_version,
         "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
-        "compression": record.compression, "hash": record.hash, "created": record.created,
+        "compression": record.compression, "compression_level": record.compression_level,
+        "hash": record.hash, "created": record.created,
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
         # second copies kept while a late delete may land (FORMAT.md, "Late deletes")
         "aliases": aliases, "alias_bytes": alias_bytes,

@@ -10,7 +10,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands, history
-from .units import join_negative_sizes, parse_duration, parse_size
+from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=parse_size, default=1 << 20,
                    help="block size, a power of two from 4K to 64M (default 1M)")
     p.add_argument("--force", action="store_true", help="replace an existing volume (its data is lost)")
+    p.add_argument("--compress", type=parse_compression, default=("zstd", 1), metavar="zstd[:LEVEL]|none",
+                   help="how blocks are stored: zstd at a level from 1 (fast, the default) to 19, or none; "
+                        "a block that does not shrink is stored as it is")
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
@@ -124,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--compress-level", type=parse_level, metavar="LEVEL",
+                   help="zstd level for the blocks this mount stores (default: the volume's, from create)")
     p.add_argument("--snapshot", metavar="NAME", help="mount that snapshot alone, read-only, without the "
                    "writer's lease (also while the volume is mounted writable elsewhere)")
     p.add_argument("--force", action="store_true",

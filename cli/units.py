@@ -61,3 +61,23 @@ def parse_duration(text: str) -> float:
     if not match or int(match.group(1)) == 0:
         raise argparse.ArgumentTypeError(f"not an interval: {text!r} (use 90s, 15min, 1h or 1d)")
     return float(int(match.group(1)) * _SECONDS[match.group(2)])
+
+
+def parse_compression(text: str) -> tuple[str, int]:
+    """(compression, zstd level) for 'zstd', 'zstd:LEVEL' or 'none'."""
+    from bucketdisk.codec.block import MAX_LEVEL
+
+    name, colon, level = text.partition(":")
+    if text == "none":
+        return "none", 1
+    if text == "zstd":
+        return "zstd", 1
+    if name == "zstd" and colon and level.isascii() and level.isdigit() and 1 <= int(level) <= MAX_LEVEL:
+        return "zstd", int(level)
+    raise argparse.ArgumentTypeError(f"not a compression: {text!r} (use zstd, zstd:LEVEL with a level from 1 "
+                                     f"to {MAX_LEVEL}, or none)")
+
+
+def parse_level(text: str) -> int:
+    """A zstd level, 1 to MAX_LEVEL."""
+    return parse_compression(f"zstd:{text}")[1]

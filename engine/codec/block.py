@@ -34,6 +34,9 @@ ZERO_HASH = bytes(HASH_SIZE)
 HASH_NAME = "blake3-256"
 FLAG_ZSTD = 0x01
 COMPRESSIONS = ("zstd", "none")
+# zstd levels a volume may choose: 20-22 ("ultra") want windows of up to
+# 128 MiB per context, past what a block needs and what the cache allows.
+MAX_LEVEL = 19
 # At most this many (de)compressions run at once: each holds a zstd context
 # (about 1.4 MiB to compress at level 1, 0.1 MiB to decompress, whatever the
 # block size above 1 MiB), so their memory stays fixed whatever --threads is;

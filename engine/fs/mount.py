@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
+from ..errors import UserError
 from ..store import S3Options, open_store
 from ..volume.record import check_record_fits, read_record
 from ..volume.snapshotmaps import SnapshotCatalog
@@ -44,6 +45,7 @@ class MountOptions:
     snapshot: str | None = None  # mount that snapshot alone (read-only)
     snapshot_every: float | None = None  # seconds between scheduled snapshots
     keep: dict | None = None  # prune's keep options after each (None: Time Machine's rule)
+    compress_level: int | None = None  # zstd level of the blocks it stores (None: the record's)
     s3: S3Options = S3Options()
 
 
@@ -120,7 +122,11 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     except BaseException:
         store.close()
         raise
-    volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot)
+    if options.compress_level is not None and record is not None and record.compression == "none":
+        store.close()
+        raise UserError("--compress-level: this volume stores blocks uncompressed (created with --compress none)")
+    volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot,
+                    compress_level=options.compress_level)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
         removed = store.tidy_scratch()
         if removed:

@@ -33,10 +33,13 @@ RECORD_SUFFIX = "/" + layout.RECORD
 MAX_RECORD_BYTES = 64 << 10  # a volume record is a few hundred bytes; a larger `volume` is something else
 
 
-def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False) -> VolumeRecord:
+def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False,
+                  compression: str = "zstd", level: int = 1) -> VolumeRecord:
     """Write a new, empty volume into `store`'s place; with `force`, replace
-    the volume there.  Raises UserError (having changed nothing) for the
+    the volume there.  `compression` ("zstd" or "none") and zstd's `level`
+    go into its record.  Raises UserError (having changed nothing) for the
     refusals in the module docstring."""
+    chosen = {"compression": compression, "compression_level": level}
     validate_geometry(size, block_size)
     check_map_fits(size, block_size)
     outer = enclosing_volume(store)
@@ -72,10 +75,10 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
             # Its lease object stays (released), so the new volume's epochs
             # go on above the old one's; the record says that the old one's
             # deletes may still land (latedeletes.py).
-            return _write_record(store, size, block_size, replaced=True)
+            return _write_record(store, VolumeRecord(size, block_size, replaced=True, **chosen))
         finally:
             lease.release()
-    return _write_record(store, size, block_size)
+    return _write_record(store, VolumeRecord(size, block_size, **chosen))
 
 
 def missing_volume(store: ObjectStore) -> UserError:
@@ -101,8 +104,7 @@ def missing_volume(store: ObjectStore) -> UserError:
     return UserError(f"no bucketdisk volume at {url}; create one with 'bucketdisk create {url} --size SIZE'")
 
 
-def _write_record(store: ObjectStore, size: int, block_size: int, *, replaced: bool = False) -> VolumeRecord:
-    record = VolumeRecord(size=size, block_size=block_size, replaced=replaced)
+def _write_record(store: ObjectStore, record: VolumeRecord) -> VolumeRecord:
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)

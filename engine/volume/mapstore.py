@@ -263,7 +263,8 @@ class MapStore:
     @classmethod
     def of(cls, store: ObjectStore, record) -> "MapStore":
         """The map objects of the volume with this VolumeRecord."""
-        return cls(store, Codec(record.compression), record.block_count, record.page_entries, record.uuid,
+        return cls(store, Codec(record.compression, record.compression_level), record.block_count,
+                   record.page_entries, record.uuid,
                    record.block_size)
 
     def listing(self) -> Listing:

@@ -5,7 +5,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from ..codec.block import COMPRESSIONS, HASH_NAME
+from ..codec.block import COMPRESSIONS, HASH_NAME, MAX_LEVEL
 from ..errors import NotFound, UserError
 from ..store.base import ObjectStore
 from ..store.names import shown
@@ -55,6 +55,10 @@ class VolumeRecord:
     # Made by `create --force` in place of another volume, whose late deletes
     # may land on this one for a while (latedeletes.py).  Stored only when true.
     replaced: bool = False
+    # zstd's level for new objects (1 to MAX_LEVEL); stored only when not 1.
+    # Any level reads any object: it is a writer's choice, `mount
+    # --compress-level` overrides it.
+    compression_level: int = 1
 
     @property
     def block_count(self) -> int:
@@ -87,7 +91,7 @@ class VolumeRecord:
 
 MAX_PAGE_ENTRIES = 1 << 20  # a page of 32 MiB of hashes; PAGE_ENTRIES is 4096
 _FIELD_NAMES = tuple(f for f in VolumeRecord.__dataclass_fields__)
-OPTIONAL_FIELDS = {"replaced": False}  # field -> its value when absent (and then not stored)
+OPTIONAL_FIELDS = {"replaced": False, "compression_level": 1}  # field -> its value when absent (and then not stored)
 
 
 def _record_fields(data: bytes, where: str) -> dict:
@@ -161,6 +165,7 @@ _FIELD_CHECKS = {
     "compression": _one_of(*COMPRESSIONS),
     "page_entries": _whole(1, MAX_PAGE_ENTRIES, f"a whole number from 1 to {MAX_PAGE_ENTRIES}"),
     "created": _text,
+    "compression_level": _whole(1, MAX_LEVEL, f"a whole number from 1 to {MAX_LEVEL}"),
     "replaced": lambda value: None if isinstance(value, bool) else f"must be true or false, not {_shown_value(value)}",
 }
 

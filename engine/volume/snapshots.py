@@ -136,7 +136,7 @@ class SnapshotRecords:
     def of(cls, store: ObjectStore, record) -> "SnapshotRecords":
         """The snapshot records of the volume with this VolumeRecord."""
         pages = -(-record.block_count // record.page_entries)
-        return cls(store, Codec(record.compression), record.uuid, pages)
+        return cls(store, Codec(record.compression, record.compression_level), record.uuid, pages)
 
     def numbers(self) -> list[int]:
         """The numbers of the stored records, ascending (not of placeholders)."""

@@ -66,13 +66,16 @@ CHECKPOINT_JOURNALS = 64
 
 class Volume(Collection, FsyncLog, Views):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
-                 late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None):
+                 late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
+                 compress_level: int | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
         and writes the epoch's first root.  `late_delete_seconds`: how long
         a delete request may take to land (latedeletes.py).  `snapshot`
         (read-only): show the map that snapshot keeps (its name, number,
-        or Latest), not the live one; UserError if there is none."""
+        or Latest), not the live one; UserError if there is none.
+        `compress_level`: zstd's level for the blocks this mount stores
+        (default: the record's)."""
         record = read_record(store)
         if record is None:
             raise missing_volume(store)
@@ -82,7 +85,7 @@ class Volume(Collection, FsyncLog, Views):
         self.writable = writable
         self.block_size = record.block_size
         self.block_count = record.block_count
-        self.codec = Codec(record.compression)
+        self.codec = Codec(record.compression, compress_level or record.compression_level)
         self.maps = MapStore.of(store, record)
         self._lock = threading.Lock()          # map, pending changes, uploads in flight, collection sets
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
