@@ -131,10 +131,13 @@ def request(path: str, fields: dict) -> dict:
             conn.connect(path)
         except OSError as e:
             raise UserError(f"cannot reach the mount's daemon at {path}: {e.strerror}") from None
-        _send(conn, fields)
-        reply = json.loads(_read_line(conn) or "{}")
+        try:
+            _send(conn, fields)
+            reply = json.loads(_read_line(conn) or "{}")
+        except (OSError, ValueError):  # died, or answered nonsense: not the caller's pipe closing
+            reply = {}
     if not reply.get("ok"):
-        raise UserError(reply.get("error") or "the mount's daemon gave no answer")
+        raise UserError(reply.get("error") or "the mount's daemon gave no answer (has it died? see 'bucketdisk unmount')")
     return reply
 
 
