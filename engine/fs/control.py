@@ -137,7 +137,8 @@ def request(path: str, fields: dict) -> dict:
         except (OSError, ValueError):  # died, or answered nonsense: not the caller's pipe closing
             reply = {}
     if not reply.get("ok"):
-        raise UserError(reply.get("error") or "the mount's daemon gave no answer (has it died? see 'bucketdisk unmount')")
+        raise UserError(reply.get("error")
+                        or "the mount's daemon gave no answer (has it died? see 'bucketdisk unmount')")
     return reply
 
 

@@ -19,8 +19,8 @@ from .mapstore import Root
 
 log = logging.getLogger(__name__)
 
-LOG_EPOCH_SHIFT = 32
-SETTLE_LOOKUPS = 64  # hashes an earlier mount listed, looked up for aliases per checkpoint (a listing each)  # log numbers and alias numbers of epoch E start at E << 32
+LOG_EPOCH_SHIFT = 32  # log numbers and alias numbers of epoch E start at E << 32
+SETTLE_LOOKUPS = 64   # hashes an earlier mount listed, looked up for aliases per checkpoint (a listing each)
 
 
 class Collection:
