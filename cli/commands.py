@@ -180,10 +180,10 @@ def _spawn_daemon(args: argparse.Namespace) -> int:
                 "--readahead", str(args.readahead)]
     command += _store_argv(args)
     command += ["--read-only"] if args.read_only else []
-    command += ["--snapshot", args.snapshot] if args.snapshot is not None else []
+    command += [f"--snapshot={args.snapshot}"] if args.snapshot is not None else []  # a name may start with -
     command += ["--snapshot-every", f"{int(args.snapshot_every)}s"] if args.snapshot_every else []
     for name, value in keep_options(args).items():
-        command += [f"--keep-{name}", str(value)]
+        command += [f"--keep-{name}={value}"]
     command += ["--force"] if args.force else []
     command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
     with open(log_path, "ab") as log_file:

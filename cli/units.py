@@ -55,12 +55,18 @@ _DURATION = re.compile(r"^([0-9]+)(s|min|h|d)$", re.ASCII)
 _SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
 
 
+MAX_INTERVAL = 366 * 86400  # seconds: a timer further off than that is a typing slip
+
+
 def parse_duration(text: str) -> float:
     """Seconds for an interval such as '90s', '15min', '1h', '1d'."""
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise argparse.ArgumentTypeError(f"not an interval: {text!r} (use 90s, 15min, 1h or 1d)")
-    return float(int(match.group(1)) * _SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds > MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than a year")
+    return float(seconds)
 
 
 def parse_compression(text: str) -> tuple[str, int]:

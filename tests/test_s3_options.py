@@ -469,6 +469,29 @@ def test_lock_holds_when_server_ignores_if_none_match(bd, proxy_factory):
     bd.unmount(m)
 
 
+def test_snapshots_keep_their_blocks_when_the_server_ignores_if_none_match(bd, proxy_factory):
+    """Once snapshots exist a checkpoint deletes only blocks this mount
+    created (a create-only PUT tells): behind a server that ignores the
+    condition every PUT says "created", so the mount must trust none."""
+    proxy = proxy_factory(strip=("If-None-Match",))
+    vol = bd.create(size="1M", block_size=BLOCK)
+    m = bd.mount(vol, extra=["--endpoint", proxy.endpoint])
+    first, second = os.urandom(vol.size), os.urandom(vol.size)
+    for data in (first, second, first, second):  # the snapshot's blocks stored again, then replaced
+        with open(m.file, "r+b") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if data is first and not (bd.tmp / "taken").exists():
+            bd.ok("snapshot", "create", str(m.path), "--name", "kept")
+            (bd.tmp / "taken").touch()
+    bd.unmount(m)  # its last checkpoint collects what the live disk no longer names
+    view = bd.mount(vol, extra=["--snapshot", "kept"])
+    with open(view.file, "rb") as f:
+        assert f.read() == first
+    bd.unmount(view)
+
+
 # --------------------------------------------------------------------------
 # 4. --storage-class and --sse
 # --------------------------------------------------------------------------

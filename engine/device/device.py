@@ -66,6 +66,9 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         self.block_count = volume.block_count
         self.size = volume.block_count * volume.block_size
         self.read_only = not volume.writable
+        # A read-only view of the live disk follows its writer; one of a
+        # snapshot keeps that snapshot's map, whatever the writer does.
+        self.follows = self.read_only and volume.snapshot is None
         self.stats = stats or volume.stats
         self.retry_time = retry_time
         self._budget = Budget.for_cache(cache_size, self.block_size)
@@ -94,7 +97,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
                          for i in range(workers if volume.writable else 0)]
         if volume.writable:
             self._threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
-        else:
+        elif self.follows:
             self._follow_lock = threading.Lock()
             self._follower = Follower(volume)
             self._threads.append(threading.Thread(target=self._follow_loop, name="follow", daemon=True))
@@ -232,9 +235,15 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
 
     def _has_room(self, size: int, dirties: bool = False, keep: int | None = None) -> bool:
         """Whether `size` more bytes fit in the budget (evicting clean blocks
-        other than `keep`) and, if `dirties`, one more block may turn dirty
-        (lock held)."""
-        return (not dirties or self._index.dirty_room()) and self._index.make_room(size, keep)
+        other than `keep`, and the snapshot buffers) and, if `dirties`, one
+        more block may turn dirty (lock held)."""
+        if dirties and not self._index.dirty_room():
+            return False
+        while not self._index.make_room(size, keep):
+            if not self._snapshot_blocks:
+                return False
+            self._drop_snapshot_block()
+        return True
 
     def _wait_for_room(self, waiting_since: float, size: int, dirties: bool = False,
                        keep: int | None = None) -> None:
@@ -316,7 +325,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         for thread in self._threads:
             thread.join()
         self._fetchers.shutdown(wait=True)
-        if self.read_only:
+        if self.follows:
             self._follower.close()
 
     def _unstored_words(self) -> str:

@@ -60,7 +60,7 @@ class Reading:
                     if self.volume.lookup(index) == ZERO_HASH:
                         out[:] = self._zeros[start:stop]
                         return
-                    if not self._index.make_room(load_cost):
+                    if not self._has_room(load_cost):
                         waiting_since = waiting_since or time.monotonic()
                         self._wait_for_room(waiting_since, load_cost)
                         continue
@@ -115,12 +115,14 @@ class Reading:
         event.set()
 
     def _fetch(self, index: int, content_hash: bytes):
-        """The block's content; a read-only view whose block has gone (the
-        writer replaced and collected it) catches up first (follow.py)."""
+        """The block's content; a read-only view of the live disk whose block
+        has gone (the writer replaced and collected it) catches up first
+        (follow.py).  A snapshot's block that has gone (the snapshot was
+        deleted) raises NotFound: its view never shows another map."""
         try:
             return self.volume.load_block(content_hash)
         except NotFound:
-            if not self.read_only:
+            if not self.follows:
                 raise
         self.follow()
         content_hash = self.volume.lookup(index)

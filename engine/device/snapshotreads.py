@@ -2,8 +2,9 @@
 `snapshots/<name>/file`).
 
 `SnapshotReading` is mixed into BlockDevice (device.py) and works on its
-state: `_lock`, `_index` (with its budget), `_zeros`, `volume`, `stats`,
-`read_only`, `_split` and `_wait_for_room`.
+state: `_lock`, `_changed`, `_index` and `_budget`, `_zeros`, `volume`,
+`stats`, `read_only`, `_split`, `_has_room` and `_wait_for_room` (which
+let these buffers go before anything waits for room).
 
 A block the snapshot shares with the live disk is copied from the live
 cache when the cache holds it clean: a clean entry of a writable mount
@@ -21,12 +22,16 @@ from collections import OrderedDict
 from ..codec.block import ZERO_HASH
 from ..volume.snapshotmaps import SnapshotMap
 
-SNAPSHOT_BLOCKS = 8  # blocks only snapshots hold, kept at once (a loop-mounted filesystem reads a block often)
+# Blocks only snapshots hold, kept at once (a loop-mounted filesystem reads
+# a block many times): at most this many, and at most a quarter of what the
+# cache holds, so that snapshot reads never take the live disk's room.
+SNAPSHOT_BLOCKS = 8
 
 
 class SnapshotReading:
     def _init_snapshot_reads(self) -> None:
         self._snapshot_blocks: OrderedDict[bytes, object] = OrderedDict()  # content hash -> block
+        self._snapshot_most = max(1, min(SNAPSHOT_BLOCKS, self._budget.max_blocks // 4))
 
     def read_snapshot_into(self, view: SnapshotMap, offset: int, out: memoryview) -> int:
         """Fill `out` from `offset` on with the disk as `view` keeps it
@@ -68,7 +73,7 @@ class SnapshotReading:
                 self.stats.add("cache_hits")
                 return block
             waiting_since = 0.0
-            while not self._index.make_room(cost):
+            while not self._has_room(cost):  # (our own buffers go first: they are only a cache)
                 waiting_since = waiting_since or time.monotonic()
                 self._wait_for_room(waiting_since, cost)
             self._index.used += cost
@@ -83,7 +88,12 @@ class SnapshotReading:
             if content_hash in self._snapshot_blocks:  # another reader fetched it meanwhile
                 self._index.used -= cost
             self._snapshot_blocks[content_hash] = block
-            while len(self._snapshot_blocks) > SNAPSHOT_BLOCKS:
-                self._snapshot_blocks.popitem(last=False)
-                self._index.used -= cost
+            while len(self._snapshot_blocks) > self._snapshot_most:
+                self._drop_snapshot_block()
         return block
+
+    def _drop_snapshot_block(self) -> None:
+        """Let the oldest snapshot buffer go (lock held)."""
+        self._snapshot_blocks.popitem(last=False)
+        self._index.used -= self.block_size
+        self._changed.notify_all()  # a reader or writer may be waiting for that room

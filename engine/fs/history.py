@@ -71,6 +71,9 @@ class HistoryService:
             return {"snapshots": history.listed(volume)}
         if op == "diff":
             a, b = str(request.get("a")), str(request.get("b"))
+            if "live" in (a, b) and volume.snapshot is not None:
+                raise UserError(f"this mount shows snapshot {volume.snapshot!r} alone, not the live disk: diff "
+                                "against live on the volume's URL or its writable mount")
             if "live" in (a, b) and not self.device.read_only:
                 with self.device.quiesced():  # every acknowledged write in the map compared
                     return {"diff": history.diff(volume, a, b).summary()}
@@ -78,7 +81,8 @@ class HistoryService:
         if op == "gc" and request.get("dry_run"):
             return {"gc": collect(volume, delete=False)}
         if self.device.read_only:
-            raise UserError("a read-only mount takes and deletes no snapshots; ask the writable one")
+            what = "deletes nothing" if op == "gc" else "takes and deletes no snapshots"
+            raise UserError(f"a read-only mount {what}; ask the writable one, or use the volume's URL")
         if op == "gc":
             return {"gc": collect(volume, delete=True)}
         if op == "snapshot":

@@ -187,6 +187,7 @@ class Lease:
         # long its holder's deletes may still land depends on them (latedeletes.py).
         self.predecessor: Holder | None = None
         self.predecessor_state: str | None = None
+        self.conditional_puts = True  # whether the store refused a second create-only PUT (acquire)
 
     # -- taking and giving back ------------------------------------------------------
 
@@ -224,6 +225,13 @@ class Lease:
         if not won or won[-1].epoch != epoch or won[-1].fields.get("token") != lease.token:
             # a store that ignores If-None-Match let two mounts through
             raise UserError("another mount took the volume at the same moment")
+        # Does the store honour If-None-Match?  Writing our own lease object
+        # again, only if absent, must be refused.  (Where it is not, create-
+        # only PUTs tell nothing: the volume then trusts none of them.)
+        lease.conditional_puts = not store.put(layout.lease_key(epoch), lease._content(), if_absent=True)
+        if not lease.conditional_puts:
+            log.warning("the store ignores If-None-Match (conditional PUTs); objects created meanwhile are "
+                        "left for gc to collect")
         lease._tidy(leases)
         if newest is not None and newest.epoch == 0 and not leases:
             store.delete([layout.LEGACY_LOCK])

@@ -40,6 +40,9 @@ UNLIMITED = -1
 _SPAN = re.compile(r"(\d+)([ymwdh])")
 
 
+MAX_SPAN_YEARS = 1000  # longer spans keep everything anyway; calendars end at year 9999
+
+
 @dataclass(frozen=True)
 class Span:
     """A calendar span: years, months, weeks, days, hours (restic's
@@ -59,7 +62,10 @@ class Span:
         amounts = dict.fromkeys("ymwdh", 0)
         for number, unit in parts:
             amounts[unit] += int(number)
-        return cls(amounts["y"], amounts["m"], amounts["w"] * 7 + amounts["d"], amounts["h"])
+        span = cls(amounts["y"], amounts["m"], amounts["w"] * 7 + amounts["d"], amounts["h"])
+        if span.years + span.months // 12 + span.days // 365 + span.hours // 8760 > MAX_SPAN_YEARS:
+            raise ValueError(f"{text!r} is longer than {MAX_SPAN_YEARS} years")
+        return span
 
     def before(self, t: datetime) -> datetime:
         """`t` minus this span; a month back from the 31st lands on the

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..codec.block import HASH_SIZE, ZERO_HASH
-from ..errors import NotFound
+from ..errors import NotFound, StoreError
 from . import layout
 from .mapstore import Listing, MapStore, Root
 from .snapshots import SnapshotRecords
@@ -43,16 +43,53 @@ class Sweep:
     aliases: int   # aliases of blocks and pages still in use, settled
 
 
+SURVEY_ATTEMPTS = 5  # looks at the volume while a live writer keeps tidying what the last one read
+
+
+@dataclass(frozen=True)
+class _Garbage:
+    blocks: list[str]         # block objects (and their aliases) nothing names
+    block_aliases: list[str]  # aliases of blocks something names
+    pages: list[str]          # the same for map pages
+    page_aliases: list[str]
+    roots: list[str]
+    journals: list[str]
+
+
 def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> Sweep:
     """Mark from `volume`'s durable state and sweep the rest.
 
     Deleting needs the volume open writable (its lease keeps every other
     writer out; a superseded one is fenced): raises ValueError otherwise.
     A dry run (delete=False) works on a read-only volume and writes nothing.
+    A live writer beside it (a mount's daemon sweeping, or a dry run on a
+    URL) may delete a journal or page the sweep was about to read: it then
+    looks again, before anything is deleted; StoreError if it never settles.
     """
     if delete and not volume.writable:
         raise ValueError("a sweep that deletes needs the volume open writable")
     progress = progress or no_progress
+    for attempt in range(SURVEY_ATTEMPTS):
+        try:
+            found = _survey(volume, progress)
+            break
+        except NotFound as e:
+            if attempt == SURVEY_ATTEMPTS - 1:
+                raise StoreError(f"the volume kept changing while it was read ({e} was deleted meanwhile "
+                                 f"{SURVEY_ATTEMPTS} times); try again") from None
+    if delete:
+        garbage = found.pages + found.roots + found.journals
+        step = progress("deleting", len(found.blocks) + len(garbage))
+        volume.delete_unreferenced(found.blocks, garbage)
+        step(len(found.blocks) + len(garbage))
+        volume.settle_aliases(found.block_aliases + found.page_aliases)
+    return Sweep(blocks=len(found.blocks), pages=len(found.pages), roots=len(found.roots),
+                 journals=len(found.journals), aliases=len(found.block_aliases) + len(found.page_aliases))
+
+
+def _survey(volume: Volume, progress: Progress) -> _Garbage:
+    """What nothing durable names.  Raises NotFound when an object the
+    listing showed went before it was read."""
     maps = volume.maps
     listing = maps.listing()
     root = maps.newest_root(listing)
@@ -61,7 +98,6 @@ def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> 
     kept = [root] + [Root(*s.root, s.page_hashes) for s in SnapshotRecords.of(volume.store, volume.record).list()]
     marked = _mark_blocks(maps, kept, kept_journals, progress) | volume.hashes_in_use()
     used_pages = {h for r in kept for h in r.page_hashes} - {ZERO_HASH}
-
     listed = progress("listing objects", None)
     blocks, block_aliases = _split(_counted(volume.store.list(layout.BLOCKS), listed), layout.hash_of_block_key,
                                    marked)
@@ -69,14 +105,7 @@ def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> 
                                  used_pages)
     roots = [layout.root_key(*name) for name in listing.roots if name != newest]
     journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
-    if delete:
-        garbage = pages + roots + journals
-        step = progress("deleting", len(blocks) + len(garbage))
-        volume.delete_unreferenced(blocks, garbage)
-        step(len(blocks) + len(garbage))
-        volume.settle_aliases(block_aliases + page_aliases)
-    return Sweep(blocks=len(blocks), pages=len(pages), roots=len(roots), journals=len(journals),
-                 aliases=len(block_aliases) + len(page_aliases))
+    return _Garbage(blocks, block_aliases, pages, page_aliases, roots, journals)
 
 
 def _counted(keys, step: Callable[[int], None]):
@@ -99,17 +128,6 @@ def _split(keys, hash_of, marked: set[bytes]) -> tuple[list[str], list[str]]:
         elif alias is not None:
             in_use.append(key)
     return garbage, in_use
-
-
-def sweep_settled(volume: Volume, *, delete: bool, attempts: int = 5, progress: Progress | None = None) -> Sweep:
-    """`sweep`, looked at again when a live writer tidied an object away
-    between the listing and its read (a dry run beside a mount)."""
-    for attempt in range(attempts):
-        try:
-            return sweep(volume, delete=delete, progress=progress)
-        except NotFound:
-            if delete or attempt == attempts - 1:
-                raise
 
 
 def _needed_journals(maps: MapStore, listing: Listing, root: Root) -> dict[tuple[int, int], list]:
@@ -142,13 +160,13 @@ def _mark_blocks(maps: MapStore, roots: list[Root], journals: dict, progress: Pr
 
 
 def collect(volume: Volume, *, delete: bool, progress: Progress | None = None) -> dict:
-    """`sweep_settled`, and what it did, as gc reports it: objects of each
+    """`sweep`, and what it did, as gc reports it: objects of each
     kind deleted (or found, for a dry run), abandoned temporary files
     removed (file://), block bytes stored before and after.  `progress`
     is told of each phase as it goes (see Progress)."""
     store = volume.store
     before = store.usage(layout.BLOCKS)[1]
-    found = sweep_settled(volume, delete=delete, progress=progress)
+    found = sweep(volume, delete=delete, progress=progress)
     temp_files = store.tidy_scratch() if delete else store.scratch()[1]
     verb = "deleted" if delete else "found"
     return {f"{verb}_blocks": found.blocks, f"{verb}_map_pages": found.pages,

@@ -83,6 +83,7 @@ class Volume(Collection, FsyncLog, Views):
         self.record = record
         self.stats = stats or store.stats
         self.writable = writable
+        self.snapshot = snapshot  # a snapshot's fixed map: never follows a writer
         self.block_size = record.block_size
         self.block_count = record.block_count
         self.codec = Codec(record.compression, compress_level or record.compression_level)
@@ -224,7 +225,7 @@ class Volume(Collection, FsyncLog, Views):
             self.stats.add("blocks_deduplicated")
             return content_hash
         try:
-            if self._snapshotted:  # whether it is new decides whether a checkpoint may delete it
+            if self._snapshotted and self._lease.conditional_puts:  # new or not decides if a checkpoint may delete it
                 if self.store.put(layout.block_key(content_hash), obj, if_absent=True):
                     with self._lock:
                         self._fresh.add(content_hash)
