@@ -213,6 +213,11 @@ cdef void _init(void *userdata, fuse_conn_info *conn) noexcept nogil:
     cdef State *state = <State *>userdata
     conn.max_write = state.max_write
     conn.max_readahead = state.max_readahead
+    # The disk has no setuid bit or capability to drop on a write, and the
+    # mount refuses chmod and setxattr: with this, the kernel stops asking
+    # for security.capability before every write (a request each).
+    if conn.capable & BD_KILLPRIV_V2:
+        conn.want |= BD_KILLPRIV_V2
     with gil:
         try:
             (<Session>state.session).operations.init()

@@ -18,7 +18,15 @@ cdef extern from *:
     """
     #define FUSE_USE_VERSION 312
     #include <fuse_lowlevel.h>
+    /* libfuse 3.17 and later: the kernel then asks for no
+       security.capability before each write (it sets SB_NOSEC). */
+    #ifdef FUSE_CAP_HANDLE_KILLPRIV_V2
+    #define BD_KILLPRIV_V2 FUSE_CAP_HANDLE_KILLPRIV_V2
+    #else
+    #define BD_KILLPRIV_V2 0
+    #endif
     """
+    unsigned BD_KILLPRIV_V2
     ctypedef unsigned long fuse_ino_t
     ctypedef struct fuse_req:
         pass
@@ -34,6 +42,8 @@ cdef extern from *:
     struct fuse_conn_info:
         unsigned max_write
         unsigned max_readahead
+        unsigned capable
+        unsigned want
     struct fuse_file_info:
         int flags
         unsigned int direct_io
