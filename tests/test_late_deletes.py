@@ -123,14 +123,21 @@ def test_a_predecessors_late_delete_spares_what_the_successor_stored(places):  #
     d.close()
 
 
-def test_a_retried_delete_that_lands_late_spares_the_content_stored_again(places):  # noqa: F811
+def x_replaced_by_y(places, **mode):  # noqa: F811
+    """(name, store, writable volume) where block 0 held X, synced, then Y:
+    the next checkpoint deletes X through a DelayedDeletes of `mode`."""
     name = places.new()
     create(places.open(name))
-    held = DelayedDeletes(places.open(name), layout.BLOCKS, retry=True)
+    held = DelayedDeletes(places.open(name), layout.BLOCKS, **mode)
     a = Volume(held, writable=True, late_delete_seconds=HANG_GUARD)
     write(a, 0, X)
     a.sync()
     write(a, 0, Y)
+    return name, held, a
+
+
+def test_a_retried_delete_that_lands_late_spares_the_content_stored_again(places):  # noqa: F811
+    name, held, a = x_replaced_by_y(places, retry=True)
     a.checkpoint()  # X's delete: the first request is held up, the retry deleted it
     write(a, 1, X)  # uploaded again, after the retry's answer
     a.sync()
@@ -166,13 +173,7 @@ def test_a_late_delete_of_a_map_page_spares_the_page_stored_again(places):  # no
 
 
 def test_a_delete_that_failed_without_a_retry_still_quarantines(places):  # noqa: F811
-    name = places.new()
-    create(places.open(name))
-    held = DelayedDeletes(places.open(name), layout.BLOCKS, lost=True)
-    a = Volume(held, writable=True, late_delete_seconds=HANG_GUARD)
-    write(a, 0, X)
-    a.sync()
-    write(a, 0, Y)
+    name, held, a = x_replaced_by_y(places, lost=True)
     with pytest.raises(StoreError):
         a.checkpoint()  # X's delete: sent, no answer, no retry
     a.checkpoint()      # X deleted by a new request

@@ -66,6 +66,16 @@ def proxy(bd, janitor) -> FaultProxy:
     return fault_proxy
 
 
+def assert_fsynced_part_back(bd, vol, path, model: bytearray) -> None:
+    """Remount at `path`: the first 200 KiB, written and fsynced, are there."""
+    m = bd.mount(vol, path)
+    fd = os.open(m.file, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 200 * KiB, 0) == model[:200 * KiB]
+    finally:
+        os.close(fd)
+
+
 def mount_through(bd, proxy: FaultProxy, vol, retry_time: float = RETRY_TIME):
     """Mount talking to the store through `proxy` (the later --endpoint wins);
     the faults are cleared before the mount is cleaned up."""
@@ -120,12 +130,7 @@ def test_unmount_after_the_daemon_was_killed_says_it_is_gone(bd):
     assert_says_daemon_is_gone(lines[0], m.path)
     assert not is_mounted(m.path)
 
-    m = bd.mount(vol, m.path)  # what was fsynced is there
-    fd = os.open(m.file, os.O_RDONLY)
-    try:
-        assert os.pread(fd, 200 * KiB, 0) == model[:200 * KiB]
-    finally:
-        os.close(fd)
+    assert_fsynced_part_back(bd, vol, m.path, model)
 
 
 @s3_only
@@ -160,12 +165,7 @@ def test_unmount_whose_daemon_is_killed_while_storing_says_it_is_gone(bd, proxy)
     assert not is_mounted(m.path)
 
     proxy.clear()
-    m = bd.mount(vol, m.path)
-    fd = os.open(m.file, os.O_RDONLY)
-    try:
-        assert os.pread(fd, 200 * KiB, 0) == model[:200 * KiB]
-    finally:
-        os.close(fd)
+    assert_fsynced_part_back(bd, vol, m.path, model)
 
 
 # --------------------------------------------------------------------------
