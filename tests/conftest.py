@@ -485,14 +485,17 @@ class Volume:
         return self.place.keys()
 
     def object_keys(self) -> set[str]:
-        """Keys of every block object (all must be named as FORMAT.md says)."""
+        """Keys of every block object (all must be named as FORMAT.md says),
+        not counting aliases: second copies a mount writes while a late
+        delete may still land (FORMAT.md, "Late deletes"), as `info` does."""
         keys = {k for k in self.place.keys() if k.startswith("blocks/")}
-        bad = sorted(k for k in keys if key_kind(k) != "block")
+        bad = sorted(k for k in keys if key_kind(k) not in ("block", "alias"))
         assert not bad, f"unexpected objects under blocks/: {bad[:5]}"
-        return keys
+        return {k for k in keys if key_kind(k) == "block"}
 
     def object_bytes(self) -> int:
-        return sum(size for k, size in self.place.keys().items() if k.startswith("blocks/"))
+        """Bytes of the block objects (aliases aside, as object_keys)."""
+        return sum(size for k, size in self.place.keys().items() if key_kind(k) == "block")
 
     def record_bytes(self) -> bytes:
         data = self.place.read("volume")

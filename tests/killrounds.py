@@ -18,7 +18,7 @@ from conftest import CLI, MiB, assert_cli_error, is_mounted, run, s3_list, wait_
 
 # Killed runs per test, after the uncut one: few in CI (the suite's time
 # budget); BUCKETDISK_KILL_ROUNDS=20 for a long soak.
-KILLS = int(os.environ.get("BUCKETDISK_KILL_ROUNDS", "2"))
+KILLS = int(os.environ.get("BUCKETDISK_KILL_ROUNDS", "1"))
 CLI_EXIT_BOUND = 60  # seconds: a command whose daemon died must not hang
 
 
