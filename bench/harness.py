@@ -14,10 +14,11 @@ from pathlib import Path
 
 import requests
 
+import codec_cost
 import gentree
 import workloads
 from bucketdisk.store import S3Options
-from config import HISTORY, MIB, Config
+from config import CODEC, HISTORY, MIB, Config
 from report import Results, bucketdisk_fingerprint
 from s3access import S3, Place, Target
 from shell import BenchError, say, sh
@@ -38,6 +39,7 @@ class Harness:
         self.active_disk: Disk | None = None
         self.loop_mnt = self.work / "ext4"
         self.src = self.work / "seq.bin"
+        self.text_src = self.work / "text.bin"
         self.tree = self.work / "tree"
         self.tree_info: dict = {}
         self.loadavg_start = os.getloadavg()
@@ -89,7 +91,10 @@ class Harness:
         fd = os.open(self.access_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"{self.s3.access_key}:{self.s3.secret_key}\n")
-        if self.needs_seq():
+        if {"W1t", "W2t"} & self.args.only:
+            ratio = codec_cost.text_like(self.text_src, self.cfg.seq_mib, self.cfg.seed)
+            say(f"text-like data: {self.cfg.seq_mib} MiB, zstd level 1 makes it {ratio:.1f}:1")
+        if self.needs_seq() or {"W1e", "W2e", "W1n"} & self.args.only:
             with open(self.src, "wb") as f:
                 for _ in range(self.cfg.seq_mib):
                     f.write(os.urandom(MIB))
@@ -145,6 +150,8 @@ class Harness:
                     rss.close()
                 if rss.peak_kib:
                     self.results.add(system, "peak_rss_MiB", rss.peak_kib / 1024)
+            if set(CODEC) & self.args.only and "bucketdisk" in self.args.systems:
+                codec_cost.codec_group(self, r)
             if self.needs_history():
                 workloads.snapshot_costs(self, r)
 

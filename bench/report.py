@@ -33,6 +33,11 @@ ROWS = [
     ("W5_cold_iops", "W5 4K rand read, cold, 4 jobs", "IOPS", "higher", "W5", None),
     ("W6_iops", "W6 4K rand write, fsync/64 (fio)", "IOPS", "higher", "W6", None),
     ("W6_durable_iops", "W6 same, until durable unmount", "IOPS", "higher", "W6", None),
+    ("W1t_write_MiBps", "W1 text-like data (zstd ~3:1)", "MiB/s", "higher", "W1t", "raw_put_MiBps"),
+    ("W2t_read_MiBps", "W2 text-like data (zstd ~3:1)", "MiB/s", "higher", "W2t", "raw_get_MiBps"),
+    ("W1e_write_MiBps", "W1 encrypted volume", "MiB/s", "higher", "W1e", "raw_put_MiBps"),
+    ("W2e_read_MiBps", "W2 encrypted volume", "MiB/s", "higher", "W2e", "raw_get_MiBps"),
+    ("W1n_write_MiBps", "W1 with --compress none", "MiB/s", "higher", "W1n", "raw_put_MiBps"),
     ("peak_rss_MiB", "peak RSS of the mount daemon", "MiB", "lower", None, None),
     ("H1_1pct_s", "H1 snapshot, 1% of {gib} GiB changed", "s", "lower", "H1", None),
     ("H1_1pct_KiB", "H1 same, bytes written", "KiB", "lower", "H1", None),
@@ -106,6 +111,30 @@ def report(h: "Harness") -> dict:
         "extra": res.extra,
         "failures": res.failures,
     }
+
+
+# (what, numerator row, denominator row or raw, bound, the bound's sense) of issue 15's targets
+CODEC_CHECKS = (
+    ("W1 text-like over raw PUT", "W1t_write_MiBps", "raw", 1.5, ">="),
+    ("W1 encrypted over W1 plain", "W1e_write_MiBps", "W1_write_MiBps", 0.85, ">="),
+    ("W2 encrypted over W2 plain", "W2e_read_MiBps", "W2_read_MiBps", 0.85, ">="),
+    ("W1 zstd on incompressible over --compress none", "W1_write_MiBps", "W1n_write_MiBps", 0.90, ">="),
+)
+
+
+def codec_checks(rows: list[dict]) -> list[str]:
+    """One line per codec target whose rows this run measured: the ratio and the bound."""
+    by_key = {r["key"]: r for r in rows}
+    lines = []
+    for what, top, bottom, bound, sense in CODEC_CHECKS:
+        if top not in by_key:
+            continue
+        a = by_key[top]["bucketdisk"]
+        b = by_key[top]["raw"] if bottom == "raw" else (by_key.get(bottom) or {}).get("bucketdisk")
+        if a and b:
+            verdict = "met" if a / b >= bound else "NOT met"
+            lines.append(f"{what}: {a / b:.2f}x (target {sense} {bound:.2f}x: {verdict})")
+    return lines
 
 
 def bucketdisk_fingerprint() -> dict:
@@ -204,6 +233,8 @@ def print_table(doc: dict) -> None:
         print("H1/H2: bucketdisk only (s3backer has no snapshots), through the engine on the "
               "same server; H2: 1% of the volume changed before each snapshot, all objects "
               "stored over the live data (target: at most 1.30x).")
+    for line in codec_checks(rows):
+        print(line)
     bi = doc["bucketdisk_install"]
     print(f"bucketdisk: {doc['versions'].get('bucketdisk', '?')}, installed package "
           f"{bi.get('installed_sha256', '?')}, checkout {bi.get('checkout_commit', '?')}"

@@ -30,6 +30,8 @@ Workloads (W1-W6 through the mounted `file` of each system), medians of --runs:
   W4   remount, drop caches, loop mount read-only, tar of the whole tree into a
        pipe that is read and discarded (not /dev/null: GNU tar skips reading then)
   RSS  peak resident memory (VmHWM) of the mount daemon over W1-W6
+  W1t, W2t, W1e, W2e, W1n   bucketdisk only: W1/W2 with text-like data (zstd
+       ~3:1), on an encrypted volume, with --compress none (bench/codec_cost.py)
   H1   bucketdisk only (s3backer has no snapshots), through the engine, no
        mount: on a 20 GiB volume, a snapshot after 1% of its blocks changed,
        then one after 10% more; each one's time and bytes written
@@ -82,7 +84,8 @@ def parse_args(argv=None):
                    help="where the temp dir for mounts, data and tree goes (default /var/tmp)")
     p.add_argument("--keep-workdir", action="store_true", help="keep it (logs) at the end")
     a = p.parse_args(argv)
-    a.only = {w.strip().upper() for w in a.only.split(",") if w.strip()}
+    named = {w.upper(): w for w in WORKLOADS}  # W1t, W1T and w1t name one workload
+    a.only = {named.get(w.strip().upper(), w.strip()) for w in a.only.split(",") if w.strip()}
     a.systems = [s.strip().lower() for s in a.systems.split(",") if s.strip()]
     if bad := a.only - set(WORKLOADS):
         p.error(f"unknown workloads {sorted(bad)}; choose from {','.join(WORKLOADS)}")

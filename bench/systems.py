@@ -88,6 +88,11 @@ class Disk:
 
 class Bucketdisk(Disk):
     name = "bucketdisk"
+    create_flags: list[str] = []  # codec_cost.py's variants: --encrypt, --compress none
+
+    def env(self) -> dict:
+        """The server's credentials; an encrypted volume's passphrase (a bench's, no secret)."""
+        return {**self.h.target.env(), "BUCKETDISK_PASSPHRASE": "bench passphrase"}
 
     def _store_flags(self) -> list[str]:
         flags = ["--endpoint", self.h.s3.endpoint, "--addressing", self.h.target.addressing]
@@ -100,13 +105,13 @@ class Bucketdisk(Disk):
         return f"s3://{self.place.bucket}/{self.place.prefix}"
 
     def create(self) -> None:
-        sh(BUCKETDISK, "create", self.url, "--size", DISK_SIZE, *self._store_flags(),
-           env=self.h.target.env(), timeout=300)
+        sh(BUCKETDISK, "create", self.url, "--size", DISK_SIZE, *self._store_flags(), *self.create_flags,
+           env=self.env(), timeout=300)
 
     def mount(self) -> None:
         t = time.monotonic()
         sh(BUCKETDISK, "mount", self.url, self.mnt, *self._store_flags(), "--log", self.log,
-           env=self.h.target.env(), timeout=300)
+           env=self.env(), timeout=300)
         self.mount_seconds.append(time.monotonic() - t)
         stats = json.loads(sh(BUCKETDISK, "stats", self.mnt, "--json", timeout=60))
         self.pid = int(stats["pid"])

@@ -11,7 +11,7 @@ import subprocess
 from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import is_bucketdisk_mount
 
-from .commands import _read_stats, s3_options
+from .commands import read_stats, s3_options
 from .units import human_size
 
 
@@ -23,7 +23,7 @@ def _mounted(args: argparse.Namespace) -> str | None:
     if not is_bucketdisk_mount(path):
         raise UserError(f"{args.url} is neither a volume URL nor a bucketdisk mount")
     try:
-        return str(_read_stats(path)["control_socket"])
+        return str(read_stats(path)["control_socket"])
     except (OSError, KeyError):
         raise UserError(f"{args.url}: its daemon does not answer (has it died? see 'bucketdisk unmount')") from None
 
@@ -34,6 +34,8 @@ def _ask(socket_path: str, fields: dict) -> dict:
 
 
 def _open(args: argparse.Namespace, *, writable: bool):
+    from .secrets import key_source
+
     from bucketdisk.store import open_store
     from bucketdisk.volume.record import check_record_fits, read_record
     from bucketdisk.volume.volume import Volume
@@ -42,7 +44,7 @@ def _open(args: argparse.Namespace, *, writable: bool):
     record = read_record(store)
     if record is not None:  # (no record: Volume says so)
         check_record_fits(record)
-    return Volume(store, writable=writable)
+    return Volume(store, writable=writable, keys=key_source(args, args.url))
 
 
 def create(args: argparse.Namespace) -> int:

@@ -9,17 +9,22 @@ import sys
 from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
-from . import commands, history
+from . import commands, history, mount, unmount, verify
+from .secrets import add_key_options
 from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
+              "  bucketdisk create file:///srv/disk2 --size 100G --encrypt      # asks for a passphrase\n"
               "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
     "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 32\n"
              "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1",
     "unmount": "bucketdisk unmount /mnt/disk1",
+    "passwd": "bucketdisk passwd file:///srv/disk2                 # asks for the old and the new passphrase\n"
+              "  bucketdisk passwd file:///srv/disk2 --new-key-file /root/disk2.key",
     "info": "bucketdisk info file:///srv/disk1 --json",
     "stats": "bucketdisk stats /mnt/disk1",
+    "verify": "bucketdisk verify file:///srv/disk1 --all\n  bucketdisk verify s3://my-bucket/disk1 --json",
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run\n  bucketdisk gc /mnt/disk1",
     "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
                 "  bucketdisk snapshot list file:///srv/disk1",
@@ -89,6 +94,7 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--read-timeout", type=float, default=60.0, help="seconds (default 60)")
     group.add_argument("--retry-time", type=float, default=300.0,
                        help="seconds to keep retrying a failing request before reporting it (default 300)")
+    add_key_options(parent)
     return parent
 
 
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", type=parse_compression, default=("zstd", 1), metavar="zstd[:LEVEL]|none",
                    help="how blocks are stored: zstd at a level from 1 (fast, the default) to 19, or none; "
                         "a block that does not shrink is stored as it is")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt and authenticate every object (AES-256-GCM); the passphrase (asked twice on a "
+                        "terminal, or --passphrase-file, BUCKETDISK_PASSPHRASE) or --key-file opens it")
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
@@ -140,11 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
-    p.set_defaults(run=commands.mount)
+    p.add_argument("--key-fd", type=int, help=argparse.SUPPRESS)  # the data key, from the parent (secrets.py)
+    p.set_defaults(run=mount.mount)
+
+    p = _command(sub, "passwd", "change an encrypted volume's passphrase, or move it to a key file "
+                                "(rewraps its key; no block is rewritten)", [store])
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--new-passphrase-file", metavar="FILE",
+                   help="the new passphrase from FILE (else BUCKETDISK_NEW_PASSPHRASE, else asked twice)")
+    p.add_argument("--new-key-file", metavar="FILE", help="open the volume with this key file from now on")
+    p.set_defaults(run=commands.passwd)
 
     p = _command(sub, "unmount", "flush everything, unmount, and wait for the daemon to exit")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.set_defaults(run=commands.unmount)
+    p.set_defaults(run=unmount.unmount)
 
     p = _command(sub, "info", "show a volume's record and what it stores", [store])
     p.add_argument("url", metavar="URL")
@@ -158,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.gc)
+
+    p = _command(sub, "verify", "read every object the volume refers to and check it; exit 2 when anything "
+                                "is damaged or missing", [store])
+    p.add_argument("url", metavar="URL")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", metavar="NAME", help="also check that snapshot's map and blocks")
+    which.add_argument("--all", action="store_true", help="also check every snapshot")
+    p.add_argument("--threads", type=int, default=16, help="objects read at once (default 16)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=verify.verify)
 
     p = _command(sub, "stats", "show a mounted volume's counters")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")

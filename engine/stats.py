@@ -12,6 +12,7 @@ COUNTERS = (
     # slower than usual, requests given up on
     "retries", "stragglers", "request_failures",
     "errors",  # I/O errors seen by the application, and failed flush attempts
+    "damaged_objects",  # reads refused because the object failed its checks (never returned as data)
 )
 
 

@@ -460,6 +460,7 @@ class Volume:
     place: FilePlace | S3Place
     size: int
     block_size: int
+    key_args: list = field(default_factory=list)  # an encrypted volume's: --passphrase-file FILE
 
     @property
     def url(self) -> str:
@@ -467,8 +468,9 @@ class Volume:
 
     @property
     def store_args(self) -> list[str]:
-        """The store flags every create/mount/info of this volume needs."""
-        return self.place.args
+        """The store flags (and an encrypted volume's key flags) every
+        create/mount/info of this volume needs."""
+        return self.place.args + self.key_args
 
     @property
     def kind(self) -> str:
@@ -687,6 +689,16 @@ class BD:
         assert "volume" in place.keys(), "create left no volume record"
         return Volume(place=place, size=parse_size(size),
                       block_size=parse_size(block_size) if block_size is not None else MiB)
+
+    def create_encrypted(self, size="64M", block_size: str | None = "64K", passphrase: str = "correct horse 7",
+                         extra=()) -> Volume:
+        """create --encrypt, the passphrase from a file the Volume's key_args name."""
+        secret = self._name("passphrase-").with_suffix(".txt")
+        secret.write_text(passphrase + "\n")
+        key_args = ["--passphrase-file", str(secret)]
+        volume = self.create(size, block_size, extra=["--encrypt", *key_args, *extra])
+        volume.key_args = key_args
+        return volume
 
     def info(self, volume: Volume) -> dict:
         proc = self.ok("info", volume.url, "--json", *volume.store_args)

@@ -22,6 +22,7 @@ import json
 
 import os
 import uuid
+import zlib
 
 import pytest
 
@@ -39,6 +40,11 @@ from bucketdisk.volume.sweep import sweep
 from bucketdisk.volume.volume import Volume
 
 FRESH_HOOK = bytes(range(256)) * (BLOCK_SIZE // 256)
+# Every store call is a crash point on file://.  On s3:// (the same engine
+# over a slower store) the suite walks one call in S3_STRIDE, a different
+# one of the S3_STRIDE sets for each way of stopping, to keep within its
+# time budget; BUCKETDISK_S3_CRASH_STRIDE=1 walks them all (a soak).
+S3_STRIDE = max(1, int(os.environ.get("BUCKETDISK_S3_CRASH_STRIDE", "3")))
 
 
 class Places:
@@ -232,7 +238,9 @@ def walk_crash_points(places, steps, action: str, when: str, all_states, before,
     problems of its own.  Returns every problem found."""
     total = count_calls(places, steps, prepare)
     failures = []
-    for at in range(1, total + 1):
+    stride = S3_STRIDE if places.kind == "s3" else 1
+    first = 1 + zlib.crc32(f"{action} {when} {stop_after}".encode()) % stride
+    for at in range(first, total + 1, stride):
         name = places.new()
         store = places.open(name)
         create(store)

@@ -89,7 +89,7 @@ def test_damaged_records_are_named_and_foreign_ones_read_past(places):  # noqa: 
     other = SnapshotRecords(store, snaps.codec, "0" * 32, snaps.page_count)  # an earlier volume's
     other.write((1, 1), pages, name="foreign")
     assert [s.name for s in snaps.list()] == ["kept"]
-    store.put(layout.snapshot_key(9), snaps.codec.pack(b"BDKS" + b"\0" * 20))
+    store.put(layout.snapshot_key(9), snaps.codec.pack(b"BDKS" + b"\0" * 20, layout.snapshot_key(9)))
     with pytest.raises(CorruptData, match=layout.snapshot_key(9)):
         snaps.list()
 

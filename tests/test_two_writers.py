@@ -202,6 +202,7 @@ def in_pid_namespace(bd, vol, offset: int, size: int, seed: int, *flags) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.stores("file")  # namespaces are the host's business: the store's lease code runs in the test above
 def test_another_pid_namespace_waits_for_the_lease_not_the_pid(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)

@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..codec.block import ZERO_HASH
-from ..errors import NotFound, StoreError, VolumeReplaced, without_traceback
+from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced, without_traceback
 from ..volume.follow import FOLLOW_SECONDS
 from .cache import Entry
 
@@ -101,6 +101,8 @@ class Reading:
                 log.error("reading block %d failed: %s", index, e,
                           exc_info=not isinstance(e, StoreError))  # anything else is a bug: show where
                 self.stats.add("errors")
+                if isinstance(e, CorruptData):
+                    self.stats.add("damaged_objects")
             data, error = None, without_traceback(e)
         with self._lock:
             event = entry.loading

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..codec.keys import KeySource
 from ..device.budget import check_cache_size
 from ..device.device import BlockDevice
 from ..errors import UserError
@@ -46,13 +47,15 @@ class MountOptions:
     snapshot_every: float | None = None  # seconds between scheduled snapshots
     keep: dict | None = None  # prune's keep options after each (None: Time Machine's rule)
     compress_level: int | None = None  # zstd level of the blocks it stores (None: the record's)
+    keys: KeySource | None = None  # an encrypted volume's key (codec/keys.py)
     s3: S3Options = S3Options()
 
 
-def render_stats(device: BlockDevice, url: str, started: float, control: str) -> str:
+def render_stats(device: BlockDevice, url: str, started: float, control: str, warning: str | None) -> str:
     values = {"pid": os.getpid(), "uptime_seconds": int(time.time() - started),
               "read_only": int(device.read_only), **device.counters()}
     lines = [f"volume: {url}", f"control_socket: {control}"]
+    lines += [f"warning: {warning}"] if warning else []  # a rolled-back store (rollback.py)
     lines += [f"{name}: {value}" for name, value in sorted(values.items())]
     error = device.store_error()
     if error is not None:  # only while storing fails
@@ -106,8 +109,10 @@ def widen_kernel_readahead(mountpoint: str, size: int) -> None:
 
 
 def serve(url: str, mountpoint: str, options: MountOptions,
-          on_ready: Callable[[], None] | None = None) -> None:
+          on_ready: Callable[[], None] | None = None, on_warning: Callable[[str], None] | None = None) -> None:
     """Open the volume, mount it, and block until it is unmounted.
+    `on_warning(line)` hears what the user must know before the mount is
+    used (a rolled-back store).
 
     Raises UserError for a refused mount (nothing was changed); raises the
     final flush's error if dirty data could not be stored at unmount.
@@ -126,7 +131,9 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         store.close()
         raise UserError("--compress-level: this volume stores blocks uncompressed (created with --compress none)")
     volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot,
-                    compress_level=options.compress_level)
+                    compress_level=options.compress_level, keys=options.keys)
+    if volume.rollback and on_warning is not None:
+        on_warning(volume.rollback)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
         removed = store.tidy_scratch()
         if removed:
@@ -156,7 +163,8 @@ def serve(url: str, mountpoint: str, options: MountOptions,
         service.close()
         control.close()
 
-    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path), ready,
+    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path, volume.rollback),
+                                ready,
                                 stop_history, snapshots=catalog)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])

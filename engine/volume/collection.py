@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 from ..codec._hot import is_zero
 from ..codec.block import ZERO_HASH
-from ..codec.block import content_hash as hash_of
 from . import layout
 from .blockmap import referenced_in
 from .latedeletes import BLOCK, PAGE, alias_key, aliases_of, plain_key, settle, still_late
@@ -115,7 +114,7 @@ class Collection:
         """Register the pages a checkpoint is about to write, so that a
         sweep deleting pages leaves them alone; a page a sweep is deleting
         right now is written after that delete.  Returns their hashes."""
-        hashes = [hash_of(data) for data in contents if not is_zero(data)]
+        hashes = [self.maps.codec.page_hash(data) for data in contents if not is_zero(data)]
         with self._lock:
             while self._deleting_pages.intersection(hashes):
                 self._deleted.wait()

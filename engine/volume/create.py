@@ -20,7 +20,9 @@ candidate record below the place until one proves to be a volume.
 """
 import json
 import time
+from collections.abc import Callable
 
+from ..codec.keys import Secret, VolumeKeys
 from ..errors import Forbidden, NotFound, StoreError, UserError
 from ..store.base import DeleteGuard, ObjectStore
 from ..store.names import is_plain_key, shown
@@ -28,17 +30,21 @@ from . import layout
 from .latedeletes import LATE_DELETE_SECONDS
 from .lock import Lease, current_holder
 from .record import VolumeRecord, check_map_fits, validate_geometry
+from .unlock import sealed
 
 RECORD_SUFFIX = "/" + layout.RECORD
 MAX_RECORD_BYTES = 64 << 10  # a volume record is a few hundred bytes; a larger `volume` is something else
 
 
 def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False,
-                  compression: str = "zstd", level: int = 1) -> VolumeRecord:
+                  compression: str = "zstd", level: int = 1,
+                  secret: Callable[[], Secret] | None = None) -> VolumeRecord:
     """Write a new, empty volume into `store`'s place; with `force`, replace
     the volume there.  `compression` ("zstd" or "none") and zstd's `level`
-    go into its record.  Raises UserError (having changed nothing) for the
-    refusals in the module docstring."""
+    go into its record.  With `secret`, the volume is encrypted (a new data
+    key, wrapped for what `secret()` gives, asked once the place is known
+    to be usable).  Raises UserError (having changed nothing) for the
+    refusals in the module docstring.  Returns the record, unlocked."""
     chosen = {"compression": compression, "compression_level": level}
     validate_geometry(size, block_size)
     check_map_fits(size, block_size)
@@ -58,11 +64,11 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         raise UserError(f"{store.url()} holds data that is not part of a bucketdisk volume "
                         f"({_count(len(foreign), 'object')}, first {shown(foreign[0])}); bucketdisk creates volumes "
                         "only in an empty place, even with --force: choose another place")
-    if keys:
+    if keys and not force:
         what = "a volume" if layout.RECORD in keys else "what is left of a volume (no record)"
-        if not force:
-            raise UserError(f"{store.url()} already holds {what}; use --force to replace it "
-                            "(its data is lost)")
+        raise UserError(f"{store.url()} already holds {what}; use --force to replace it (its data is lost)")
+    sealing = (VolumeKeys.generate(), secret()) if secret is not None else None
+    if keys:
         holder = current_holder(store)
         if holder is not None and holder.state() in ("live-here", "held"):
             raise UserError(f"that volume is mounted by {holder.describe()}; unmount it before replacing it")
@@ -75,10 +81,10 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
             # Its lease object stays (released), so the new volume's epochs
             # go on above the old one's; the record says that the old one's
             # deletes may still land (latedeletes.py).
-            return _write_record(store, VolumeRecord(size, block_size, replaced=True, **chosen))
+            return _write_record(store, VolumeRecord(size, block_size, replaced=True, **chosen), sealing)
         finally:
             lease.release()
-    return _write_record(store, VolumeRecord(size, block_size, **chosen))
+    return _write_record(store, VolumeRecord(size, block_size, **chosen), sealing)
 
 
 def missing_volume(store: ObjectStore) -> UserError:
@@ -104,7 +110,9 @@ def missing_volume(store: ObjectStore) -> UserError:
     return UserError(f"no bucketdisk volume at {url}; create one with 'bucketdisk create {url} --size SIZE'")
 
 
-def _write_record(store: ObjectStore, record: VolumeRecord) -> VolumeRecord:
+def _write_record(store: ObjectStore, record: VolumeRecord, sealing: tuple | None) -> VolumeRecord:
+    if sealing is not None:
+        record = sealed(record, *sealing)
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)

@@ -39,7 +39,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..codec.block import ZERO_HASH, content_hash
+from ..codec.block import ZERO_HASH
 from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from .blockmap import BlockMap
 from .mapstore import FETCH_PARALLELISM, LOG_PAGE, Journal, Listing, Loaded, Root, Run, own_journals
@@ -244,24 +244,24 @@ class Follower:
         if last is not None and last.base == base and runs[: len(last.runs)] == last.runs:
             if len(runs) == len(last.runs):
                 return last
-            return _applied(base, bytearray(last.data), runs, len(last.runs))
+            return _applied(base, bytearray(last.data), runs, len(last.runs), self.volume.codec.block_hash)
         if _covers(runs, self.volume.block_size):
-            return _applied(base, bytearray(self.volume.block_size), runs, 0)
+            return _applied(base, bytearray(self.volume.block_size), runs, 0, self.volume.codec.block_hash)
         return None
 
     def _merge_from_base(self, base: bytes, runs: tuple[Run, ...]) -> Merge:
         """Read the base block (NotFound if the writer collected it) and apply `runs`."""
         data = bytearray(self.volume.block_size) if base == ZERO_HASH else bytearray(self.volume.read_block(base))
-        return _applied(base, data, runs, 0)
+        return _applied(base, data, runs, 0, self.volume.codec.block_hash)
 
 
-def _applied(base: bytes, data: bytearray, runs: tuple[Run, ...], done: int) -> Merge:
+def _applied(base: bytes, data: bytearray, runs: tuple[Run, ...], done: int, block_hash) -> Merge:
     """`data` (the base with runs[:done] applied already) with the rest applied."""
     for run in runs[done:]:
         start = run.first_page * LOG_PAGE
         data[start : start + len(run.data)] = run.data
     merged = bytes(data)
-    return Merge(base, runs, merged, content_hash(merged))
+    return Merge(base, runs, merged, block_hash(merged))  # named as the volume names blocks
 
 
 def _covers(runs: tuple[Run, ...], block_size: int) -> bool:

@@ -34,12 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..codec._hot import count_zero_entries, is_zero
-from ..codec.block import HASH_SIZE, ZERO_HASH, Codec, content_hash
+from ..codec.block import HASH_SIZE, ZERO_HASH, Codec
 from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
 from .latedeletes import find_alias
+from .rollback import SeenState
 
 ROOT_HEADER_V1 = struct.Struct("<4sIQQII16s")
 ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
@@ -259,13 +260,24 @@ class MapStore:
         self.block_count = block_count
         self.page_entries = page_entries
         self.uuid = volume_uuid
+        # An encrypted volume's owner does not trust the store: remember the
+        # newest map state seen, to notice a rollback (rollback.py).
+        self.seen = SeenState(volume_uuid) if codec.sealer is not None else None
 
     @classmethod
     def of(cls, store: ObjectStore, record) -> "MapStore":
         """The map objects of the volume with this VolumeRecord."""
-        return cls(store, Codec(record.compression, record.compression_level), record.block_count,
-                   record.page_entries, record.uuid,
-                   record.block_size)
+        return cls(store, record.codec(), record.block_count, record.page_entries, record.uuid, record.block_size)
+
+    def rollback(self, listing: Listing) -> str | None:
+        """A warning when `listing`'s newest map object is older than one
+        this machine saw (an encrypted volume only), which it remembers."""
+        if self.seen is None:
+            return None
+        newest = max(listing.roots + listing.journals, default=None)
+        warning = self.seen.rollback(newest, self.store.url())
+        self.seen.saw(newest)
+        return warning
 
     def listing(self) -> Listing:
         roots, journals, unknown = [], [], []
@@ -403,12 +415,13 @@ class MapStore:
                 if attempt == LOAD_ATTEMPTS - 1:
                     raise
 
-    def _read(self, key: str, decode):
-        """decode(unpacked bytes of `key`); a CorruptData raised on the way
-        names the key's URL."""
+    def _read(self, key: str, decode, name: str | None = None):
+        """decode(unpacked bytes of `key`, the object named `name`, by
+        default `key`; an alias is its plain key's copy); a CorruptData
+        raised on the way names the key's URL."""
         data = self.store.get(key)
         try:
-            return decode(self.codec.unpack(data))
+            return decode(self.codec.unpack(data, name or key))
         except CorruptData as e:
             raise e.at(self.store.key_url(key)) from None
 
@@ -440,13 +453,16 @@ class MapStore:
 
     def write_journal(self, journal: Journal) -> None:
         """Store a journal under its own name, never over another (raises KeyTaken)."""
-        self._put_new(layout.journal_key(journal.epoch, journal.seq),
-                      self.codec.pack(encode_journal(journal, self.uuid)))
+        key = layout.journal_key(journal.epoch, journal.seq)
+        self._put_new(key, self.codec.pack(encode_journal(journal, self.uuid), key))
 
     def write_root(self, root: Root) -> None:
         """Store a root under its own name, never over another (raises KeyTaken)."""
         data = encode_root(root, self.block_count, self.page_entries, self.uuid)
-        self._put_new(layout.root_key(root.epoch, root.seq), self.codec.pack(data))
+        key = layout.root_key(root.epoch, root.seq)
+        self._put_new(key, self.codec.pack(data, key))
+        if self.seen is not None:
+            self.seen.saw((root.epoch, root.seq))
 
     def _put_new(self, key: str, data: bytes) -> None:
         if self.store.put(key, data, if_absent=True):
@@ -467,9 +483,10 @@ class MapStore:
             number, data = item
             if is_zero(data):
                 return number, ZERO_HASH
-            page_hash = content_hash(data)
-            packed = self.codec.pack(data)
-            self.store.put(layout.page_key(page_hash), packed, if_absent=True)
+            page_hash = self.codec.page_hash(data)
+            key = layout.page_key(page_hash)
+            packed = self.codec.pack(data, key)
+            self.store.put(key, packed, if_absent=True)
             alias_key = alias(page_hash) if alias is not None else None
             if alias_key is not None:
                 self.store.put(alias_key, packed)
@@ -483,7 +500,7 @@ class MapStore:
         checked to be that page's length.  Falls back to an alias when the
         plain object has gone.  Raises CorruptData naming the key, NotFound."""
         def check(data: bytes) -> bytes:
-            if content_hash(data) != page_hash:
+            if self.codec.page_hash(data) != page_hash:
                 raise CorruptData("map page does not match its hash")
             if number is not None and len(data) != self.page_bytes(number):
                 raise CorruptData(f"map page has {len(data)} bytes for page {number}, "
@@ -493,7 +510,7 @@ class MapStore:
         try:
             return self._read(key, check)
         except NotFound:
-            return self._read(find_alias(self.store, key), check)  # a late delete took it (latedeletes.py)
+            return self._read(find_alias(self.store, key), check, key)  # a late delete took it (latedeletes.py)
 
     def page_bytes(self, number: int) -> int:
         """Bytes of entries page `number` holds (the last one may be short)."""

@@ -3,10 +3,12 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields as dataclass_fields
 
-from ..codec.block import COMPRESSIONS, HASH_NAME, MAX_LEVEL
+from ..codec.block import COMPRESSIONS, HASH_NAME, MAX_LEVEL, Codec
+from ..codec.keys import KeySource, VolumeKeys
 from ..errors import NotFound, UserError
+from .unlock import ENCRYPTED_VERSION, encryption_problem, unlock
 from ..store.base import ObjectStore
 from ..store.names import shown
 from .layout import RECORD as RECORD_KEY
@@ -59,15 +61,42 @@ class VolumeRecord:
     # Any level reads any object: it is a writer's choice, `mount
     # --compress-level` overrides it.
     compression_level: int = 1
+    # An encrypted volume's cipher, KDF parameters and wrapped data key
+    # (unlock.py), and the MAC of every other field under a key derived
+    # from the data key: nobody without the key changes the geometry.
+    encryption: dict | None = None
+    mac: str | None = None
+    # The unwrapped keys, once unlock.unlock() has opened the record: never stored.
+    keys: VolumeKeys | None = field(default=None, compare=False, repr=False)
 
     @property
     def block_count(self) -> int:
         return self.size // self.block_size
 
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
+
+    def codec(self, level: int | None = None) -> Codec:
+        """The codec of this volume's objects; `level`: zstd's, for the
+        objects it writes (default the record's).  An encrypted volume's
+        record must have been unlocked (unlock.py)."""
+        if self.encrypted and self.keys is None:
+            raise ValueError("an encrypted volume's record must be unlocked first")
+        return Codec(self.compression, level or self.compression_level, self.keys, self.uuid)
+
+    def stored_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self) if f.name in _FIELD_NAMES
+                and not (f.name in OPTIONAL_FIELDS and getattr(self, f.name) == OPTIONAL_FIELDS[f.name])}
+
     def to_bytes(self) -> bytes:
-        fields = {name: value for name, value in asdict(self).items()
-                  if not (name in OPTIONAL_FIELDS and value == OPTIONAL_FIELDS[name])}
-        return (json.dumps(fields, indent=2, sort_keys=True) + "\n").encode()
+        return (json.dumps(self.stored_fields(), indent=2, sort_keys=True) + "\n").encode()
+
+    def authenticated_bytes(self) -> bytes:
+        """What the record's MAC covers: every stored field but the MAC, in
+        one canonical form."""
+        fields = {name: value for name, value in self.stored_fields().items() if name != "mac"}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = RECORD_KEY) -> "VolumeRecord":
@@ -81,7 +110,7 @@ class VolumeRecord:
             problem = check(fields[name])
             if problem is not None:
                 raise UserError(f"the volume record {where} is not valid: \"{name}\" {problem}")
-        problem = _geometry_problem(fields["size"], fields["block_size"])
+        problem = _geometry_problem(fields["size"], fields["block_size"]) or _encryption_problem(fields)
         if problem is not None:
             raise UserError(f"the volume record {where} is not valid: {problem}")
         return cls(**fields)
@@ -90,8 +119,9 @@ class VolumeRecord:
 # -- checking a stored record ---------------------------------------------------------
 
 MAX_PAGE_ENTRIES = 1 << 20  # a page of 32 MiB of hashes; PAGE_ENTRIES is 4096
-_FIELD_NAMES = tuple(f for f in VolumeRecord.__dataclass_fields__)
-OPTIONAL_FIELDS = {"replaced": False, "compression_level": 1}  # field -> its value when absent (and then not stored)
+_FIELD_NAMES = tuple(f for f in VolumeRecord.__dataclass_fields__ if f != "keys")
+# field -> its value when absent (and then not stored)
+OPTIONAL_FIELDS = {"replaced": False, "compression_level": 1, "encryption": None, "mac": None}
 
 
 def _record_fields(data: bytes, where: str) -> dict:
@@ -105,9 +135,9 @@ def _record_fields(data: bytes, where: str) -> dict:
     if not isinstance(fields, dict) or fields.get("format") != FORMAT_NAME:
         raise UserError(f"{bad}: it is not a bucketdisk volume record (no \"format\": \"{FORMAT_NAME}\")")
     version = fields.get("format_version")
-    if _is_int(version) and version > FORMAT_VERSION:  # its fields may differ: say so before checking them
+    if _is_int(version) and version > ENCRYPTED_VERSION:  # its fields may differ: say so before checking them
         raise UserError(f"volume format version {version} of {where} is newer than this bucketdisk "
-                        f"understands ({FORMAT_VERSION}); upgrade bucketdisk")
+                        f"understands ({ENCRYPTED_VERSION}); upgrade bucketdisk")
     unknown = sorted(set(fields) - set(_FIELD_NAMES))
     if unknown:
         raise UserError(f"{bad}: unknown field \"{shown(unknown[0][:40])}\"")
@@ -156,7 +186,7 @@ def _text(value) -> str | None:
 
 _FIELD_CHECKS = {
     "format": _one_of(FORMAT_NAME),
-    "format_version": _whole(1, FORMAT_VERSION, f"a whole number from 1 to {FORMAT_VERSION}"),
+    "format_version": _whole(1, ENCRYPTED_VERSION, f"a whole number from 1 to {ENCRYPTED_VERSION}"),
     "uuid": _uuid,
     "size": _whole(1, 1 << 63, "a positive whole number of bytes"),  # its block count is checked next
     "block_size": _whole(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE,
@@ -167,7 +197,23 @@ _FIELD_CHECKS = {
     "created": _text,
     "compression_level": _whole(1, MAX_LEVEL, f"a whole number from 1 to {MAX_LEVEL}"),
     "replaced": lambda value: None if isinstance(value, bool) else f"must be true or false, not {_shown_value(value)}",
+    "encryption": lambda value: None if value is None else encryption_problem(value),
+    "mac": lambda value: None if value is None or _is_hex_mac(value) else "must be 64 hex digits",
 }
+
+
+def _is_hex_mac(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _encryption_problem(fields: dict) -> str | None:
+    """What ties the encryption fields to the version, said of the record."""
+    encrypted = fields["encryption"] is not None
+    if encrypted != (fields["mac"] is not None):
+        return "\"encryption\" and \"mac\" go together"
+    if encrypted != (fields["format_version"] == ENCRYPTED_VERSION):
+        return f"format version {ENCRYPTED_VERSION} is that of encrypted volumes, and only theirs"
+    return None
 
 
 def _geometry_problem(size: int, block_size: int) -> str | None:
@@ -200,7 +246,8 @@ def validate_geometry(size: int, block_size: int) -> None:
 
 
 def read_record(store: ObjectStore) -> VolumeRecord | None:
-    """The volume record in `store`, or None when there is none.
+    """The volume record in `store`, as stored (an encrypted one locked:
+    see open_record), or None when there is none.
 
     Raises UserError, naming the record's URL and the field, for a record
     this version cannot read (VolumeRecord.from_bytes)."""
@@ -209,6 +256,14 @@ def read_record(store: ObjectStore) -> VolumeRecord | None:
     except NotFound:
         return None
     return VolumeRecord.from_bytes(data, store.key_url(RECORD_KEY))
+
+
+def open_record(store: ObjectStore, keys: KeySource | None) -> VolumeRecord | None:
+    """The volume record in `store`, unlocked with `keys` when it is
+    encrypted (unlock.unlock), or None when there is none.  Raises
+    UserError as read_record and unlock do."""
+    record = read_record(store)
+    return None if record is None else unlock(record, keys, store.url())
 
 
 def map_memory(block_count: int) -> int:

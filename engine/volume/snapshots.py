@@ -136,7 +136,7 @@ class SnapshotRecords:
     def of(cls, store: ObjectStore, record) -> "SnapshotRecords":
         """The snapshot records of the volume with this VolumeRecord."""
         pages = -(-record.block_count // record.page_entries)
-        return cls(store, Codec(record.compression, record.compression_level), record.uuid, pages)
+        return cls(store, record.codec(), record.uuid, pages)
 
     def numbers(self) -> list[int]:
         """The numbers of the stored records, ascending (not of placeholders)."""
@@ -156,7 +156,7 @@ class SnapshotRecords:
         if not data:
             raise NotFound(key)
         try:
-            snapshot = decode(self.codec.unpack(data), self.uuid, self.page_count)
+            snapshot = decode(self.codec.unpack(data, key), self.uuid, self.page_count)
         except CorruptData as e:
             raise e.at(self.store.key_url(key)) from None
         if snapshot.number != number:
@@ -213,8 +213,8 @@ class SnapshotRecords:
         for _ in range(NUMBER_ATTEMPTS):
             snapshot = Snapshot(number, name, type, utc(started), utc(time.time()), root, list(page_hashes),
                                 changed_blocks, new_bytes, named)
-            data = self.codec.pack(encode(snapshot, self.uuid))
-            if self.store.put(layout.snapshot_key(number), data, if_absent=True):
+            key = layout.snapshot_key(number)
+            if self.store.put(key, self.codec.pack(encode(snapshot, self.uuid), key), if_absent=True):
                 placeholders = [layout.snapshot_key(n) for n, size in stored if not size]
                 if placeholders:  # a higher key keeps their numbers taken now
                     self.store.delete(placeholders, guard=guard)

@@ -42,7 +42,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from ..codec.block import ZERO_HASH, Codec
+from ..codec.block import ZERO_HASH
+from ..codec.keys import KeySource
 from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
@@ -54,7 +55,7 @@ from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
-from .record import FORMAT_VERSION, read_record
+from .record import FORMAT_VERSION, open_record
 from .snapshots import SnapshotRecords
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ CHECKPOINT_JOURNALS = 64
 class Volume(Collection, FsyncLog, Views):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
-                 compress_level: int | None = None):
+                 compress_level: int | None = None, keys: KeySource | None = None):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
         and writes the epoch's first root.  `late_delete_seconds`: how long
@@ -75,8 +76,9 @@ class Volume(Collection, FsyncLog, Views):
         (read-only): show the map that snapshot keeps (its name, number,
         or Latest), not the live one; UserError if there is none.
         `compress_level`: zstd's level for the blocks this mount stores
-        (default: the record's)."""
-        record = read_record(store)
+        (default: the record's).  `keys`: how to get an encrypted volume's
+        key (UserError, one line, when they do not open it)."""
+        record = open_record(store, keys)
         if record is None:
             raise missing_volume(store)
         self.store = store
@@ -86,7 +88,7 @@ class Volume(Collection, FsyncLog, Views):
         self.snapshot = snapshot  # a snapshot's fixed map: never follows a writer
         self.block_size = record.block_size
         self.block_count = record.block_count
-        self.codec = Codec(record.compression, compress_level or record.compression_level)
+        self.codec = record.codec(compress_level)
         self.maps = MapStore.of(store, record)
         self._lock = threading.Lock()          # map, pending changes, uploads in flight, collection sets
         self._deleted = threading.Condition(self._lock)  # uploads wait here for deletes of their content
@@ -141,6 +143,9 @@ class Volume(Collection, FsyncLog, Views):
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
         self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
         self.unknown_keys = listing.unknown
+        self.rollback = self.maps.rollback(listing)  # a warning, or None (rollback.py)
+        if self.rollback:
+            log.warning("%s", self.rollback)
         # What a read-only view starts following from (follow.py takes it once).
         self._opened: Loaded | None = None if self.writable else loaded
         # Pages an fsync logged that never reached their blocks (the last

@@ -1,0 +1,182 @@
+"""`bucketdisk mount`: checks, then the daemon (started in the background,
+or served in the foreground)."""
+import argparse
+import errno
+import os
+import subprocess
+import sys
+
+from bucketdisk.errors import UserError
+from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
+
+from .commands import s3_options, store_argv
+from .secrets import daemon_environment, key_source, receive_key, send_key
+
+def _check_mountpoint(path: str) -> None:
+    kind = fstype_at(path)
+    if kind == FSTYPE:
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                raise UserError(f"{path} holds a dead bucketdisk mount; run 'bucketdisk unmount {path}'") from None
+        raise UserError(f"{path} is already a bucketdisk mount")
+    if kind is not None:
+        raise UserError(f"{path} is already mounted ({kind})")
+    if not os.path.exists(path):
+        raise UserError(f"mountpoint does not exist: {path}")
+    if not os.path.isdir(path):
+        raise UserError(f"mountpoint is not a directory: {path}")
+
+
+def mount(args: argparse.Namespace) -> int:
+    if args.threads < 1 or args.threads > 256:
+        raise UserError("--threads must be from 1 to 256")
+    if args.readahead < 0:
+        raise UserError("--readahead cannot be negative")
+    from .history import keep_options
+
+    keep = keep_options(args)
+    if keep and not args.snapshot_every:
+        raise UserError("--keep-* options of a mount go with --snapshot-every")
+    if args.snapshot_every and (args.read_only or args.snapshot is not None):
+        raise UserError("--snapshot-every needs a writable mount")
+    if args.snapshot is not None:
+        from bucketdisk.volume.snapshots import check_name
+        if args.force:
+            raise UserError("--force takes a writable volume; a snapshot mount is read-only and takes no lease")
+        if args.snapshot not in ("Latest",) and not args.snapshot.isdigit():
+            check_name(args.snapshot)
+    from bucketdisk.store import parse_url
+
+    scheme, _ = parse_url(args.url)  # refuse a bad URL before forking (the daemon opens the store)
+    s3_options(args, args.threads)  # refuse bad store options before forking
+    if scheme == "s3" and not args.endpoint and os.environ.get("AWS_ENDPOINT_URL"):
+        from bucketdisk.store.s3args import check_endpoint
+
+        check_endpoint(os.environ["AWS_ENDPOINT_URL"], "AWS_ENDPOINT_URL")
+    if args.insecure and args.url.startswith("s3:"):
+        print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
+    args.mountpoint = os.path.abspath(args.mountpoint)
+    # The daemon runs from /, so files named relative to here must travel absolute.
+    for name in ("credentials_file", "ca_bundle"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    _check_mountpoint(args.mountpoint)
+    if args.foreground:
+        return _serve(args)
+    return _spawn_daemon(args, _data_key(args))
+
+
+def _data_key(args: argparse.Namespace) -> bytes | None:
+    """An encrypted volume's data key, unwrapped here so that a wrong
+    passphrase is said before the daemon starts, and so that the daemon
+    never sees the passphrase; None for a volume that is not encrypted
+    (or none at all: the daemon says so)."""
+    from bucketdisk.store import open_store
+    from bucketdisk.volume.record import read_record
+    from bucketdisk.volume.unlock import unlock
+
+    store = open_store(args.url, s3=s3_options(args, args.threads))
+    try:
+        record = read_record(store)
+    finally:
+        store.close()
+    if record is None or not record.encrypted:
+        return None
+    return unlock(record, key_source(args, args.url), args.url).keys.data_key
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bucketdisk.fs.mount import MountOptions, serve
+
+    from .history import keep_options
+
+    ready = args.ready_fd
+
+    def on_ready() -> None:
+        if ready is not None:
+            os.write(ready, b"ok\n")
+            os.close(ready)
+
+    def on_warning(line: str) -> None:
+        if ready is not None:  # the waiting parent prints it
+            os.write(ready, f"warning: {line}\n".encode())
+        else:
+            print(f"bucketdisk: warning: {line}", file=sys.stderr)
+
+    options = MountOptions(cache_size=args.cache_size, threads=args.threads, readahead=args.readahead,
+                           read_only=args.read_only or args.snapshot is not None, force=args.force,
+                           snapshot=args.snapshot, snapshot_every=args.snapshot_every,
+                           compress_level=args.compress_level, keys=_serve_keys(args),
+                           keep=keep_options(args), s3=s3_options(args, args.threads))
+    try:
+        serve(args.url, args.mountpoint, options, on_ready, on_warning)
+    except BaseException as e:
+        if ready is not None:
+            try:  # tell the waiting parent why, in one line
+                os.write(ready, f"{_one_line(e)}\n".encode())
+            except OSError:
+                pass
+        raise
+    return 0
+
+
+def _serve_keys(args: argparse.Namespace):
+    """The daemon's: the data key its parent sent; in the foreground: the secret's options."""
+    if args.key_fd is None:
+        return key_source(args, args.url)
+    from bucketdisk.codec.keys import KeySource
+
+    return KeySource(data_key=receive_key(args.key_fd))
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _default_log(mountpoint: str) -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    name = mountpoint.strip("/").replace("/", "_") or "root"
+    return os.path.join(state, "bucketdisk", f"{name}.log")
+
+
+def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
+    from .history import keep_options
+
+    log_path = os.path.abspath(args.log or _default_log(args.mountpoint))
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "bucketdisk.cli.main"] + (["--debug"] if args.debug else [])
+    command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
+                "--cache-size", str(args.cache_size), "--threads", str(args.threads),
+                "--readahead", str(args.readahead)]
+    command += store_argv(args)
+    command += ["--read-only"] if args.read_only else []
+    command += [f"--snapshot={args.snapshot}"] if args.snapshot is not None else []  # a name may start with -
+    command += ["--snapshot-every", f"{int(args.snapshot_every)}s"] if args.snapshot_every else []
+    for name, value in keep_options(args).items():
+        command += [f"--keep-{name}={value}"]
+    command += ["--force"] if args.force else []
+    command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
+    passed = (write_end,)
+    if data_key is not None:
+        key_end = send_key(data_key)
+        command += ["--key-fd", str(key_end)]
+        passed += (key_end,)
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 pass_fds=passed, start_new_session=True, cwd="/", env=daemon_environment())
+    for fd in passed:
+        os.close(fd)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.readline().decode(errors="replace").strip()
+        while answer.startswith("warning: "):
+            print(f"bucketdisk: {answer}", file=sys.stderr)
+            answer = pipe.readline().decode(errors="replace").strip()
+    if answer == "ok":
+        return 0
+    child.wait()
+    raise UserError(answer or f"the mount daemon exited with status {child.returncode}; see {log_path}")
