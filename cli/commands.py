@@ -113,13 +113,14 @@ def info(args: argparse.Namespace) -> int:
         "url": args.url, "uuid": record.uuid, "format_version": record.format_version,
         "size": record.size, "block_size": record.block_size, "block_count": record.block_count,
         "compression": record.compression, "compression_level": record.compression_level,
-        "encryption": _encryption_facts(record),
+        **({"encryption": _encryption_facts(record)} if record.encrypted else {}),
         "hash": "blake3-256 keyed" if record.encrypted else record.hash, "created": record.created,
         "mapped_blocks": mapped, "objects": objects, "stored_bytes": stored,
         # second copies kept while a late delete may land (FORMAT.md, "Late deletes")
         "aliases": aliases, "alias_bytes": alias_bytes,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
-        "rollback": maps.rollback(maps.listing()),  # encrypted: older than this machine saw (rollback.py)
+        # encrypted: the store shows an older map than this machine saw (rollback.py)
+        **({"rollback": maps.rollback(maps.listing())} if record.encrypted else {}),
         "snapshots": len(snapshots),
         "live_mapped_bytes": mapped * record.block_size,     # what the disk holds, uncompressed
         "snapshots_mapped_bytes": kept * record.block_size,  # the same, summed over every snapshot
@@ -134,9 +135,7 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encryption_facts(record) -> str | None:
-    if not record.encrypted:
-        return None
+def _encryption_facts(record) -> str:
     kdf = record.encryption["kdf"]
     opens = ("key file" if kdf["name"] == "key-file" else
              f"passphrase (argon2id, {kdf['memory_kib'] >> 10} MiB, {kdf['passes']} passes, {kdf['lanes']} lanes)")

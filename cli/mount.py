@@ -128,7 +128,7 @@ def _serve_keys(args: argparse.Namespace):
         return key_source(args, args.url)
     from bucketdisk.codec.keys import KeySource
 
-    return KeySource(data_key=receive_key(args.key_fd))
+    return KeySource(data_key=receive_key(args.key_fd), offered=True)
 
 
 def _one_line(e: BaseException) -> str:

@@ -1,7 +1,9 @@
 """Where the secret of an encrypted volume comes from: never the command line.
 
-A passphrase comes from --passphrase-file FILE, else BUCKETDISK_PASSPHRASE,
-else a prompt on the terminal; a key file from --key-file FILE.  A new one
+A passphrase comes from --passphrase-file FILE (its first line), else
+BUCKETDISK_PASSPHRASE, else a prompt on the terminal, and is used in
+Unicode's NFC form; a key file from --key-file FILE (random bytes: it is
+not stretched).  A new one
 (create --encrypt, passwd) from --new-passphrase-file, --new-key-file,
 BUCKETDISK_NEW_PASSPHRASE or a prompt asked twice.  Each is read only
 when the volume turns out to need it, and a mount's daemon is given the
@@ -11,6 +13,7 @@ import argparse
 import getpass
 import os
 import sys
+import unicodedata
 
 from bucketdisk.errors import UserError
 
@@ -33,13 +36,24 @@ def key_source(args: argparse.Namespace, url: str):
     """A KeySource asking for `url`'s secret by the options in `args`."""
     from bucketdisk.codec.keys import KeySource
 
+    _one_of(args.passphrase_file, args.key_file, "--passphrase-file", "--key-file")
     return KeySource(secret=lambda: _secret(args.passphrase_file, args.key_file, PASSPHRASE_ENV,
-                                            f"passphrase for {url}: ", confirm=False, url=url))
+                                            f"passphrase for {url}: ", confirm=False, url=url),
+                     offered=bool(args.passphrase_file or args.key_file or os.environ.get(PASSPHRASE_ENV)))
+
+
+def _one_of(passphrase_file: str | None, key_file: str | None, first: str, second: str) -> None:
+    if passphrase_file is not None and key_file is not None:
+        raise UserError(f"give {first} or {second}, not both")
 
 
 def new_secret(passphrase_file: str | None, key_file: str | None, what: str):
     """The Secret for a new wrapping (create --encrypt, passwd)."""
     passwd = what == "passwd"
+    if passwd:
+        _one_of(passphrase_file, key_file, "--new-passphrase-file", "--new-key-file")
+    else:
+        _one_of(passphrase_file, key_file, "--passphrase-file", "--key-file")
     return _secret(passphrase_file, key_file, NEW_PASSPHRASE_ENV if passwd else PASSPHRASE_ENV,
                    "new passphrase: ", confirm=True, option="--new-passphrase-file" if passwd else None)
 
@@ -52,8 +66,10 @@ def _secret(passphrase_file: str | None, key_file: str | None, env: str, prompt:
         return Secret(KEY_FILE_KDF, _read_key_file(key_file))
     if passphrase_file is not None:
         text = _read_passphrase_file(passphrase_file)
+        if not text:
+            raise UserError(f"the first line of the passphrase file {passphrase_file} is empty")
     elif os.environ.get(env):
-        text = os.environ[env]
+        text = os.environ[env].rstrip("\r\n")  # as a file's line: `echo` into a variable adds none, a file one
     elif sys.stdin.isatty():
         text = _prompt(prompt, confirm)
     else:
@@ -61,7 +77,9 @@ def _secret(passphrase_file: str | None, key_file: str | None, env: str, prompt:
         raise UserError(f"{what} ({option or '--passphrase-file'}, {env}, or run on a terminal to be asked)")
     if not text:
         raise UserError("the passphrase is empty")
-    return Secret(PASSPHRASE_KDF, text.encode())
+    # One passphrase, one key: the same text typed on another system (composed
+    # or decomposed accents) is the same bytes once in Unicode's NFC form.
+    return Secret(PASSPHRASE_KDF, unicodedata.normalize("NFC", text).encode())
 
 
 def _prompt(prompt: str, confirm: bool) -> str:

@@ -43,11 +43,18 @@ def verify(args: argparse.Namespace) -> int:
 
 def _print(url: str, block_size: int, report) -> None:
     for damage in report.damage:
+        if damage.kind == "rollback":
+            print(damage.problem)  # ROLLBACK: what the store shows, against what this machine saw
+            continue
         print(f"damaged {damage.kind}: {damage.object}: {damage.problem}")
         for r in damage.ranges:
             size = r["last_byte"] - r["first_byte"] + 1
             print(f"  {r['map']}: bytes {r['first_byte']}-{r['last_byte']} ({human_size(size)}, blocks "
                   f"{r['first_byte'] // block_size}-{r['last_byte'] // block_size})")
-    verdict = f"{len(report.damage)} damaged" if report.damage else "all intact"
-    print(f"{url}: checked {report.blocks_checked} block objects and {report.pages_checked} map pages of "
-          f"{', '.join(report.maps) or 'no map'}: {verdict}")
+    verdict = f"{_count(len(report.damage), 'problem')} found" if report.damage else "all intact"
+    print(f"{url}: checked {_count(report.blocks_checked, 'block object')} and "
+          f"{_count(report.pages_checked, 'map page')} of {', '.join(report.maps) or 'no map'}: {verdict}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -1,11 +1,13 @@
 """Damage is always found (issue 15), on both stores, plain and encrypted.
 
-A flipped byte, a truncated object, two swapped objects and an object
-copied from another volume: `verify` names each damaged object with the
-bytes of the disk it covers and exits 2; a read of those bytes through a
-mount gets EIO, the daemon's log names the object and `stats` counts it;
-every other block still reads.  On an encrypted volume, an older root put
-back (the newest state deleted) is warned of at mount and named by verify.
+A flipped byte (its frame's checksum made again, so that only the content
+hash or the seal can tell), a truncated object, two swapped objects and an
+object copied from another volume: `verify` names each damaged object with
+the bytes of the disk it covers and exits 2; a read of those bytes through
+a mount gets EIO, the daemon's log names the object and `stats` counts it;
+every other block still reads.  On an encrypted volume, a forged map page
+or root stops a mount in one line naming it, and an older root put back
+(the newest state deleted) is warned of at mount and named by verify.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import json
 
 import pytest
 
-from conftest import KiB, Mount, assert_file_matches, cold_read, key_kind, pwrite_fsync, s3_request
+from bucketdisk.codec._hot import HEADER_SIZE, frame_header, read_header
+from conftest import KiB, Mount, assert_cli_error, assert_file_matches, cold_read, key_kind, pwrite_fsync, s3_request
 
 BLOCK = 64 * KiB
 BLOCKS = 8
@@ -63,9 +66,7 @@ def test_every_kind_of_damage_is_found_at_read_and_by_verify(bd, encrypted):
     assert len(keys) == BLOCKS
     data = {key: vol.place.read(key) for key in keys}
     flipped, truncated, swapped_a, swapped_b, copied = keys[:5]
-    damaged = bytearray(data[flipped])
-    damaged[len(damaged) // 2] ^= 0x01
-    vol.place.write(flipped, bytes(damaged))
+    vol.place.write(flipped, forged(data[flipped]))  # its checksum made again: the content hash or seal tells
     vol.place.write(truncated, data[truncated][: len(data[truncated]) - 5])
     vol.place.write(swapped_a, data[swapped_b])
     vol.place.write(swapped_b, data[swapped_a])
@@ -101,9 +102,9 @@ def test_an_older_root_put_back_is_warned_of_and_named_by_verify(bd):
     m = bd.mount(vol)
     pwrite_fsync(m.file, bytearray(model), 0, b"newer " * 1000)
     bd.unmount(m)
-    for key in vol.keys():
-        if key_kind(key) in ("root", "journal") and key not in older:
-            remove(vol, key)  # the newest state gone ...
+    lost = [key for key in vol.keys() if key_kind(key) in ("root", "journal") and key not in older]
+    for key in lost:
+        remove(vol, key)  # the newest state gone ...
     for key, data in older.items():
         vol.place.write(key, data)  # ... and the older one back, every object of it authentic
     status, report = verify(bd, vol)
@@ -118,3 +119,39 @@ def test_an_older_root_put_back_is_warned_of_and_named_by_verify(bd):
     assert "ROLLBACK" in bd.stats(mp)["warning"]
     assert_file_matches(mp / "file", model)  # the older state, as it was
     bd.unmount(mp)
+
+    # A writer after the rollback never writes under the names of the lost history.
+    m = bd.mount(vol)
+    pwrite_fsync(m.file, model, 0, b"after " * 1000)
+    bd.unmount(m)
+    newest_lost = max(key.rsplit("/", 1)[1] for key in lost)
+    roots = [key.rsplit("/", 1)[1] for key in vol.keys() if key_kind(key) == "root"]
+    assert min(roots) > newest_lost.split("-")[0], (roots, lost)  # a higher epoch
+    assert verify(bd, vol)[0] == 0
+
+
+def forged(obj: bytes) -> bytes:
+    """`obj` with a byte of its ciphertext changed and its frame's checksum
+    made again, as someone who means it would: only the seal can tell."""
+    flags, raw_len, _, _ = read_header(obj[:HEADER_SIZE])
+    payload = bytearray(obj[HEADER_SIZE:])
+    payload[30] ^= 0x01
+    return frame_header(payload, flags, raw_len) + bytes(payload)
+
+
+def test_a_damaged_map_object_of_an_encrypted_volume_is_one_line_and_named_by_verify(bd):
+    vol, model = written(bd, True, 4)
+    for kind in ("page", "root"):
+        (key,) = [k for k in vol.keys() if key_kind(k) == kind]
+        good = vol.place.read(key)
+        vol.place.write(key, forged(good))
+        mp = bd._name("mnt")
+        mp.mkdir()
+        line = assert_cli_error(bd.run("mount", vol.url, mp, *vol.store_args, "--read-only"))
+        assert f"{vol.url}/{key} is damaged" in line and "does not authenticate" in line, line
+        status, report = verify(bd, vol)
+        assert status == 2 and [d["kind"] for d in report["damage"]] == [kind], report
+        assert report["damage"][0]["ranges"][0]["first_byte"] == 0  # the whole (one-page) map
+        vol.place.write(key, good)
+    status, report = verify(bd, vol)
+    assert status == 0, report

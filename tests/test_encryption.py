@@ -194,3 +194,35 @@ def test_passwd_changes_the_secret_and_no_block(bd, tmp_path):
     assert_file_matches(m.file, model)
     bd.unmount(m)
     assert {key: data for key, data in everything(vol).items() if key.startswith("blocks/")} == blocks
+
+
+@pytest.mark.stores("file")  # what the store shows, not how: one store is enough
+def test_a_volume_known_as_encrypted_is_never_opened_as_plain(bd, tmp_path):
+    vol = bd.create_encrypted(size="4M", block_size="64K", passphrase=PASSPHRASE)
+    bd.info(vol)  # this machine has seen it
+    record = json.loads(vol.place.read("volume"))
+    plain = {k: v for k, v in record.items() if k not in ("encryption", "mac")} | {"format_version": 2}
+    vol.place.write("volume", json.dumps(plain).encode())  # the store's doing
+    for key in list(vol.keys()):
+        if key.startswith(("map/", "snapshots/")):
+            (vol.path / key).unlink()
+    for args in ([], vol.key_args):
+        line = assert_cli_error(bd.run("info", vol.url, *args))
+        assert "was encrypted when this machine last opened it" in line, line
+    other = bd.create(size="4M", block_size="64K")
+    line = assert_cli_error(bd.run("info", other.url, *vol.key_args))
+    assert "is not encrypted, yet a passphrase" in line, line
+    key_file = tmp_path / "k"
+    key_file.write_bytes(os.urandom(32))
+    line = assert_cli_error(bd.run("info", vol.url, "--passphrase-file", str(key_file), "--key-file", str(key_file)))
+    assert "not both" in line
+
+
+@pytest.mark.stores("file")
+def test_a_record_asking_too_much_of_the_key_derivation_is_refused_at_once(bd):
+    vol = bd.create_encrypted(size="4M", block_size="64K", passphrase=PASSPHRASE)
+    record = json.loads(vol.place.read("volume"))
+    record["encryption"]["kdf"]["memory_kib"] = 4 << 20  # 4 GiB
+    vol.place.write("volume", json.dumps(record).encode())
+    line = assert_cli_error(bd.run("info", vol.url, *vol.store_args))
+    assert '"memory_kib" must be a whole number from 8 to 1048576' in line, line

@@ -43,9 +43,11 @@ KEY_FILE_KDF = "key-file"
 ARGON2_MEMORY_KIB = 64 << 10
 ARGON2_PASSES = 3
 ARGON2_LANES = 4
-# What a record may ask of a machine (a larger cost is a damaged or hostile record).
-MAX_ARGON2_MEMORY_KIB = 4 << 20
-MAX_ARGON2_PASSES = 64
+# What a record may ask of a machine: 16 times the memory bucketdisk writes
+# (1 GiB) and 4 times the passes (about 10 s here); more is a damaged or
+# hostile record, refused before any work.
+MAX_ARGON2_MEMORY_KIB = 16 * ARGON2_MEMORY_KIB
+MAX_ARGON2_PASSES = 4 * ARGON2_PASSES
 MIN_KEY_FILE = KEY_SIZE
 MAX_KEY_FILE = 1 << 20
 MIN_PASSPHRASE = 1
@@ -79,6 +81,7 @@ class KeySource:
 
     secret: Callable[[], Secret] | None = None
     data_key: bytes | None = None
+    offered: bool = False  # the owner named a secret (an option, the environment): the volume must be encrypted
 
 
 class VolumeKeys:
@@ -173,7 +176,7 @@ def kdf_problem(kdf) -> str | None:
     expected = {"name", "salt"}
     if kdf["name"] == PASSPHRASE_KDF:
         expected |= {"memory_kib", "passes", "lanes"}
-        limits = {"memory_kib": (8, MAX_ARGON2_MEMORY_KIB), "passes": (1, MAX_ARGON2_PASSES), "lanes": (1, 255)}
+        limits = {"memory_kib": (8, MAX_ARGON2_MEMORY_KIB), "passes": (1, MAX_ARGON2_PASSES), "lanes": (1, 64)}
         for name, (low, high) in limits.items():
             value = kdf.get(name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:

@@ -279,6 +279,10 @@ class MapStore:
         self.seen.saw(newest)
         return warning
 
+    def seen_epoch(self) -> int:
+        """The highest epoch of this volume's map this machine saw (0: none)."""
+        return self.seen.newest[0] if self.seen is not None and self.seen.newest else 0
+
     def listing(self) -> Listing:
         roots, journals, unknown = [], [], []
         for prefix, found in ((layout.ROOTS, roots), (layout.JOURNAL, journals)):

@@ -8,13 +8,19 @@ object (epoch, sequence) it has seen, in a small file of its local state
 (XDG_STATE_HOME, by default ~/.local/state/bucketdisk/seen/UUID), and warns
 when the store's newest is older.  It cannot notice a rollback to a state
 newer than any this machine saw: another machine's writes are unknown here.
-Kept for encrypted volumes, whose owners do not trust the store.
+Kept for encrypted volumes, whose owners do not trust the store; so a
+volume this machine knows as encrypted is never opened as a plain one
+(unlock.py), and a writer takes an epoch above any seen here, so that a
+rolled-back store never makes it write again under the names of the
+history that was lost.
 """
 import logging
 import os
 import time
 
 log = logging.getLogger(__name__)
+
+NOTHING = (0, 0)  # seen, before any map object existed (a volume just created)
 
 
 def state_directory() -> str:
@@ -29,6 +35,16 @@ class SeenState:
         self.path = os.path.join(directory or state_directory(), volume_uuid)
         self._newest = self._read()
 
+    @property
+    def newest(self) -> tuple[int, int] | None:
+        return self._newest
+
+    @staticmethod
+    def knows(volume_uuid: str, directory: str | None = None) -> bool:
+        """Whether this machine has seen that volume (as an encrypted one:
+        only those are remembered)."""
+        return os.path.exists(os.path.join(directory or state_directory(), volume_uuid))
+
     def _read(self) -> tuple[int, int] | None:
         try:
             with open(self.path) as f:
@@ -40,7 +56,7 @@ class SeenState:
     def rollback(self, newest: tuple[int, int] | None, url: str) -> str | None:
         """A warning (one line) when the store's `newest` map object is older
         than one seen here; None when it is not."""
-        if self._newest is None or (newest is not None and newest >= self._newest):
+        if self._newest in (None, NOTHING) or (newest is not None and newest >= self._newest):
             return None
         shown = "no map at all" if newest is None else f"map state {newest[0]:x}-{newest[1]:x}"
         return (f"ROLLBACK: {url} shows {shown}, older than {self._newest[0]:x}-{self._newest[1]:x} which this "
@@ -48,9 +64,11 @@ class SeenState:
                 "deleted; writes acknowledged since then may be missing")
 
     def saw(self, name: tuple[int, int] | None) -> None:
-        """Remember `name` if it is newer than what was seen (best effort:
-        a failure to write local state is logged, never raised)."""
-        if name is None or (self._newest is not None and name <= self._newest):
+        """Remember `name` if it is newer than what was seen, or (None: no
+        map yet) that the volume was seen at all.  Best effort: a failure to
+        write local state is logged, never raised."""
+        name = name or NOTHING
+        if self._newest is not None and name <= self._newest:
             return
         self._newest = name
         try:

@@ -12,6 +12,7 @@ import dataclasses
 from ..codec import keys as keyring
 from ..codec.keys import CIPHER, KeySource, Secret, VolumeKeys, WrongSecret
 from ..errors import UserError
+from .rollback import SeenState
 
 # The record version of an encrypted volume: a bucketdisk that knows only
 # version 2 refuses it by its version.
@@ -34,6 +35,13 @@ def unlock(record, source: KeySource | None, where: str):
     UserError (WrongSecret for a wrong passphrase or key file) in one line;
     reads and writes nothing."""
     if not record.encrypted:
+        if SeenState.knows(record.uuid):
+            raise UserError(f"{where} was encrypted when this machine last opened it, and its record now says "
+                            f"it is not ({SeenState(record.uuid).path}): someone with access to the store "
+                            "replaced it; refusing to open it")
+        if source is not None and source.offered:
+            raise UserError(f"{where} is not encrypted, yet a passphrase or key file was given: refusing, "
+                            "in case its encrypted record was replaced (drop the passphrase to open it)")
         return record
     if source is None or (source.secret is None and source.data_key is None):
         raise UserError(f"{where} is encrypted: give its passphrase ({SECRET_SOURCES})")
@@ -44,7 +52,10 @@ def unlock(record, source: KeySource | None, where: str):
             keys = keyring.unwrap(record.encryption["wrapped_key"], source.secret(), record.encryption["kdf"],
                                   record.uuid)
         except WrongSecret as e:
-            raise WrongSecret(f"{e} for {where}; nothing was done") from None
+            raise WrongSecret(f"{e} for {where} (or the record's key fields were altered); nothing was done") \
+                from None
+        except MemoryError:
+            raise UserError(f"not enough memory for the key derivation {where}'s record asks for") from None
     if not keys.check_record_mac(record.authenticated_bytes(), record.mac):
         raise UserError(f"the volume record of {where} fails its authentication: it was changed by someone "
                         "without the volume's key; nothing was done")

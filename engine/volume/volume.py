@@ -119,8 +119,10 @@ class Volume(Collection, FsyncLog, Views):
         self.replaced: str | None = None
         self._lease: Lease | None = None
         if writable:
-            self._lease = Lease.acquire(store, min_epoch=self.maps.listing().max_epoch, force=force,
-                                        volume_uuid=record.uuid)
+            # Above any epoch this machine saw too: a rolled-back store must
+            # not make this writer reuse the names of the history it lost.
+            min_epoch = max(self.maps.listing().max_epoch, self.maps.seen_epoch())
+            self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
         self.epoch = self._lease.epoch if self._lease else 0
         try:
             if snapshot is not None:
