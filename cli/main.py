@@ -199,9 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    # A mount daemon logs warnings (retries, slow server) to its log file; a
-    # one-shot command keeps its stderr to the one line that matters.
-    quiet = logging.WARNING if args.command == "mount" else logging.CRITICAL
+    # A mount daemon (a foreground mount) logs warnings (retries, slow server)
+    # to its log file; a one-shot command, and the command that starts a
+    # daemon (it reads an encrypted volume's record first), keeps its stderr
+    # to the one line that matters.
+    daemon = args.command == "mount" and args.foreground
+    quiet = logging.WARNING if daemon else logging.CRITICAL
     logging.basicConfig(level=logging.DEBUG if args.debug else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
