@@ -72,19 +72,17 @@ def _data_key(args: argparse.Namespace) -> bytes | None:
     """An encrypted volume's data key, unwrapped here so that a wrong
     passphrase is said before the daemon starts, and so that the daemon
     never sees the passphrase; None for a volume that is not encrypted
-    (or none at all: the daemon says so)."""
+    (or none at all: the daemon says so).  A plain volume is checked here
+    too: given a secret, or known here as encrypted, it is refused (unlock.py)."""
     from bucketdisk.store import open_store
-    from bucketdisk.volume.record import read_record
-    from bucketdisk.volume.unlock import unlock
+    from bucketdisk.volume.record import open_record
 
     store = open_store(args.url, s3=s3_options(args, args.threads))
     try:
-        record = read_record(store)
+        record = open_record(store, key_source(args, args.url))
     finally:
         store.close()
-    if record is None or not record.encrypted:
-        return None
-    return unlock(record, key_source(args, args.url), args.url).keys.data_key
+    return record.keys.data_key if record is not None and record.encrypted else None
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import uuid
 
 import blake3
 import pytest
@@ -208,7 +209,14 @@ def test_a_volume_known_as_encrypted_is_never_opened_as_plain(bd, tmp_path):
             (vol.path / key).unlink()
     for args in ([], vol.key_args):
         line = assert_cli_error(bd.run("info", vol.url, *args))
-        assert "was encrypted when this machine last opened it" in line, line
+        assert "held an encrypted volume when this machine last opened it" in line, line
+    # ... also when the store makes a plain volume of its own there (a new UUID)
+    (vol.path / "volume").write_text(json.dumps(plain | {"uuid": uuid.uuid4().hex}))
+    for command in (["info", vol.url], ["mount", vol.url, str(tmp_path)]):
+        for args in ([], vol.key_args):
+            line = assert_cli_error(bd.run(*command, *args))
+            assert "held an encrypted volume when this machine last opened it" in line, line
+    assert not os.path.ismount(tmp_path)
     other = bd.create(size="4M", block_size="64K")
     line = assert_cli_error(bd.run("info", other.url, *vol.key_args))
     assert "is not encrypted, yet a passphrase" in line, line

@@ -282,9 +282,13 @@ class BlockReader:
     and tag (sealing.py), a plain one's body alone.  An uncompressed body
     is read straight into the block, a compressed one a STAGE at a time
     into a staging buffer, from which a zstd stream decompresses it into
-    the block; a sealed body is decrypted in place as it arrives.  The
+    the block.  A sealed body is decrypted in place as it arrives, and
+    nothing of it is used before its tag holds: a sealed compressed body is
+    held whole (in a buffer smaller than the block) and decompressed only
+    then, so zstd never parses bytes the store could have chosen.  The
     payload's xxh3 is taken as it passes.  A compressed read holds one of
-    the codec's CONTEXTS decompressors until `close`.
+    the codec's CONTEXTS decompressors (and its staging or holding buffer)
+    until `close`.
     """
 
     def __init__(self, codec: Codec, block_size: int, expected_hash: bytes) -> None:
@@ -308,6 +312,7 @@ class BlockReader:
         self._hash = Xxh3()
         self._opener = None      # the decryption of a sealed body, once its nonce is in
         self._writer = None      # the zstd stream into the block, once compressed
+        self._held: memoryview | None = None  # a sealed compressed body, until its tag holds
         self._out = _Sink(self._view)
 
     def buffer(self) -> memoryview:
@@ -318,6 +323,8 @@ class BlockReader:
             return memoryview(self._nonce)[got - HEADER_SIZE :]
         if got < self._body_end:
             left = self._body_end - got
+            if self._held is not None:
+                return self._held[got - self._nonce_end :]
             if self._writer is None:
                 return self._view[self._out.size : self._out.size + left]
             return self._staging[: min(STAGE, left)]
@@ -340,6 +347,10 @@ class BlockReader:
             self._hash.update(memoryview(self._nonce)[got - HEADER_SIZE : self._got - HEADER_SIZE])
             if self._got == self._nonce_end:
                 self._open()
+        elif self._held is not None and got < self._body_end:
+            piece = self._held[got - self._nonce_end : self._got - self._nonce_end]
+            self._hash.update(piece)
+            self._opener.decrypt_in_place(piece)
         elif got < self._body_end:
             self._take_body(count)
         else:
@@ -387,6 +398,12 @@ class BlockReader:
         if self._decompressor is None:
             self._codec._decompressing.acquire()
             self._decompressor = self._codec._borrow(self._codec._decompressors, zstandard.ZstdDecompressor)
+        if sealed:
+            if self._body_end - self._nonce_end >= self._block_size:
+                raise CorruptData(f"{self._name()}: a compressed body no smaller than its block")
+            self._held = memoryview(bytearray(self._body_end - self._nonce_end))
+            return
+        if self._staging is None:
             self._staging = memoryview(bytearray(STAGE))
         self._writer = self._decompressor.stream_writer(self._out, closefd=False)
 
@@ -406,15 +423,27 @@ class BlockReader:
                 self._opener.finish(self._tag)
             except CorruptData as e:
                 raise CorruptData(f"{self._name()} {e}") from None
+        if self._held is not None:  # authentic: now it may be decompressed
+            self._decompress_held()
         if self._out.size != self._block_size:
             raise CorruptData(f"{self._name()} decompresses to {self._out.size} bytes, expected {self._block_size}")
         if self._codec.block_hash(self.block) != self._expected:
             raise CorruptData(f"{self._name()} does not match its content hash")
         return self.block
 
+    def _decompress_held(self) -> None:
+        writer = self._decompressor.stream_writer(self._out, closefd=False)
+        try:
+            writer.write(self._held)
+        except _Full:
+            raise CorruptData(f"{self._name()} decompresses to more than {self._block_size} bytes") from None
+        except zstandard.ZstdError as e:
+            raise CorruptData(f"zstd: {e}") from None
+
     def close(self) -> None:
-        """Give back the decompressor, if this read took one."""
+        """Give back the decompressor (and drop the buffers), if this read took one."""
         self._writer = None
+        self._held = None
         if self._decompressor is not None:
             self._codec._decompressors.put(self._decompressor)
             self._decompressor = None

@@ -22,6 +22,7 @@ the record key (authenticates the volume record's fields).
 """
 import hmac
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,13 +158,19 @@ def _wrap_ad(volume_uuid: str) -> bytes:
     return b"bucketdisk data key\0" + volume_uuid.encode()
 
 
+# One Argon2id derivation at a time in a process: two at once in threads were
+# seen to hang (a reviewer's test script), and nothing here needs two.
+_DERIVING = threading.Lock()
+
+
 def derive_kek(secret: Secret, kdf: dict) -> bytes:
     """The 32-byte key-encryption key of `secret` under the record's `kdf`."""
     salt = bytes.fromhex(kdf["salt"])
     if kdf["name"] == KEY_FILE_KDF:
         return _derive("key file", salt + secret.value)
-    return Argon2id(salt=salt, length=KEY_SIZE, iterations=kdf["passes"], lanes=kdf["lanes"],
-                    memory_cost=kdf["memory_kib"]).derive(secret.value)
+    with _DERIVING:
+        return Argon2id(salt=salt, length=KEY_SIZE, iterations=kdf["passes"], lanes=kdf["lanes"],
+                        memory_cost=kdf["memory_kib"]).derive(secret.value)
 
 
 def kdf_problem(kdf) -> str | None:

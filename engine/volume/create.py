@@ -30,7 +30,7 @@ from . import layout
 from .latedeletes import LATE_DELETE_SECONDS
 from .lock import Lease, current_holder
 from .record import VolumeRecord, check_map_fits, validate_geometry
-from .rollback import SeenState
+from .rollback import SeenState, remember_place
 from .unlock import sealed
 
 RECORD_SUFFIX = "/" + layout.RECORD
@@ -114,7 +114,8 @@ def missing_volume(store: ObjectStore) -> UserError:
 def _write_record(store: ObjectStore, record: VolumeRecord, sealing: tuple | None) -> VolumeRecord:
     if sealing is not None:
         record = sealed(record, *sealing)
-        SeenState(record.uuid).saw(None)  # this machine knows it as encrypted (rollback.py)
+        SeenState(record.uuid).saw([], [])  # this machine knows it as encrypted (rollback.py)
+    remember_place(store.url(), record.encrypted)
     if not store.put(layout.RECORD, record.to_bytes(), if_absent=True):
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)

@@ -101,9 +101,8 @@ class MapStore:
         this machine saw (an encrypted volume only), which it remembers."""
         if self.seen is None:
             return None
-        newest = max(listing.roots + listing.journals, default=None)
-        warning = self.seen.rollback(newest, self.store.url())
-        self.seen.saw(newest)
+        warning = self.seen.rollback(listing.roots, listing.journals, self.store.url())
+        self.seen.saw(listing.roots, listing.journals)
         return warning
 
     def seen_epoch(self) -> int:
@@ -286,6 +285,8 @@ class MapStore:
         """Store a journal under its own name, never over another (raises KeyTaken)."""
         key = layout.journal_key(journal.epoch, journal.seq)
         self._put_new(key, self.codec.pack(encode_journal(journal, self.uuid), key))
+        if self.seen is not None:
+            self.seen.saw_journal((journal.epoch, journal.seq))
 
     def write_root(self, root: Root) -> None:
         """Store a root under its own name, never over another (raises KeyTaken)."""
@@ -293,7 +294,7 @@ class MapStore:
         key = layout.root_key(root.epoch, root.seq)
         self._put_new(key, self.codec.pack(data, key))
         if self.seen is not None:
-            self.seen.saw((root.epoch, root.seq))
+            self.seen.saw_root((root.epoch, root.seq))
 
     def _put_new(self, key: str, data: bytes) -> None:
         if self.store.put(key, data, if_absent=True):

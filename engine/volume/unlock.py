@@ -12,7 +12,7 @@ import dataclasses
 from ..codec import keys as keyring
 from ..codec.keys import CIPHER, KeySource, Secret, VolumeKeys, WrongSecret
 from ..errors import UserError
-from .rollback import SeenState
+from .rollback import SeenState, encrypted_place, remember_place
 
 # The record version of an encrypted volume: a bucketdisk that knows only
 # version 2 refuses it by its version.
@@ -35,10 +35,11 @@ def unlock(record, source: KeySource | None, where: str):
     UserError (WrongSecret for a wrong passphrase or key file) in one line;
     reads and writes nothing."""
     if not record.encrypted:
-        if SeenState.knows(record.uuid):
-            raise UserError(f"{where} was encrypted when this machine last opened it, and its record now says "
-                            f"it is not ({SeenState(record.uuid).path}): someone with access to the store "
-                            "replaced it; refusing to open it")
+        marker = SeenState(record.uuid).path if SeenState.knows(record.uuid) else encrypted_place(where)
+        if marker is not None:
+            raise UserError(f"{where} held an encrypted volume when this machine last opened it, and now holds "
+                            f"a plain one: someone with access to the store may have replaced it; refusing to "
+                            f"open it (if you replaced it yourself, remove {marker})")
         if source is not None and source.offered:
             raise UserError(f"{where} is not encrypted, yet a passphrase or key file was given: refusing, "
                             "in case its encrypted record was replaced (drop the passphrase to open it)")
@@ -59,6 +60,7 @@ def unlock(record, source: KeySource | None, where: str):
     if not keys.check_record_mac(record.authenticated_bytes(), record.mac):
         raise UserError(f"the volume record of {where} fails its authentication: it was changed by someone "
                         "without the volume's key; nothing was done")
+    remember_place(where, True)
     return dataclasses.replace(record, keys=keys)
 
 

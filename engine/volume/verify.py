@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..codec.block import HASH_SIZE, ZERO_HASH
-from ..errors import CorruptData, NotFound
+from ..errors import CorruptData, NotFound, UserError
 from ..store.base import ObjectStore
 from . import layout
 from .latedeletes import find_alias
@@ -119,15 +119,16 @@ class _Checker:
         live = self._live(listing, damage)
         if live is not None:
             chosen.append(live)
-        if snapshots == "all":
-            for number in self.records.numbers():
-                kept = self._record(number, damage)
-                if kept is not None:
-                    chosen.append(_Map(kept.name, kept.page_hashes))
-        elif snapshots is not None:
-            kept = self.records.find(snapshots)
-            chosen.append(_Map(kept.name, kept.page_hashes))
-        return chosen
+        if snapshots is None:
+            return chosen
+        # Every record is read (a damaged one reported) before one is chosen by name.
+        kept = [k for number in self.records.numbers() if (k := self._record(number, damage)) is not None]
+        if snapshots != "all":
+            kept = [k for k in kept if k.name == snapshots or str(k.number) == snapshots] or \
+                (kept[-1:] if snapshots == "Latest" else [])
+            if not kept:
+                raise UserError(f"no snapshot named {snapshots!r}")
+        return chosen + [_Map(k.name, k.page_hashes) for k in kept]
 
     def _live(self, listing, damage: list[Damage]) -> _Map | None:
         newest = listing.newest_root
