@@ -91,7 +91,10 @@ class Bucketdisk(Disk):
     create_flags: list[str] = []  # codec_cost.py's variants: --encrypt, --compress none
 
     def env(self) -> dict:
-        """The server's credentials; an encrypted volume's passphrase (a bench's, no secret)."""
+        """The server's credentials; an encrypted volume's passphrase (a bench's, no secret;
+        given for an encrypted volume only, as a plain one refuses a passphrase)."""
+        if "--encrypt" not in self.create_flags:
+            return self.h.target.env()
         return {**self.h.target.env(), "BUCKETDISK_PASSPHRASE": "bench passphrase"}
 
     def _store_flags(self) -> list[str]:

@@ -147,6 +147,7 @@ def write_blocks(path, model: bytearray, blocks, block_size: int, rng: random.Ra
 # 1. a hot block holds back no other block, and is still uploaded itself
 # --------------------------------------------------------------------------
 
+@pytest.mark.stores("file")  # the device's order of uploads: the store plays no part
 def test_hot_block_holds_back_no_other_block_and_is_still_uploaded(bd):
     vol = bd.create(size="64M", block_size="64K")
     bs = vol.block_size

@@ -297,7 +297,7 @@ def test_straggling_requests_are_sent_again_long_before_the_read_timeout(s3bd):
     m = s3.mount(vol, cache_size="2M")
     write_pieces(m.file, model, random.Random(4), 2 * MiB)  # the usual latency is learnt here
     fsync_path(m.file)
-    s3.proxy.set_faults(stall_rate=0.2, stall_seconds=30)
+    s3.proxy.set_faults(stall_rate=0.2, stall_seconds=10)  # far past the usual latency, within --read-timeout
     write_pieces(m.file, model, random.Random(5), 2 * MiB)
     fsync_path(m.file)
     assert_blocks_match(m.file, model, written_blocks(model))

@@ -134,6 +134,8 @@ def test_force_never_takes_the_volume_from_a_live_mount_here(bd):
     vol.assert_clean_layout()
 
 
+# On s3://; the file:// store's forced takeover is the next test's (each waits TAKEOVER_WAIT, 25 s).
+@pytest.mark.stores("s3")
 def test_a_forced_mount_from_another_host_fences_the_first(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)
@@ -202,7 +204,7 @@ def in_pid_namespace(bd, vol, offset: int, size: int, seed: int, *flags) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.stores("file")  # namespaces are the host's business: the store's lease code runs in the test above
+@pytest.mark.stores("file")  # namespaces are the host's business; s3:// takes over in the test above
 def test_another_pid_namespace_waits_for_the_lease_not_the_pid(bd):
     vol = bd.create(size="16M", block_size="64K")
     m1 = bd.mount(vol)
