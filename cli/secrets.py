@@ -69,7 +69,7 @@ def _secret(passphrase_file: str | None, key_file: str | None, env: str, prompt:
         if not text:
             raise UserError(f"the first line of the passphrase file {passphrase_file} is empty")
     elif os.environ.get(env):
-        text = os.environ[env].rstrip("\r\n")  # as a file's line: `echo` into a variable adds none, a file one
+        text = os.environ[env].rstrip("\r\n")  # a trailing newline is no part of it, as in a file
     elif sys.stdin.isatty():
         text = _prompt(prompt, confirm)
     else:

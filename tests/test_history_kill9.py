@@ -238,6 +238,7 @@ def test_cli_killed_mid_snapshot_create_on_a_url_leaves_no_half_snapshot(bd):
         assert_disk(read_alone(bd, vol, name), want, f"snapshot {name!r} mounted alone")
 
 
+@pytest.mark.stores("file")  # the suite's time: s3:// gets its kill -9 of history from the daemon tests
 def test_cli_killed_mid_restore_leaves_the_old_disk_or_the_restored_one(bd):
     rng = random.Random(SEED + 2)
     kills = Kills(SEED + 2)
@@ -318,6 +319,7 @@ def _next_snapshot_works(bd, m, vol, disk, kept: dict, i: int) -> None:
     kept[f"next{i}"] = disk
 
 
+@pytest.mark.stores("file")  # s3://: test_daemon_killed_mid_gc_loses_nothing
 def test_cli_killed_mid_gc_loses_nothing(bd):
     rng, kills, vol, m, disk, kept = _gc_start(bd, SEED + 3)
     took = None

@@ -22,7 +22,8 @@ blocks of 1M; only small blocks, many to a cache, pay for their
 bookkeeping out of it.  What the daemon holds besides is fixed and
 documented in README (mount, Memory): Python and its libraries, the upload area,
 at most codec.CONTEXTS zstd contexts of each kind (and a staging buffer for each
-decompression), libfuse's request buffers, one fsync log
+decompression, or on an encrypted volume the compressed body it holds until
+its seal is checked: less than a block), libfuse's request buffers, one fsync log
 (flushing.FSYNC_LOG_MAX), and the block map.
 
 Two rules keep the device moving inside the limit:
