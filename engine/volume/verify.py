@@ -13,9 +13,10 @@ disk it covers, in each map that refers to it (live, or a snapshot's name).
 Block objects are read in parallel, holding one block buffer per thread;
 the maps are read a page at a time, and again only when something is damaged.
 
-A writer may free blocks while this runs: a block found missing is
-reported only if it is still referred to once the newest root stops
-changing (up to ATTEMPTS passes).
+A writer may free objects while this runs (blocks, pages, roots and
+journals a checkpoint supersedes): anything found missing is reported only
+if it is still referred to once the newest root stops changing (up to
+ATTEMPTS passes).
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def verify(store: ObjectStore, record, *, snapshots: str | None = None, threads:
     for attempt in range(ATTEMPTS):
         checker = _Checker(store, record, threads, progress)
         report, newest = checker.run(snapshots)
-        missing = any(d.kind == "block" and d.problem == "missing" for d in report.damage)
+        missing = any(d.problem == "missing" for d in report.damage)
         if not missing or checker.maps.listing().newest_root == newest or attempt == ATTEMPTS - 1:
             return report
     raise AssertionError("unreachable")
