@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from bucketdisk.errors import UserError
+from bucketdisk.errors import StoreError, UserError
 from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
 
 from .secrets import key_source, new_secret
@@ -103,7 +103,15 @@ def info(args: argparse.Namespace) -> int:
         raise missing_volume(store)
     check_record_fits(record)  # a volume no mount here could serve is refused alike
     maps = MapStore.of(store, record)
-    mapped, unmerged, _ = maps.count()  # never holds the whole map
+    # encrypted: the store shows an older map than this machine saw (rollback.py); said before
+    # the map is read, which a rolled-back store may have lost the pages of
+    rollback = maps.rollback(maps.listing()) if record.encrypted else None
+    try:
+        mapped, unmerged, _ = maps.count()  # never holds the whole map
+    except StoreError as e:
+        if rollback:
+            raise UserError(f"{rollback}; and its map cannot be read ({e})") from None
+        raise
     snapshots = SnapshotRecords.of(store, record).list()
     kept = mapped_blocks(maps, snapshots)
     objects, stored, aliases, alias_bytes, unknown = _survey(store)
@@ -119,8 +127,7 @@ def info(args: argparse.Namespace) -> int:
         # second copies kept while a late delete may land (FORMAT.md, "Late deletes")
         "aliases": aliases, "alias_bytes": alias_bytes,
         "unmerged_pages": unmerged,  # fsynced pages not yet in their blocks
-        # encrypted: the store shows an older map than this machine saw (rollback.py)
-        **({"rollback": maps.rollback(maps.listing())} if record.encrypted else {}),
+        **({"rollback": rollback} if record.encrypted else {}),
         "snapshots": len(snapshots),
         "live_mapped_bytes": mapped * record.block_size,     # what the disk holds, uncompressed
         "snapshots_mapped_bytes": kept * record.block_size,  # the same, summed over every snapshot

@@ -102,7 +102,16 @@ class SeenState:
             pass  # never seen here (or unreadable: nothing to compare with)
 
     def _write(self) -> None:
-        """Best effort: a failure to write local state is logged, never raised."""
+        """Merge with what another process (a writer, an `info`) stored
+        meanwhile, and store it: what is remembered never goes back.  Best
+        effort: a failure to write local state is logged, never raised."""
+        mine = self.root, self.journals
+        self._read()
+        if mine[0] is not None and (self.root is None or mine[0] > self.root):
+            self.root, self.journals = mine[0], self.journals | mine[1]
+        else:
+            self.journals |= mine[1]
+        self.journals = {j for j in self.journals if self.root is None or j > self.root}
         state = {"root": self.root, "journals": sorted(self.journals)}
         _write_file(self.path, json.dumps(state) + "\n")
 

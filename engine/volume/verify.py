@@ -14,9 +14,9 @@ Block objects are read in parallel, holding one block buffer per thread;
 the maps are read a page at a time, and again only when something is damaged.
 
 A writer may free objects while this runs (blocks, pages, roots and
-journals a checkpoint supersedes): anything found missing is reported only
-if it is still referred to once the newest root stops changing (up to
-ATTEMPTS passes).
+journals a checkpoint supersedes): anything found missing is looked for
+again once the check is over, and reported only if the maps as they are
+then still refer to it and it is still missing.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from .latedeletes import find_alias
 from .mapstore import ForeignObject, MapStore
 from .snapshots import SnapshotRecords
 
-ATTEMPTS = 3
 Progress = Callable[[str, "int | None"], Callable[[int], None]]
 
 
@@ -48,8 +47,9 @@ class Damage:
     object: str   # its URL
     problem: str
     ranges: list[dict] = field(default_factory=list)  # {"map", "first_byte", "last_byte"}
+    ref: object = None  # a block's or page's hash, a root's or journal's (epoch, seq)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict:  # (ref is internal: the object names it)
         return {"kind": self.kind, "object": self.object, "problem": self.problem, "ranges": self.ranges,
                 "maps": sorted({r["map"] for r in self.ranges})}
 
@@ -79,14 +79,11 @@ def verify(store: ObjectStore, record, *, snapshots: str | None = None, threads:
     """Check the volume with this (unlocked) record; `snapshots`: None (the
     live map alone), "all", or one snapshot's name.  Raises UserError for an
     unknown snapshot name, StoreError when the store fails."""
-    progress = progress or _no_progress
-    for attempt in range(ATTEMPTS):
-        checker = _Checker(store, record, threads, progress)
-        report, newest = checker.run(snapshots)
-        missing = any(d.problem == "missing" for d in report.damage)
-        if not missing or checker.maps.listing().newest_root == newest or attempt == ATTEMPTS - 1:
-            return report
-    raise AssertionError("unreachable")
+    checker = _Checker(store, record, threads, progress or _no_progress)
+    report = checker.run(snapshots)
+    if any(d.problem == "missing" for d in report.damage):
+        report.damage = checker.still_missing(report.damage, snapshots)
+    return report
 
 
 class _Checker:
@@ -97,7 +94,7 @@ class _Checker:
         self.codec = self.maps.codec
         self.entries = record.page_entries
 
-    def run(self, snapshots: str | None) -> tuple[Report, tuple[int, int] | None]:
+    def run(self, snapshots: str | None) -> Report:
         listing = self.maps.listing()
         damage: list[Damage] = []
         warning = self.maps.rollback(listing)
@@ -111,7 +108,42 @@ class _Checker:
         bad = self._check_blocks(hashes, report)
         if bad:
             self._place(chosen, bad, report)
-        return report, listing.newest_root
+        return report
+
+    def still_missing(self, damage: list[Damage], snapshots: str | None) -> list[Damage]:
+        """`damage` without the objects found missing that a writer has
+        superseded since: the maps are read again as they are now, and a
+        missing object stays only if they still name it and it is still
+        missing (the second look costs the maps' pages, not the blocks)."""
+        listing = self.maps.listing()
+        current = self._maps(listing, snapshots, [])
+        pages = self._read_pages(current, Report([]), quiet=True)
+        blocks = {h for entries in pages.values() for h in _hashes(entries)}
+        blocks |= {h for m in current for h in m.changes.values()}
+        named = {"root": set(listing.roots), "journal": set(listing.journals),
+                 "page": {h for m in current for h in m.page_hashes}, "block": blocks}
+        kept = []
+        for d in damage:
+            if d.problem != "missing" or d.kind not in named:
+                kept.append(d)
+            elif d.ref in named[d.kind] and not self._found_now(d):
+                kept.append(d)
+        return kept
+
+    def _found_now(self, damage: Damage) -> bool:
+        """Whether a missing object reads now (written again meanwhile)."""
+        if damage.kind == "block":
+            return self._check_block(damage.ref) is None
+        try:
+            if damage.kind == "page":
+                self.maps.read_page(damage.ref)
+            elif damage.kind == "root":
+                self.maps.read_root(*damage.ref)
+            else:
+                self.maps.read_journal(*damage.ref)
+            return True
+        except (CorruptData, NotFound):
+            return False
 
     # -- maps ---------------------------------------------------------------------------
 
@@ -139,7 +171,7 @@ class _Checker:
             root = self.maps.read_root(*newest)
         except (CorruptData, NotFound) as e:
             damage.append(Damage("root", self.store.key_url(layout.root_key(*newest)), _problem(e),
-                                 [self._whole_disk("live")]))
+                                 [self._whole_disk("live")], newest))
             return None
         live = _Map("live", root.page_hashes)
         for name in sorted(n for n in listing.journals if n > newest):
@@ -147,7 +179,7 @@ class _Checker:
                 journal = self.maps.read_journal(*name)
             except (CorruptData, NotFound) as e:
                 damage.append(Damage("journal", self.store.key_url(layout.journal_key(*name)), _problem(e),
-                                     [self._whole_disk("live")]))
+                                     [self._whole_disk("live")], name))
                 continue
             live.changes.update((index, h) for index, h, _ in journal.changes)
         return live
@@ -161,11 +193,11 @@ class _Checker:
             damage.append(Damage("snapshot record", self.store.key_url(layout.snapshot_key(number)), _problem(e)))
             return None
 
-    def _read_pages(self, chosen: list[_Map], report: Report) -> dict[bytes, bytes]:
+    def _read_pages(self, chosen: list[_Map], report: Report, quiet: bool = False) -> dict[bytes, bytes]:
         """Every page the maps name, by hash (read once each); damaged ones
         are reported, with the ranges they cover in each map, and left out."""
         wanted = {h: number for m in chosen for number, h in enumerate(m.page_hashes) if h != ZERO_HASH}
-        step = self.progress("reading map pages", len(wanted))
+        step = _no_progress("", None) if quiet else self.progress("reading map pages", len(wanted))
 
         def read(item):
             page_hash, number = item
@@ -185,7 +217,7 @@ class _Checker:
                 ranges = [self._page_range(m.name, n) for m in chosen
                           for n, h in enumerate(m.page_hashes) if h == page_hash]
                 report.damage.append(Damage("page", self.store.key_url(layout.page_key(page_hash)),
-                                            _problem(error), ranges))
+                                            _problem(error), ranges, page_hash))
         report.pages_checked = len(wanted)
         return pages
 
@@ -249,7 +281,7 @@ class _Checker:
             for h, indexes in blocks.items():
                 where[h] += [self._range(m.name, first, last) for first, last in _runs(sorted(indexes))]
         for h, (url, problem) in bad.items():
-            report.damage.append(Damage("block", url, problem, where[h]))
+            report.damage.append(Damage("block", url, problem, where[h], h))
 
     def _range(self, name: str, first: int, last: int) -> dict:
         size = self.record.block_size

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH
 from ..codec.keys import KeySource
-from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced
+from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -124,6 +124,10 @@ class Volume(Collection, FsyncLog, Views):
             min_epoch = max(self.maps.listing().max_epoch, self.maps.seen_epoch())
             self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
         self.epoch = self._lease.epoch if self._lease else 0
+        # Before the map is read: a rolled-back store may have lost the pages it needs.
+        self.rollback = self.maps.rollback(self.maps.listing()) if self.maps.seen is not None else None
+        if self.rollback:
+            log.warning("%s", self.rollback)
         try:
             if snapshot is not None:
                 if writable:
@@ -132,6 +136,12 @@ class Volume(Collection, FsyncLog, Views):
                 self._open(self.maps.load_root(Root(*kept.root, kept.page_hashes)))
             else:
                 self._open(self.maps.load_latest())  # everything written before we took over
+        except StoreError as e:
+            if self._lease is not None:
+                self._lease.release()
+            if self.rollback:
+                raise UserError(f"{self.rollback}; and its map cannot be read ({e})") from None
+            raise
         except BaseException:
             if self._lease is not None:
                 self._lease.release()
@@ -145,9 +155,6 @@ class Volume(Collection, FsyncLog, Views):
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
         self._live = {n: set() for n in self._root.live}  # dropped at the first checkpoint
         self.unknown_keys = listing.unknown
-        self.rollback = self.maps.rollback(listing)  # a warning, or None (rollback.py)
-        if self.rollback:
-            log.warning("%s", self.rollback)
         # What a read-only view starts following from (follow.py takes it once).
         self._opened: Loaded | None = None if self.writable else loaded
         # Pages an fsync logged that never reached their blocks (the last
