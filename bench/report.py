@@ -100,7 +100,7 @@ def report(h: "Harness") -> dict:
         "config": cfg.__dict__ | {"disk_size": DISK_SIZE, "systems": systems,
                                   "workloads": sorted(h.args.only),
                                   "s3backer_options": S3BACKER_TUNING + S3BACKER_FUSE_OPTS,
-                                  "raw_threads": RAW_THREADS},
+                                  "raw_threads": RAW_THREADS, "link_rate": h.args.link_rate},
         "versions": versions(),
         "bucketdisk_install": h.bucketdisk_start | {
             "run_from_snapshot": str(h.work / "pkg"),
@@ -217,8 +217,9 @@ def print_table(doc: dict) -> None:
         table.append([r["workload"], r["unit"], *cells, raw,
                       ratio(r["bd_vs_s3backer"]), ratio(r["bd_vs_raw"])])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    print(f"\nbucketdisk vs s3backer vs raw server: {doc['server']}; "
-          f"median of {runs} run{'s' if runs != 1 else ''}")
+    link = doc["config"].get("link_rate")
+    print(f"\nbucketdisk vs s3backer vs raw server: {doc['server']}"
+          f"{f', loopback capped at {link}' if link else ''}; median of {runs} run{'s' if runs != 1 else ''}")
     for i, row in enumerate(table):
         print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j])
                         for j, c in enumerate(row)))

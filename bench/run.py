@@ -48,6 +48,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default="/var/tmp",
                    help="where the temp dir for mounts, data and tree goes (default /var/tmp)")
     p.add_argument("--keep-workdir", action="store_true", help="keep it (logs) at the end")
+    p.add_argument("--link-rate", metavar="RATE",
+                   help="cap the loopback interface at RATE (tc's units, e.g. 400mbit) for the run, as a "
+                        "store on other machines behind a link would be; removed at the end")
     a = p.parse_args(argv)
     named = {w.upper(): w for w in WORKLOADS}  # W1t, W1T and w1t name one workload
     a.only = {named.get(w.strip().upper(), w.strip()) for w in a.only.split(",") if w.strip()}
@@ -97,6 +101,8 @@ def parse_args(argv=None):
         p.error("--bucket needs --endpoint")
     if a.runs is not None and a.runs < 1:
         p.error("--runs must be at least 1")
+    if a.link_rate and a.endpoint:
+        p.error("--link-rate shapes the loopback interface: it goes with the local SeaweedFS, not --endpoint")
     return a
 
 
@@ -110,9 +116,25 @@ def preflight(args) -> None:
             raise BenchError(f"no {BUCKETDISK}: run with the venv's python (.venv/bin/python)")
     if "s3backer" in args.systems:
         need += ["s3backer", "fusermount"]
+    if args.link_rate:
+        need.append("tc")
     missing = [n for n in need if shutil.which(n) is None]
     if missing:
         raise BenchError(f"missing commands: {' '.join(missing)} (ci/install.sh installs them)")
+
+
+def shape_loopback(rate: str) -> None:
+    """A token bucket filter on `lo` (tc-tbf(8)): every loopback flow shares
+    `rate`, the server's internal hops included, raw PUTs as much as bucketdisk's."""
+    done = subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "512kb",
+                           "latency", "100ms"], capture_output=True, text=True)
+    if done.returncode:
+        raise BenchError(f"tc could not shape lo at {rate}: {done.stderr.strip()}")
+    say(f"loopback capped at {rate} (tc tbf) for this run")
+
+
+def unshape_loopback() -> None:
+    subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True)
 
 
 def main(argv=None) -> int:
@@ -135,6 +157,8 @@ def main(argv=None) -> int:
     doc = None
     code = 0
     try:
+        if args.link_rate:
+            shape_loopback(args.link_rate)
         h.setup()
         h.run()
         doc = report(h)
@@ -148,6 +172,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         h.cleanup()
+        if args.link_rate:
+            unshape_loopback()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if doc is None:
