@@ -20,7 +20,6 @@ from bucketdisk.errors import UserError
 PASSPHRASE_ENV = "BUCKETDISK_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "BUCKETDISK_NEW_PASSPHRASE"
 SECRET_ENV = (PASSPHRASE_ENV, NEW_PASSPHRASE_ENV)
-MAX_PASSPHRASE_FILE = 64 << 10
 
 
 def add_key_options(parent: argparse.ArgumentParser) -> None:
@@ -93,32 +92,20 @@ def _prompt(prompt: str, confirm: bool) -> str:
 
 
 def _read_passphrase_file(path: str) -> str:
-    data = _read(path, "passphrase file", MAX_PASSPHRASE_FILE)
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        raise UserError(f"the passphrase file {path} is not UTF-8 text") from None
+    from bucketdisk.store.userfiles import read_text_file
+
+    text = read_text_file(path, "passphrase file")
     return text.splitlines()[0] if text.strip("\r\n") else ""
 
 
 def _read_key_file(path: str) -> bytes:
     from bucketdisk.codec.keys import MAX_KEY_FILE, MIN_KEY_FILE
+    from bucketdisk.store.userfiles import read_small_file
 
-    data = _read(path, "key file", MAX_KEY_FILE)
+    data = read_small_file(path, "key file", MAX_KEY_FILE)
     if len(data) < MIN_KEY_FILE:
         raise UserError(f"the key file {path} holds {len(data)} bytes; a key file needs at least {MIN_KEY_FILE} "
                         "random bytes (head -c 32 /dev/urandom > FILE)")
-    return data
-
-
-def _read(path: str, what: str, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise UserError(f"cannot read the {what} {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise UserError(f"the {what} {path} is larger than {limit} bytes: is it the right file?")
     return data
 
 

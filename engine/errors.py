@@ -27,7 +27,8 @@ class CorruptData(StoreError):
     do not know where they came from; the one that read them names the
     object with `at`, so that every such error says which key is damaged."""
 
-    where: str | None = None  # the damaged object's URL, once named
+    where: str | None = None   # the damaged object's URL, once named
+    detail: str | None = None  # what is wrong with it, without the URL
 
     def at(self, where: str) -> "CorruptData":
         """This failure (same class), its message naming the object `where`
@@ -35,7 +36,7 @@ class CorruptData(StoreError):
         if self.where is not None:
             return self
         named = type(self)(f"{where} is damaged: {self}")
-        named.where = where
+        named.where, named.detail = where, str(self)
         return named
 
 

@@ -179,21 +179,19 @@ def test_passwd_changes_the_secret_and_no_block(bd, tmp_path):
         bd.run("passwd", vol.url, *vol.place.args, "--passphrase-file", str(wrong), "--new-passphrase-file", str(new)))
     assert vol.place.read("volume") == record
 
-    bd.ok("passwd", vol.url, *vol.store_args, "--new-passphrase-file", str(new))
-    assert "wrong passphrase" in assert_cli_error(bd.run("info", vol.url, *vol.store_args))
-    vol.key_args = ["--passphrase-file", str(new)]
-    m = bd.mount(vol, read_only=True)
-    assert_file_matches(m.file, model)
-    bd.unmount(m)
+    def change(new_args: list[str], refusal: str) -> None:
+        """passwd to `new_args`' secret: the old one is refused, the new one reads the disk."""
+        bd.ok("passwd", vol.url, *vol.store_args, *new_args)
+        assert refusal in assert_cli_error(bd.run("info", vol.url, *vol.store_args))
+        vol.key_args = [arg.replace("--new-", "--") for arg in new_args]
+        m = bd.mount(vol, read_only=True)
+        assert_file_matches(m.file, model)
+        bd.unmount(m)
 
+    change(["--new-passphrase-file", str(new)], "wrong passphrase")
     key_file = tmp_path / "disk.key"
     key_file.write_bytes(os.urandom(32))
-    bd.ok("passwd", vol.url, *vol.store_args, "--new-key-file", str(key_file))
-    assert "key file" in assert_cli_error(bd.run("info", vol.url, *vol.store_args))
-    vol.key_args = ["--key-file", str(key_file)]
-    m = bd.mount(vol, read_only=True)
-    assert_file_matches(m.file, model)
-    bd.unmount(m)
+    change(["--new-key-file", str(key_file)], "key file")
     assert {key: data for key, data in everything(vol).items() if key.startswith("blocks/")} == blocks
 
 

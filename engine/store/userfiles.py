@@ -1,4 +1,5 @@
-"""Reading files the user hands in (credentials, AWS config, CA bundles).
+"""Reading files the user hands in (credentials, AWS config, CA bundles,
+an encrypted volume's passphrase and key files).
 
 Every failure is one UserError line that names the file and says what is
 wrong with it: missing, not a regular file (a directory, a FIFO that would
@@ -30,20 +31,33 @@ def check_regular_file(path: str, what: str) -> os.stat_result:
     return st
 
 
+def read_small_file(path: str, what: str, limit: int = MAX_TEXT_FILE) -> bytes:
+    """The bytes of a file the user named, at most `limit` of them.
+
+    Raises UserError naming the file when it is missing, not a regular
+    file, unreadable, or over `limit` bytes."""
+    check_regular_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise UserError(f"cannot read {what} {shown(path)}: {e.strerror}") from None
+    if len(data) > limit:
+        raise UserError(f"{what} {shown(path)} is larger than {_size(limit)}: not a {what}")
+    return data
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+
+
 def read_text_file(path: str, what: str) -> str:
     """The text of a small UTF-8 file the user named.
 
     Raises UserError naming the file when it is missing, not a regular
     file, unreadable, over MAX_TEXT_FILE bytes, not UTF-8, or holds NUL
     bytes (a binary file).  An empty file is returned as ''."""
-    check_regular_file(path, what)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TEXT_FILE + 1)
-    except OSError as e:
-        raise UserError(f"cannot read {what} {shown(path)}: {e.strerror}") from None
-    if len(data) > MAX_TEXT_FILE:
-        raise UserError(f"{what} {shown(path)} is larger than {MAX_TEXT_FILE >> 20} MiB: not a {what}")
+    data = read_small_file(path, what)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

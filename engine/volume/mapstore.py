@@ -344,6 +344,26 @@ class MapStore:
         except NotFound:
             return self._read(find_alias(self.store, key), check, key)  # a late delete took it (latedeletes.py)
 
+    def read_block(self, block_hash: bytes) -> bytearray:
+        """The block with this content hash, in a new block_buffer decoded
+        as it is read (codec.BlockReader: no other block-sized buffer).
+        Falls back to an alias when the plain object has gone.  Raises
+        CorruptData naming the key, NotFound."""
+        key = layout.block_key(block_hash)
+        reader = self.codec.block_reader(self.block_size, block_hash)
+        try:
+            try:
+                self.store.get_into(key, reader)
+            except NotFound:
+                reader.reset()
+                key = find_alias(self.store, key)  # a late delete took it (latedeletes.py)
+                self.store.get_into(key, reader)
+            return reader.finish()
+        except CorruptData as e:
+            raise e.at(self.store.key_url(key)) from None
+        finally:
+            reader.close()
+
     def page_bytes(self, number: int) -> int:
         """Bytes of entries page `number` holds (the last one may be short)."""
         return min(self.page_entries, self.block_count - number * self.page_entries) * HASH_SIZE

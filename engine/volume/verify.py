@@ -28,7 +28,6 @@ from ..codec.block import HASH_SIZE, ZERO_HASH
 from ..errors import CorruptData, NotFound, UserError
 from ..store.base import ObjectStore
 from . import layout
-from .latedeletes import find_alias
 
 from .mapstore import ForeignObject, MapStore
 from .snapshots import SnapshotRecords
@@ -91,7 +90,6 @@ class _Checker:
         self.store, self.record, self.threads, self.progress = store, record, threads, progress
         self.maps = MapStore.of(store, record)
         self.records = SnapshotRecords.of(store, record)
-        self.codec = self.maps.codec
         self.entries = record.page_entries
 
     def run(self, snapshots: str | None) -> Report:
@@ -242,23 +240,14 @@ class _Checker:
         return bad
 
     def _check_block(self, block_hash: bytes) -> tuple[str, str] | None:
-        key = layout.block_key(block_hash)
-        reader = self.codec.block_reader(self.record.block_size, block_hash)
+        """None, or (object URL, problem) of a damaged or missing block object."""
         try:
-            try:
-                self.store.get_into(key, reader)
-            except NotFound:
-                reader.reset()
-                key = find_alias(self.store, key)  # a late delete took the plain name (latedeletes.py)
-                self.store.get_into(key, reader)
-            reader.finish()
+            self.maps.read_block(block_hash)
             return None
         except NotFound:
             return self.store.key_url(layout.block_key(block_hash)), "missing"
         except CorruptData as e:
-            return self.store.key_url(key), str(e)
-        finally:
-            reader.close()
+            return e.where, e.detail
 
     def _place(self, chosen: list[_Map], bad: dict[bytes, tuple[str, str]], report: Report) -> None:
         """Report each bad block with the byte ranges it covers in each map."""

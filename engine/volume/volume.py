@@ -44,7 +44,7 @@ from collections.abc import Iterable
 
 from ..codec.block import ZERO_HASH
 from ..codec.keys import KeySource
-from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
+from ..errors import StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -52,7 +52,7 @@ from .collection import LOG_EPOCH_SHIFT, Collection
 from .create import missing_volume
 from .fsynclog import FsyncLog
 from .views import Views
-from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine, find_alias
+from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine
 from .lock import Fenced, Lease
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, open_record
@@ -118,16 +118,19 @@ class Volume(Collection, FsyncLog, Views):
         # Read-only: why the place no longer holds this volume (follow.py), or None.
         self.replaced: str | None = None
         self._lease: Lease | None = None
-        if writable:
-            # Above any epoch this machine saw too: a rolled-back store must
-            # not make this writer reuse the names of the history it lost.
-            min_epoch = max(self.maps.listing().max_epoch, self.maps.seen_epoch())
-            self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
-        self.epoch = self._lease.epoch if self._lease else 0
+        encrypted = self.maps.seen is not None
+        listing = self.maps.listing() if writable or encrypted else None
+        # Above any epoch this machine saw too (read before rollback() records
+        # this listing): a rolled-back store must not make this writer reuse
+        # the names of the history it lost.
+        min_epoch = max(listing.max_epoch, self.maps.seen_epoch()) if writable else 0
         # Before the map is read: a rolled-back store may have lost the pages it needs.
-        self.rollback = self.maps.rollback(self.maps.listing()) if self.maps.seen is not None else None
+        self.rollback = self.maps.rollback(listing) if encrypted else None
         if self.rollback:
             log.warning("%s", self.rollback)
+        if writable:
+            self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
+        self.epoch = self._lease.epoch if self._lease else 0
         try:
             if snapshot is not None:
                 if writable:
@@ -196,19 +199,7 @@ class Volume(Collection, FsyncLog, Views):
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
-        key = layout.block_key(content_hash)
-        reader = self.codec.block_reader(self.block_size, content_hash)
-        try:
-            try:
-                self.store.get_into(key, reader)
-            except NotFound:
-                key = find_alias(self.store, key)  # a late delete took it (latedeletes.py)
-                self.store.get_into(key, reader)
-            return reader.finish()
-        except CorruptData as e:
-            raise e.at(self.store.key_url(key)) from None
-        finally:
-            reader.close()
+        return self.maps.read_block(content_hash)
 
     def store_block(self, data, index: int | None = None) -> bytes:
         """Upload a block and return its hash; `index` is the block it will
