@@ -49,7 +49,7 @@ cdef extern from "xxhash.h" nogil:
 __all__ = [
     "CorruptObject", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC",
     "Xxh3", "count_zero_entries", "differing_entries", "frame", "frame_header",
-    "is_zero", "read_header", "unframe", "xxh3_64",
+    "is_zero", "page_checksums", "read_header", "unframe", "xxh3_64",
 ]
 
 HEADER_SIZE = 24
@@ -237,6 +237,42 @@ def xxh3_64(buf) -> int:
     finally:
         PyBuffer_Release(&view)
     return h
+
+
+def page_checksums(buf, Py_ssize_t page_size) -> bytes:
+    """XXH3_64bits of each `page_size` piece of `buf` (whose length is a
+    multiple of it), as little-endian u64s, one per page; a checksum that
+    comes out 0 is given as 1, so that 0 can mean "no page" (the cache
+    dir's dirty files: device/cachedir.py)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t count
+    cdef uint8_t* dest
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if page_size <= 0 or view.len % page_size:
+            raise ValueError("the buffer is not a whole number of pages")
+        count = view.len // page_size
+        out = PyBytes_FromStringAndSize(NULL, count * 8)
+        dest = <uint8_t*>PyBytes_AS_STRING(out)
+        if view.len >= _NOGIL_MIN:
+            with nogil:
+                _page_checksums(<const uint8_t*>view.buf, page_size, count, dest)
+        else:
+            _page_checksums(<const uint8_t*>view.buf, page_size, count, dest)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+cdef void _page_checksums(const uint8_t* data, Py_ssize_t page_size, Py_ssize_t count, uint8_t* out) noexcept nogil:
+    cdef Py_ssize_t i, b
+    cdef uint64_t h
+    for i in range(count):
+        h = XXH3_64bits(data + i * page_size, <size_t>page_size)
+        if h == 0:
+            h = 1
+        for b in range(8):  # little-endian whatever the machine
+            out[i * 8 + b] = <uint8_t>(h >> (8 * b))
 
 
 cdef class Xxh3:
