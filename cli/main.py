@@ -18,7 +18,9 @@ EXAMPLES = {
               "  bucketdisk create file:///srv/disk2 --size 100G --encrypt      # asks for a passphrase\n"
               "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
     "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 32\n"
-             "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1",
+             "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1 --cache-dir /var/cache/disk1",
+    "recover": "bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1\n"
+               "  bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1 --discard",
     "unmount": "bucketdisk unmount /mnt/disk1",
     "passwd": "bucketdisk passwd file:///srv/disk2                 # asks for the old and the new passphrase\n"
               "  bucketdisk passwd file:///srv/disk2 --new-key-file /root/disk2.key",
@@ -135,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel uploads and downloads, as many as fit in the cache (default 16)")
     p.add_argument("--readahead", type=int, default=8,
                    help="blocks fetched ahead of sequential reads (default 8)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="keep blocks on local disk as well: writes that reached it survive a crash of the daemon "
+                        "(or, once synced, every second and at fsync, of the machine) and are stored at the next "
+                        "mount; clean blocks make a remount start warm.  One volume's, one mount at a time")
+    p.add_argument("--cache-dir-size", type=parse_size, metavar="SIZE",
+                   help="what the cache dir may hold (default: half the free space there, at most 16G; at least "
+                        "twice --cache-size)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--compress-level", type=parse_level, metavar="LEVEL",
                    help="zstd level for the blocks this mount stores (default: the volume's, from create)")
@@ -151,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--key-fd", type=int, help=argparse.SUPPRESS)  # the data key, from the parent (secrets.py)
     p.set_defaults(run=mount.mount)
+
+    p = _command(sub, "recover", "store the blocks a crashed mount left in its cache dir, without mounting",
+                 [store])
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--cache-dir", metavar="DIR", required=True, help="the cache dir the mount used")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--discard", action="store_true", help="drop those blocks instead (their writes are lost)")
+    what.add_argument("--force", action="store_true",
+                      help="store them even though another mount has written the volume since (right only if "
+                           "that mount changed nothing on the disk: snapshots, gc)")
+    p.add_argument("--cache-size", type=parse_size, default=256 << 20, help="memory to use (default 256M)")
+    p.add_argument("--threads", type=int, default=16, help="parallel uploads (default 16)")
+    p.set_defaults(run=mount.recover)
 
     p = _command(sub, "passwd", "change an encrypted volume's passphrase, or move it to a key file "
                                 "(rewraps its key; no block is rewritten)", [store])

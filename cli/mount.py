@@ -58,6 +58,7 @@ def mount(args: argparse.Namespace) -> int:
     if args.insecure and args.url.startswith("s3:"):
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
+    _check_cache_dir_options(args)
     # The daemon runs from /, so files named relative to here must travel absolute.
     for name in ("credentials_file", "ca_bundle"):
         if getattr(args, name):
@@ -66,6 +67,38 @@ def mount(args: argparse.Namespace) -> int:
     if args.foreground:
         return _serve(args)
     return _spawn_daemon(args, _data_key(args))
+
+
+def _check_cache_dir_options(args: argparse.Namespace) -> None:
+    if args.cache_dir_size is not None and args.cache_dir is None:
+        raise UserError("--cache-dir-size goes with --cache-dir")
+    if args.cache_dir is None:
+        return
+    if args.cache_dir_size is not None and args.cache_dir_size < 2 * args.cache_size:
+        raise UserError("--cache-dir-size must be at least twice --cache-size: the cache dir holds every dirty "
+                        "block the memory cache holds, and more while their journal is written")
+    args.cache_dir = os.path.abspath(args.cache_dir)  # the daemon runs from /
+    if os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
+        raise UserError(f"--cache-dir: not a directory: {args.cache_dir}")
+
+
+def recover(args: argparse.Namespace) -> int:
+    """`bucketdisk recover`: store (or with --discard drop) what a crashed
+    mount left in its cache dir."""
+    if args.threads < 1 or args.threads > 256:
+        raise UserError("--threads must be from 1 to 256")
+    args.cache_dir_size = None
+    _check_cache_dir_options(args)
+    from bucketdisk.device.recovery import recover_cache_dir
+
+    found, how = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
+                                   keys=key_source(args, args.url), cache_size=args.cache_size,
+                                   threads=args.threads, discard=args.discard, force=args.force)
+    if not found:
+        print(f"{args.cache_dir}: no blocks left unsaved")
+    else:
+        print(f"{args.cache_dir}: {found} blocks a mount left unsaved were {how}")
+    return 0
 
 
 def _data_key(args: argparse.Namespace) -> bytes | None:
@@ -107,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
                            read_only=args.read_only or args.snapshot is not None, force=args.force,
                            snapshot=args.snapshot, snapshot_every=args.snapshot_every,
                            compress_level=args.compress_level, keys=_serve_keys(args),
+                           cache_dir=args.cache_dir, cache_dir_size=args.cache_dir_size,
                            keep=keep_options(args), s3=s3_options(args, args.threads))
     try:
         serve(args.url, args.mountpoint, options, on_ready, on_warning)
@@ -158,6 +192,8 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     for name, value in keep_options(args).items():
         command += [f"--keep-{name}={value}"]
     command += ["--force"] if args.force else []
+    command += ["--cache-dir", args.cache_dir] if args.cache_dir else []
+    command += ["--cache-dir-size", str(args.cache_dir_size)] if args.cache_dir_size else []
     command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
     passed = (write_end,)
     if data_key is not None:

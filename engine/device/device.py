@@ -35,6 +35,8 @@ from ..volume.mapstore import LOG_PAGE
 from ..volume.volume import Volume
 from .budget import ENTRY_OVERHEAD, Budget
 from .cache import CacheIndex, Entry
+from .cachedblocks import CachedBlocks
+from .cachedir import CacheDir
 from .flushing import Flushing, due
 from .reading import Reading
 from .snapshotreads import SnapshotReading
@@ -50,17 +52,20 @@ class NoRoomError(StoreError):
     whole retry time; they stay in the cache and are retried."""
 
 
-class BlockDevice(Reading, Flushing, SnapshotReading):
+class BlockDevice(Reading, Flushing, SnapshotReading, CachedBlocks):
     def __init__(self, volume: Volume, *, cache_size: int, threads: int, readahead: int,
-                 stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME) -> None:
+                 stats: Stats | None = None, retry_time: float = DEFAULT_RETRY_TIME,
+                 cache_dir: CacheDir | None = None) -> None:
         """`cache_size` in bytes: what every block buffer together may take
         (budget.py); `threads`: uploads and fetches at most at once (fewer
         when fewer fit in the cache); `readahead` in blocks (at most half
         the cache); `retry_time` in seconds: how long a read or write may
         wait for room before it fails (pass the store's --retry-time, so
         that the application sees EIO no later than it would for one
-        failing request).  Raises CacheTooSmall (a UserError) for a cache
-        of fewer than two blocks."""
+        failing request); `cache_dir`: the blocks on local disk as well
+        (cachedir.py; the device closes it; a writable one's leftovers are
+        stored by `recover`, to be called before serving).  Raises
+        CacheTooSmall (a UserError) for a cache of fewer than two blocks."""
         self.volume = volume
         self.block_size = volume.block_size
         self.block_count = volume.block_count
@@ -83,6 +88,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         self._store_error: BaseException | None = None
         self._closing = False
         self._stopped = threading.Event()
+        self._sync_soon = threading.Event()  # wakes the sync thread before its interval
         self._log_lock = threading.Lock()  # one fsync log write at a time; later callers join the next
         self._all_pages = (1 << (self.block_size // LOG_PAGE)) - 1
         self._readahead = self._budget.readahead(readahead)
@@ -91,6 +97,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         self._zeros = memoryview(mmap.mmap(-1, self.block_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ))
         self._next_sequential = -1
         self._init_snapshot_reads()
+        self._init_cache_dir(cache_dir)
         workers = self._budget.workers(threads)
         self._fetchers = ThreadPoolExecutor(workers, thread_name_prefix="fetch")
         self._threads = [threading.Thread(target=self._flush_loop, name=f"flush-{i}", daemon=True)
@@ -183,6 +190,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
             self._flushable.notify()
         elif wholly_logged:
             self._hasten(index, entry)
+        self._cache_write(index, entry, start, stop)  # before the write is acknowledged
 
     @staticmethod
     def _pages_mask(start: int, stop: int) -> int:
@@ -223,6 +231,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
                         self._flushable.notify()
                     elif wholly_logged:
                         self._hasten(index, entry)
+                    self._cache_punch(index)
                     return
                 event = entry.loading
             event.wait()
@@ -237,7 +246,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         """Whether `size` more bytes fit in the budget (evicting clean blocks
         other than `keep`, and the snapshot buffers) and, if `dirties`, one
         more block may turn dirty (lock held)."""
-        if dirties and not self._index.dirty_room():
+        if dirties and not (self._index.dirty_room() and self._cache_room(keep)):
             return False
         while not self._index.make_room(size, keep):
             if not self._snapshot_blocks:
@@ -301,6 +310,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
             except Fenced:
                 self._stop_threads()
                 self.volume.abort()
+                self._close_cache_dir()
                 raise
             except StoreError as e:
                 log.error("unmount: %s (%s); retrying in %.0f s", self._unstored_words(), e, retry_delay)
@@ -309,19 +319,30 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         while True:
             try:
                 self.volume.close()
+                self._close_cache_dir()
                 return
             except Fenced:
                 self.volume.abort()
+                self._close_cache_dir()
                 raise
             except StoreError as e:
                 log.error("unmount: final checkpoint failed (%s); retrying in %.0f s", e, retry_delay)
                 time.sleep(retry_delay)
+
+    def abort(self) -> None:
+        """Stop without storing anything more and give the volume back
+        (a mount that failed before serving: what it holds is in its
+        cache dir, or was never acknowledged)."""
+        self._stop_threads()
+        self.volume.abort()
+        self._close_cache_dir()
 
     def _stop_threads(self) -> None:
         with self._lock:
             self._closing = True
             self._flushable.notify_all()
         self._stopped.set()
+        self._sync_soon.set()
         for thread in self._threads:
             thread.join()
         self._fetchers.shutdown(wait=True)
@@ -381,7 +402,7 @@ class BlockDevice(Reading, Flushing, SnapshotReading):
         counters = self.stats.snapshot()
         fast = self._index.table.hits  # blocks FUSE threads served without Python
         counters["cache_hits"] += fast
-        return {**counters, "fast_path_hits": fast, **gauges}
+        return {**counters, "fast_path_hits": fast, **gauges, **self.cache_dir_counters()}
 
     def fast_reader(self):
         """A capsule through which FUSE threads read published blocks

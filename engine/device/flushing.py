@@ -181,10 +181,15 @@ class Flushing:
                 self._flushable.notify()
 
     def _sync_loop(self) -> None:
-        while not self._stopped.wait(SYNC_INTERVAL):
+        while True:
+            self._sync_soon.wait(SYNC_INTERVAL)
+            self._sync_soon.clear()
+            if self._stopped.is_set():
+                return
             try:
                 if self.volume.sync(confirm=False):  # acknowledges nothing
                     self._note_stored()
+                self._retire_cached()
             except Fenced as e:
                 if self.volume.fenced is not None:
                     return  # for good: another mount has the volume
@@ -218,6 +223,7 @@ class Flushing:
         with self._log_lock:
             with self._lock:
                 plan = self._plan_fsync()
+            syncing = self._cache_sync_begin()
             try:
                 self._wait_for_uploads(plan.uploads)
                 self.volume.sync(plan.runs, plan.number)
@@ -231,7 +237,9 @@ class Flushing:
                 raise
             finally:
                 plan.runs = None  # the copies go now, whatever happened
+                self._cache_sync_end(syncing)
             self._note_stored()
+            self._retire_cached()
             if plan.pages:
                 self.stats.add("fsync_log_pages", plan.pages)
 
@@ -329,6 +337,7 @@ class Flushing:
             targets = {i: _upload_target(self._index.entries[i]) for i in self._index.dirty.iter_set()}
         self._wait_for_uploads(targets)
         self.volume.sync()
+        self._retire_cached()
 
 
 def due(entry: Entry) -> float:

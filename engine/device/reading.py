@@ -120,9 +120,18 @@ class Reading:
         """The block's content; a read-only view of the live disk whose block
         has gone (the writer replaced and collected it) catches up first
         (follow.py).  A snapshot's block that has gone (the snapshot was
-        deleted) raises NotFound: its view never shows another map."""
+        deleted) raises NotFound: its view never shows another map.  With a
+        cache dir, a clean copy there is checked and taken first, and a
+        block read from the store is kept there."""
+        if self._cache_dir is not None:
+            data = self._cache_dir.read_clean(content_hash)
+            if data is not None:
+                return data
         try:
-            return self.volume.load_block(content_hash)
+            data = self.volume.load_block(content_hash)
+            if self._cache_dir is not None:
+                self._cache_dir.keep_clean(content_hash, data)
+            return data
         except NotFound:
             if not self.follows:
                 raise

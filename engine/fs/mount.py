@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..codec.keys import KeySource
 from ..device.budget import check_cache_size
+from ..device.cacheopen import free_space_limit, open_cache_dir
 from ..device.device import BlockDevice
 from ..errors import UserError
 from ..store import S3Options, open_store
@@ -48,6 +49,8 @@ class MountOptions:
     keep: dict | None = None  # prune's keep options after each (None: Time Machine's rule)
     compress_level: int | None = None  # zstd level of the blocks it stores (None: the record's)
     keys: KeySource | None = None  # an encrypted volume's key (codec/keys.py)
+    cache_dir: str | None = None  # blocks on local disk as well (device/cachedir.py)
+    cache_dir_size: int | None = None  # bytes it may hold (None: free_space_limit's default)
     s3: S3Options = S3Options()
 
 
@@ -130,8 +133,17 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     if options.compress_level is not None and record is not None and record.compression == "none":
         store.close()
         raise UserError("--compress-level: this volume stores blocks uncompressed (created with --compress none)")
-    volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot,
-                    compress_level=options.compress_level, keys=options.keys)
+    cache = None
+    if options.cache_dir is not None and record is not None:
+        limit = options.cache_dir_size or free_space_limit(options.cache_dir, 2 * options.cache_size)
+        cache = open_cache_dir(options.cache_dir, store, record, limit=limit, writable=not options.read_only)
+    try:
+        volume = Volume(store, writable=not options.read_only, force=options.force, snapshot=options.snapshot,
+                        compress_level=options.compress_level, keys=options.keys)
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        raise
     if volume.rollback and on_warning is not None:
         on_warning(volume.rollback)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
@@ -141,7 +153,12 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     # --retry-time bounds a wait for cache room on every store, file:// too:
     # the application sees EIO no later than it would for a failing request.
     device = BlockDevice(volume, cache_size=options.cache_size, threads=options.threads,
-                         readahead=options.readahead, retry_time=options.s3.retry_time)
+                         readahead=options.readahead, retry_time=options.s3.retry_time, cache_dir=cache)
+    try:
+        device.recover()  # what a crashed mount left in the cache dir, stored before anything is served
+    except BaseException:
+        device.abort()
+        raise
     if options.read_only and options.snapshot is None:
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
