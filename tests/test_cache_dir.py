@@ -1,0 +1,251 @@
+"""mount --cache-dir: writes that reached the cache dir survive a kill -9 of
+the daemon and are stored by the next mount (or `bucketdisk recover`)
+before anything is served; clean blocks make a remount warm and are
+checked against their content hash when read back; a cache dir serves one
+volume and one mount at a time; a full or failing cache disk never fails
+a write."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import pytest
+from conftest import MiB, assert_cli_error, assert_file_matches, run, wait_pid_gone
+from test_mount import open_rw, write_model
+
+PAGE = 4096
+
+
+def cache_args(cache, *extra) -> list:
+    return ["--cache-dir", str(cache), *extra]
+
+
+def kill9(bd, m) -> None:
+    """SIGKILL the daemon, then unmount the dead mount by its path."""
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_pid_gone(m.pid), f"daemon {m.pid} did not die after SIGKILL"
+    proc = bd.run("unmount", m.path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def unsynced_writes(fd: int, path, model: bytearray, rng: random.Random, size: int) -> None:
+    """Whole blocks, small writes across blocks, and a punched block: none fsynced."""
+    write_model(fd, model, 0, rng.randbytes(4 * MiB))
+    for _ in range(300):
+        off = rng.randrange(size - PAGE)
+        write_model(fd, model, off, rng.randbytes(rng.choice((1, 512, 3000, PAGE))))
+    punched = 2 * MiB  # a whole block of the first four
+    run("fallocate", "-p", "-o", punched, "-l", MiB, path, timeout=60, check=True)
+    model[punched : punched + MiB] = bytes(MiB)
+    write_model(fd, model, punched + 5000, b"after the punch")
+
+
+def dirty_files(cache) -> list[str]:
+    return sorted(os.listdir(cache / "dirty"))
+
+
+def clean_files(cache) -> list:
+    return sorted(p for p in (cache / "clean").rglob("*") if p.is_file())
+
+
+def test_writes_that_reached_the_cache_dir_survive_kill9(bd, tmp_path):
+    vol = bd.create(size="32M", block_size="1M")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        os.pwrite(fd, b"fsynced", 30 * MiB)
+        model[30 * MiB : 30 * MiB + 7] = b"fsynced"
+        os.fsync(fd)
+        unsynced_writes(fd, m.file, model, random.Random(3), vol.size)
+    finally:
+        os.close(fd)
+    assert bd.stats(m.path)["cache_dir_dirty_blocks"] > 0
+    kill9(bd, m)
+    assert dirty_files(cache), "the killed mount left no dirty file"
+
+    m = bd.mount(vol, m.path, extra=cache_args(cache))
+    st = bd.stats(m.path)
+    assert st["recovered_blocks"] > 0 and st["recovered_torn_pages"] == 0
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    assert dirty_files(cache) == [], "a clean unmount left dirty files"
+    m = bd.mount(vol, m.path)  # without the cache dir: the store has it all
+    assert_file_matches(m.file, model)
+
+
+def test_recover_stores_them_without_a_mount(bd, tmp_path):
+    vol = bd.create(size="16M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        rng = random.Random(5)
+        for _ in range(200):
+            write_model(fd, model, rng.randrange(vol.size - 3000), rng.randbytes(3000))
+    finally:
+        os.close(fd)
+    kill9(bd, m)
+    proc = bd.ok("recover", vol.url, *vol.store_args, *cache_args(cache))
+    assert "were stored" in proc.stdout
+    assert dirty_files(cache) == []
+    proc = bd.ok("recover", vol.url, *vol.store_args, *cache_args(cache))
+    assert "no blocks left unsaved" in proc.stdout
+    m = bd.mount(vol, m.path)
+    assert_file_matches(m.file, model)
+
+
+def test_a_remount_starts_warm_and_a_damaged_clean_file_is_never_served(bd, tmp_path):
+    vol = bd.create(size="16M", block_size="1M")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 0, random.Random(1).randbytes(8 * MiB))
+    finally:
+        os.close(fd)
+    bd.unmount(m)
+    kept = clean_files(cache)
+    assert len(kept) == 8, "a clean unmount should keep every whole written block as a clean file"
+    damaged = kept[3]
+    data = bytearray(damaged.read_bytes())
+    data[-100] ^= 0x01
+    damaged.write_bytes(data)
+
+    m = bd.mount(vol, m.path, extra=cache_args(cache))
+    assert_file_matches(m.file, model)
+    st = bd.stats(m.path)
+    assert st["cache_dir_hits"] == 7 and st["cache_dir_damaged"] == 1
+    # deleted, and kept again as the store has it
+    assert damaged.read_bytes() != bytes(data), "the damaged clean file was kept"
+
+
+def test_a_cut_page_shows_what_the_store_holds(bd, tmp_path):
+    """A page whose checksum does not match (a machine crash cut its write)
+    is taken from the store; the other pages of the file are recovered."""
+    vol = bd.create(size="8M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 0, b"A" * (64 * 1024))
+        os.fsync(fd)
+        write_model(fd, model, 0, b"B" * PAGE)      # page 0: to be cut
+        write_model(fd, model, PAGE, b"C" * PAGE)   # page 1: to survive
+    finally:
+        os.close(fd)
+    kill9(bd, m)
+    (name,) = dirty_files(cache)
+    path = cache / "dirty" / name
+    data = bytearray(path.read_bytes())
+    data[4096 + 10] ^= 0xFF  # page 0 of the block (data starts at 4096 for 64K blocks)
+    path.write_bytes(data)
+    m = bd.mount(vol, m.path, extra=cache_args(cache))
+    model[0:PAGE] = b"A" * PAGE
+    assert_file_matches(m.file, model)
+    assert bd.stats(m.path)["recovered_torn_pages"] == 1
+    assert "pages were cut by a crash" in m.log.read_text()
+
+
+def test_refusals_change_nothing(bd, tmp_path):
+    vol = bd.create(size="8M", block_size="64K")
+    other = bd.create(size="8M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    fd = open_rw(m)
+    os.pwrite(fd, b"x" * 5000, 0)
+    os.close(fd)
+
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    in_use = bd.run("mount", vol.url, mp, *vol.store_args, "--read-only", *cache_args(cache), timeout=120)
+    assert "in use by another mount" in assert_cli_error(in_use)
+    kill9(bd, m)
+    before = (vol.snapshot(), other.snapshot(), dirty_files(cache))
+    cases = [
+        (["mount", other.url, mp, *other.store_args, *cache_args(cache)], "belongs to another volume"),
+        (["mount", vol.url, mp, *vol.store_args, "--read-only", *cache_args(cache)], "left unsaved"),
+        (["mount", vol.url, mp, *vol.store_args, *cache_args(cache), "--cache-dir-size", "1M"], "at least twice"),
+        (["mount", vol.url, mp, *vol.store_args, "--cache-dir-size", "1G"], "goes with --cache-dir"),
+        (["mount", vol.url, mp, *vol.store_args, *cache_args(tmp_path / "cache" / "lock")], "not a directory"),
+        (["recover", other.url, *other.store_args, *cache_args(cache)], "belongs to another volume"),
+        (["mount", vol.url, mp, *vol.store_args, *cache_args(tmp_path)], "not a bucketdisk cache dir"),
+    ]
+    for args, words in cases:
+        proc = bd.run(*args, timeout=120)
+        assert words in assert_cli_error(proc), (args, proc.stderr)
+    assert (vol.snapshot(), other.snapshot(), dirty_files(cache)) == before
+
+
+def test_another_writer_since_makes_dirty_files_stale(bd, tmp_path):
+    """Dirty files a crashed mount left are not applied over what another
+    mount wrote since; `recover --discard` drops them."""
+    vol = bd.create(size="8M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    fd = open_rw(m)
+    os.pwrite(fd, b"old" * 1000, 0)
+    os.close(fd)
+    kill9(bd, m)
+    m = bd.mount(vol, m.path)  # no cache dir: a new history
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    write_model(fd, model, 0, b"new" * 1000)
+    os.close(fd)
+    bd.unmount(m)
+    before = vol.snapshot()
+    proc = bd.run("mount", vol.url, m.path, *vol.store_args, *cache_args(cache), timeout=120)
+    assert "another mount has written the volume since" in assert_cli_error(proc)
+    assert vol.snapshot() == before
+    proc = bd.ok("recover", vol.url, *vol.store_args, *cache_args(cache), "--discard")
+    assert "were dropped" in proc.stdout
+    m = bd.mount(vol, m.path, extra=cache_args(cache))
+    assert_file_matches(m.file, model)
+
+
+def test_a_small_cache_dir_slows_writers_and_a_full_disk_fails_no_write(bd, tmp_path):
+    vol = bd.create(size="64M", block_size="1M")
+    # 16 dirty files at most: writers wait for journals to retire them
+    small = tmp_path / "small"
+    m = bd.mount(vol, cache_size="8M", extra=cache_args(small, "--cache-dir-size", "17M"))
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 0, random.Random(2).randbytes(48 * MiB))
+    finally:
+        os.close(fd)
+    assert bd.stats(m.path)["cache_dir_dirty_blocks"] <= 16
+    bd.unmount(m)
+    # a cache dir on a 4 MiB tmpfs that claims 1G: writes go on, held in memory
+    tiny = bd.tmpfs_mount(tmp_path / "tiny")
+    m = bd.mount(vol, m.path, cache_size="16M", extra=cache_args(tiny / "c", "--cache-dir-size", "1G"))
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 8 * MiB, random.Random(4).randbytes(32 * MiB))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert bd.stats(m.path)["cache_dir_errors"] > 0
+    bd.unmount(m)
+    m = bd.mount(vol, m.path)
+    assert_file_matches(m.file, model)
+
+
+@pytest.mark.stores("file")
+def test_a_read_only_file_system_is_refused(bd, tmp_path):
+    vol = bd.create(size="8M", block_size="64K")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=1m,ro", "bdtest-ro", ro, timeout=60, check=True)
+    bd.janitor.push("ro tmpfs", lambda: run("umount", ro, timeout=60))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    before = vol.snapshot()
+    proc = bd.run("mount", vol.url, mp, *vol.store_args, *cache_args(ro), timeout=120)
+    assert "is not writable" in assert_cli_error(proc)
+    assert vol.snapshot() == before
