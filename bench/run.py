@@ -32,6 +32,8 @@ Workloads (W1-W6 through the mounted `file` of each system), medians of --runs:
   RSS  peak resident memory (VmHWM) of the mount daemon over W1-W6
   W1t, W2t, W1e, W2e, W1n   bucketdisk only: W1/W2 with text-like data (zstd
        ~3:1), on an encrypted volume, with --compress none (bench/codec_cost.py)
+  W1c, W2c, W6c   bucketdisk only: W1, W2 (from the warm cache dir) and W6
+       with --cache-dir (bench/cachedir_cost.py)
   H1   bucketdisk only (s3backer has no snapshots), through the engine, no
        mount: on a 20 GiB volume, a snapshot after 1% of its blocks changed,
        then one after 10% more; each one's time and bytes written

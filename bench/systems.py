@@ -89,6 +89,7 @@ class Disk:
 class Bucketdisk(Disk):
     name = "bucketdisk"
     create_flags: list[str] = []  # codec_cost.py's variants: --encrypt, --compress none
+    mount_flags: list[str] = []   # cachedir_cost.py's: --cache-dir
 
     def env(self) -> dict:
         """The server's credentials; an encrypted volume's passphrase (a bench's, no secret;
@@ -113,7 +114,7 @@ class Bucketdisk(Disk):
 
     def mount(self) -> None:
         t = time.monotonic()
-        sh(BUCKETDISK, "mount", self.url, self.mnt, *self._store_flags(), "--log", self.log,
+        sh(BUCKETDISK, "mount", self.url, self.mnt, *self._store_flags(), "--log", self.log, *self.mount_flags,
            env=self.env(), timeout=300)
         self.mount_seconds.append(time.monotonic() - t)
         stats = json.loads(sh(BUCKETDISK, "stats", self.mnt, "--json", timeout=60))
