@@ -76,6 +76,25 @@ def test_writes_that_reached_the_cache_dir_survive_kill9(bd, tmp_path):
     assert_file_matches(m.file, model)
 
 
+def test_an_encrypted_volume_recovers_and_starts_warm(bd, tmp_path):
+    vol = bd.create_encrypted(size="16M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=[*vol.key_args, *cache_args(cache)])
+    model = bytearray(vol.size)
+    fd = open_rw(m)
+    try:
+        write_model(fd, model, 0, random.Random(8).randbytes(2 * MiB))
+        os.fsync(fd)
+        write_model(fd, model, 5 * MiB, b"not fsynced" * 100)
+    finally:
+        os.close(fd)
+    kill9(bd, m)
+    m = bd.mount(vol, m.path, extra=[*vol.key_args, *cache_args(cache)])
+    assert_file_matches(m.file, model)
+    st = bd.stats(m.path)
+    assert st["recovered_blocks"] >= 1 and st["cache_dir_hits"] > 0 and st["cache_dir_damaged"] == 0
+
+
 def test_recover_stores_them_without_a_mount(bd, tmp_path):
     vol = bd.create(size="16M", block_size="64K")
     cache = tmp_path / "cache"

@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 1.0           # how often written files are synced to disk
 MAX_OPEN_FILES = 64          # dirty files kept open at once
+# Files a cache dir holds at most, whatever its size: each costs its name in
+# the books (about 150 bytes) and a stat when the directory is opened, so
+# with blocks of 4K a cache dir holds at most 512 MiB of them.
+MAX_FILES = 65536
 QUIET_SECONDS = 60.0         # one warning about a failing cache disk per this long (they are counted)
 STATE = "volume.json"
 
@@ -79,7 +83,7 @@ class CacheDir:
         self.url, self.block_size = url, block_size
         self.layout = Layout(block_size, volume_uuid)
         self.pages = self.layout.pages
-        self.capacity = limit // self.layout.file_size  # files it may hold
+        self.capacity = min(MAX_FILES, limit // self.layout.file_size)  # files it may hold
         self._block_hash: Callable[[bytes], bytes] | None = None
         self._lock = threading.Lock()
         self._dirty: dict[int, int] = {}  # block -> pages its dirty file holds (bit mask)
