@@ -16,10 +16,9 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
-from config import MIB
-from shell import Interrupted, drop_caches, read_through, say, sh
+from shell import Interrupted, read_through, say, sh
 from systems import RssMonitor
-from workloads import run_fio
+from workloads import run_fio, timed_cold_read
 
 if TYPE_CHECKING:
     from harness import Harness
@@ -52,11 +51,7 @@ def cache_dir_group(h: "Harness", run: int) -> None:
         say(f"bucketdisk W1c: {cfg.seq_mib / secs:.1f} MiB/s durable (with --cache-dir)")
         step = "W2c"
         disk.mount()
-        drop_caches()
-        t = time.monotonic()
-        sh("dd", f"if={disk.file}", "of=/dev/null", "bs=1M", f"count={cfg.seq_mib}", "status=none")
-        secs = time.monotonic() - t
-        sh("cmp", "-n", cfg.seq_mib * MIB, h.src, disk.file)
+        secs = timed_cold_read(disk, h.src, cfg.seq_mib)
         res.add("bucketdisk", "W2c_read_MiBps", cfg.seq_mib / secs)
         say(f"bucketdisk W2c: {cfg.seq_mib / secs:.1f} MiB/s from the cache dir (data verified)")
         if "W6c" in wanted:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from config import MIB
-from shell import Interrupted, drop_caches, read_through, say, sh
+from shell import Interrupted, read_through, say, sh
 from systems import RssMonitor
+from workloads import timed_cold_read
 
 if TYPE_CHECKING:
     from harness import Harness
@@ -81,11 +82,7 @@ def _measure(h: "Harness", run: int, suffix: str, flags: list[str], src: Path, w
         if f"W2{suffix}" in wanted:
             step = f"W2{suffix}"
             disk.mount()
-            drop_caches()
-            t = time.monotonic()
-            sh("dd", f"if={disk.file}", "of=/dev/null", "bs=1M", f"count={cfg.seq_mib}", "status=none")
-            secs = time.monotonic() - t
-            sh("cmp", "-n", cfg.seq_mib * MIB, src, disk.file)
+            secs = timed_cold_read(disk, src, cfg.seq_mib)
             res.add("bucketdisk", f"W2{suffix}_read_MiBps", cfg.seq_mib / secs)
             say(f"bucketdisk W2{suffix}: {cfg.seq_mib / secs:.1f} MiB/s (data verified)")
             disk.unmount()

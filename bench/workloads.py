@@ -56,12 +56,7 @@ def seq_group(h: "Harness", system: str, run: int, rss: RssMonitor) -> None:
             step = "W2"
             disk.mount()
         if {"W2", "W5"} & only:
-            drop_caches()
-            t = time.monotonic()
-            sh("dd", f"if={disk.file}", "of=/dev/null", "bs=1M", f"count={cfg.seq_mib}",
-               "status=none")
-            secs = time.monotonic() - t
-            sh("cmp", "-n", cfg.seq_mib * MIB, h.src, disk.file)  # data came back right
+            secs = timed_cold_read(disk, h.src, cfg.seq_mib)
             if "W2" in only:
                 res.add(system, "W2_read_MiBps", cfg.seq_mib / secs)
             say(f"{system} W2: {cfg.seq_mib / secs:.1f} MiB/s (data verified)")
@@ -165,6 +160,17 @@ def tree_group(h: "Harness", system: str, run: int, rss: RssMonitor) -> None:
         h.fail(system, run, step, e, disk)
     finally:
         h.finish(disk, place)
+
+
+def timed_cold_read(disk: Disk, src: Path, mib: int) -> float:
+    """Seconds to read the first `mib` MiB of the disk with the page cache
+    dropped; then (untimed) checks they are `src`'s."""
+    drop_caches()
+    t = time.monotonic()
+    sh("dd", f"if={disk.file}", "of=/dev/null", "bs=1M", f"count={mib}", "status=none")
+    secs = time.monotonic() - t
+    sh("cmp", "-n", mib * MIB, src, disk.file)  # data came back right
+    return secs
 
 
 def run_fio(disk: Disk, rw: str, *extra: str, jobfile: Path | None = None) -> dict:

@@ -7,6 +7,7 @@ a write."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import random
 import signal
 
@@ -15,6 +16,16 @@ from conftest import MiB, assert_cli_error, assert_file_matches, run, wait_pid_g
 from test_mount import open_rw, write_model
 
 PAGE = 4096
+
+
+@contextmanager
+def opened(m):
+    """The mount's disk file, open for reading and writing."""
+    fd = open_rw(m)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def cache_args(cache, *extra) -> list:
@@ -54,14 +65,11 @@ def test_writes_that_reached_the_cache_dir_survive_kill9(bd, tmp_path):
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         os.pwrite(fd, b"fsynced", 30 * MiB)
         model[30 * MiB : 30 * MiB + 7] = b"fsynced"
         os.fsync(fd)
         unsynced_writes(fd, m.file, model, random.Random(3), vol.size)
-    finally:
-        os.close(fd)
     assert bd.stats(m.path)["cache_dir_dirty_blocks"] > 0
     kill9(bd, m)
     assert dirty_files(cache), "the killed mount left no dirty file"
@@ -81,13 +89,10 @@ def test_an_encrypted_volume_recovers_and_starts_warm(bd, tmp_path):
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=[*vol.key_args, *cache_args(cache)])
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         write_model(fd, model, 0, random.Random(8).randbytes(2 * MiB))
         os.fsync(fd)
         write_model(fd, model, 5 * MiB, b"not fsynced" * 100)
-    finally:
-        os.close(fd)
     kill9(bd, m)
     m = bd.mount(vol, m.path, extra=[*vol.key_args, *cache_args(cache)])
     assert_file_matches(m.file, model)
@@ -100,13 +105,10 @@ def test_recover_stores_them_without_a_mount(bd, tmp_path):
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         rng = random.Random(5)
         for _ in range(200):
             write_model(fd, model, rng.randrange(vol.size - 3000), rng.randbytes(3000))
-    finally:
-        os.close(fd)
     kill9(bd, m)
     proc = bd.ok("recover", vol.url, *vol.store_args, *cache_args(cache))
     assert "were stored" in proc.stdout
@@ -122,11 +124,8 @@ def test_a_remount_starts_warm_and_a_damaged_clean_file_is_never_served(bd, tmp_
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         write_model(fd, model, 0, random.Random(1).randbytes(8 * MiB))
-    finally:
-        os.close(fd)
     bd.unmount(m)
     kept = clean_files(cache)
     assert len(kept) == 8, "a clean unmount should keep every whole written block as a clean file"
@@ -150,14 +149,11 @@ def test_a_cut_page_shows_what_the_store_holds(bd, tmp_path):
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         write_model(fd, model, 0, b"A" * (64 * 1024))
         os.fsync(fd)
         write_model(fd, model, 0, b"B" * PAGE)      # page 0: to be cut
         write_model(fd, model, PAGE, b"C" * PAGE)   # page 1: to survive
-    finally:
-        os.close(fd)
     kill9(bd, m)
     (name,) = dirty_files(cache)
     path = cache / "dirty" / name
@@ -176,9 +172,8 @@ def test_refusals_change_nothing(bd, tmp_path):
     other = bd.create(size="8M", block_size="64K")
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
-    fd = open_rw(m)
-    os.pwrite(fd, b"x" * 5000, 0)
-    os.close(fd)
+    with opened(m) as fd:
+        os.pwrite(fd, b"x" * 5000, 0)
 
     mp = tmp_path / "mp"
     mp.mkdir()
@@ -207,15 +202,13 @@ def test_another_writer_since_makes_dirty_files_stale(bd, tmp_path):
     vol = bd.create(size="8M", block_size="64K")
     cache = tmp_path / "cache"
     m = bd.mount(vol, extra=cache_args(cache))
-    fd = open_rw(m)
-    os.pwrite(fd, b"old" * 1000, 0)
-    os.close(fd)
+    with opened(m) as fd:
+        os.pwrite(fd, b"old" * 1000, 0)
     kill9(bd, m)
     m = bd.mount(vol, m.path)  # no cache dir: a new history
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    write_model(fd, model, 0, b"new" * 1000)
-    os.close(fd)
+    with opened(m) as fd:
+        write_model(fd, model, 0, b"new" * 1000)
     bd.unmount(m)
     before = vol.snapshot()
     proc = bd.run("mount", vol.url, m.path, *vol.store_args, *cache_args(cache), timeout=120)
@@ -233,22 +226,16 @@ def test_a_small_cache_dir_slows_writers_and_a_full_disk_fails_no_write(bd, tmp_
     small = tmp_path / "small"
     m = bd.mount(vol, cache_size="8M", extra=cache_args(small, "--cache-dir-size", "17M"))
     model = bytearray(vol.size)
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         write_model(fd, model, 0, random.Random(2).randbytes(48 * MiB))
-    finally:
-        os.close(fd)
     assert bd.stats(m.path)["cache_dir_dirty_blocks"] <= 16
     bd.unmount(m)
     # a cache dir on a 4 MiB tmpfs that claims 1G: writes go on, held in memory
     tiny = bd.tmpfs_mount(tmp_path / "tiny")
     m = bd.mount(vol, m.path, cache_size="16M", extra=cache_args(tiny / "c", "--cache-dir-size", "1G"))
-    fd = open_rw(m)
-    try:
+    with opened(m) as fd:
         write_model(fd, model, 8 * MiB, random.Random(4).randbytes(32 * MiB))
         os.fsync(fd)
-    finally:
-        os.close(fd)
     assert bd.stats(m.path)["cache_dir_errors"] > 0
     bd.unmount(m)
     m = bd.mount(vol, m.path)

@@ -46,8 +46,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from ..errors import UserError
-from .cachefiles import ZERO_BASE, Layout, Recovered, fsync_dir, read_clean, read_dirty, syncfs, \
-    unlink_quietly, write_clean
+from ..localfiles import fsync_dir, unlink_quietly
+from .cachefiles import ZERO_BASE, Layout, Recovered, read_clean, read_dirty, syncfs, write_clean
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ..codec._hot import page_checksums
 from ..codec.block import block_buffer
+from ..localfiles import unlink_quietly
 
 PAGE = 4096
 MAGIC = b"BDKC"
@@ -133,21 +134,6 @@ def write_clean(path: str, layout: Layout, data) -> None:
     except BaseException:
         unlink_quietly(scratch)
         raise
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

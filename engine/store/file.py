@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from ..errors import Forbidden, NotFound, StoreError, StoreFull, UserError
+from ..localfiles import fsync_dir, unlink_quietly
 from ..stats import Stats
 from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .names import is_plain_key, shown
@@ -120,7 +121,7 @@ class FileStore(ObjectStore):
         try:
             now = os.stat(probe).st_mtime
         finally:
-            _unlink_quietly(probe)
+            unlink_quietly(probe)
         return now - written
 
     def put(self, key: str, data: Body, *, if_absent: bool = False) -> bool:
@@ -138,13 +139,13 @@ class FileStore(ObjectStore):
             else:
                 os.replace(tmp, path)
                 tmp = None
-            _fsync_dir(parent)
+            fsync_dir(parent)
         except OSError as e:
             self.stats.add("request_failures")
             raise self._write_error(f"writing {key}", e) from e
         finally:
             if tmp is not None:
-                _unlink_quietly(tmp)
+                unlink_quietly(tmp)
         self.stats.add("objects_put")
         self.stats.add("bytes_put", body_length(pieces))
         return True
@@ -163,7 +164,7 @@ class FileStore(ObjectStore):
             touched.add(os.path.dirname(path))
             self.stats.add("objects_deleted")
         for parent in touched:
-            _fsync_dir(parent)
+            fsync_dir(parent)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         # Walk only the directories that can hold matching keys.
@@ -253,7 +254,7 @@ class FileStore(ObjectStore):
             os.fsync(fd)
         except OSError as e:
             os.close(fd)
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             self.stats.add("request_failures")
             raise self._write_error("writing temporary file", e) from e
         os.close(fd)
@@ -275,7 +276,7 @@ class FileStore(ObjectStore):
             try:
                 os.makedirs(path, exist_ok=True)
                 for made in reversed(missing):
-                    _fsync_dir(os.path.dirname(made))
+                    fsync_dir(os.path.dirname(made))
             except OSError as e:
                 raise self._write_error(f"creating {path}", e) from e
             self._known_dirs.add(path)
@@ -297,24 +298,6 @@ def _check_can_be_directory(path: str) -> None:
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise UserError(f"{path} is not a directory")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno != errno.EINVAL:  # some filesystems cannot fsync directories
-            raise
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _read_into(f, sink: Sink) -> int:
