@@ -90,9 +90,27 @@ class Holder:
     def released(self) -> bool:
         return bool(self.fields.get("released"))
 
+    @property
+    def unlocked(self) -> bool:
+        """Whether this is the tombstone `bucketdisk unlock` left (leaseclear.py)."""
+        return bool(self.fields.get("unlocked"))
+
     def describe(self) -> str:
         f = self.fields
+        if self.unlocked:
+            return f"'bucketdisk unlock' (pid {f.get('pid')} on {f.get('host')}) at {f.get('since')}"
         return f"pid {f.get('pid')} on {f.get('host')} since {f.get('since')}"
+
+    def takeover_wait_left(self) -> float:
+        """Seconds a mount taking over after this lease object must still
+        wait before it reads the journals: what is left of TAKEOVER_WAIT
+        after an `unlock --force` tombstone was created (its age, by the
+        store's clock; all of it when the store cannot tell), else 0."""
+        if not (self.released and self.unlocked and self.fields.get("forced")):
+            return 0.0
+        if self.age is None:
+            return TAKEOVER_WAIT
+        return max(0.0, min(TAKEOVER_WAIT, TAKEOVER_WAIT - self.age))
 
     def state(self, now: float | None = None) -> str:
         """'released', 'dead', 'expired', 'live-here' (a live process on this
@@ -146,6 +164,14 @@ def read_leases(store: ObjectStore) -> list[Holder]:
             fields = {}
         holders.append(Holder(epoch, fields, store.age(key)))
     return sorted(holders, key=lambda h: h.epoch)
+
+
+def newest_holder(store: ObjectStore, leases: list[Holder] | None = None) -> Holder | None:
+    """The lease object of the highest epoch (released or not), else the
+    lock object of record version 1, else None.  `leases`: read_leases's
+    answer, when the caller has it."""
+    leases = read_leases(store) if leases is None else leases
+    return leases[-1] if leases else _legacy_holder(store)
 
 
 def current_holder(store: ObjectStore) -> Holder | None:
@@ -202,7 +228,7 @@ class Lease:
         notices a volume created anew in its place.
         """
         leases = read_leases(store)
-        newest = leases[-1] if leases else _legacy_holder(store)
+        newest = newest_holder(store, leases)
         fences, state = False, None
         if newest is not None:
             state = newest.state()
@@ -240,6 +266,13 @@ class Lease:
             log.warning("took the volume from %s with --force; waiting %.0f s until it can acknowledge "
                         "nothing more", newest.describe(), TAKEOVER_WAIT)
             time.sleep(TAKEOVER_WAIT)
+        elif newest is not None and newest.takeover_wait_left() > 0:
+            # `unlock --force` fenced a live holder moments ago and was stopped
+            # (or this mount started) before its own wait was over
+            left = newest.takeover_wait_left()
+            log.warning("%s fenced a live holder %.0f s ago; waiting %.0f s until it can acknowledge "
+                        "nothing more", newest.describe(), TAKEOVER_WAIT - left, left)
+            time.sleep(left)
         return lease
 
     def _content(self, *, released: bool = False) -> bytes:
