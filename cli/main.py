@@ -9,7 +9,7 @@ import sys
 from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
-from . import commands, history, mount, unmount, verify
+from . import commands, history, mount, unlock, unmount, verify
 from .secrets import add_key_options
 from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
 
@@ -25,6 +25,8 @@ EXAMPLES = {
     "passwd": "bucketdisk passwd file:///srv/disk2                 # asks for the old and the new passphrase\n"
               "  bucketdisk passwd file:///srv/disk2 --new-key-file /root/disk2.key",
     "info": "bucketdisk info file:///srv/disk1 --json",
+    "unlock": "bucketdisk unlock s3://my-bucket/disk1             # who holds it; cleared once it expired\n"
+              "  bucketdisk unlock s3://my-bucket/disk1 --force     # its holder is gone for sure",
     "stats": "bucketdisk stats /mnt/disk1",
     "verify": "bucketdisk verify file:///srv/disk1 --all\n  bucketdisk verify s3://my-bucket/disk1 --json",
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run\n  bucketdisk gc /mnt/disk1",
@@ -190,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", metavar="URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.info)
+
+    p = _command(sub, "unlock", "show who holds a volume's lease, and clear it once its holder is gone "
+                                "(expired, or a dead process of this machine)", [store])
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--force", action="store_true",
+                   help="also clear a live lease of another host or PID namespace (that mount, if it still "
+                        "runs, loses the volume: its writes since its last fsync are not stored), then waits "
+                        "25 s")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=unlock.unlock)
 
     p = _command(sub, "gc", "delete objects nothing refers to: left by a mount that died, or kept by "
                             "snapshots since deleted", [store])

@@ -101,7 +101,8 @@ def _amount(stats: dict) -> str:
 
 
 def _fenced_words(path: str, stats: dict) -> str:
-    words = (f"{path} had lost its volume to another writable mount (see its log); it is unmounted: its "
+    words = (f"{path} had lost its volume to another writable mount or to 'bucketdisk unlock --force' (see "
+             "its log); it is unmounted: its "
              "fsynced writes are in the volume, later writes may not be")
     if stats.get("unsaved_blocks"):
         words += f", and {_amount(stats)} it had not stored yet are lost"

@@ -22,7 +22,7 @@ from conftest import (
     mounts_at,
 )
 
-COMMANDS = ("create", "mount", "unmount", "info", "stats")
+COMMANDS = ("create", "mount", "unmount", "info", "stats", "unlock")
 
 once = pytest.mark.stores("file")  # no store involved: one run is enough
 
