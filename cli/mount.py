@@ -141,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
                            snapshot=args.snapshot, snapshot_every=args.snapshot_every,
                            compress_level=args.compress_level, keys=_serve_keys(args),
                            cache_dir=args.cache_dir, cache_dir_size=args.cache_dir_size,
-                           keep=keep_options(args), s3=s3_options(args, args.threads))
+                           keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log)
     try:
         serve(args.url, args.mountpoint, options, on_ready, on_warning)
     except BaseException as e:
@@ -183,7 +183,7 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     read_end, write_end = os.pipe()
     command = [sys.executable, "-m", "bucketdisk.cli.main"] + (["--debug"] if args.debug else [])
     command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
-                "--cache-size", str(args.cache_size), "--threads", str(args.threads),
+                "--log", log_path, "--cache-size", str(args.cache_size), "--threads", str(args.threads),
                 "--readahead", str(args.readahead)]
     command += store_argv(args)
     command += ["--read-only"] if args.read_only else []

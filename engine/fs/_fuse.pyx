@@ -120,7 +120,8 @@ cdef class Session:
             self.fast_owner = fast_reader
 
     def run(self) -> None:
-        """Mount, serve until unmounted or signalled, then unmount and call
+        """Mount, serve until unmounted or signalled (SIGTERM, SIGINT, and
+        SIGHUP unless it has a handler already), then unmount and call
         `destroy`.  Raises OSError if libfuse refuses the mount."""
         cdef fuse_lowlevel_ops ops
         memset(&ops, 0, sizeof(ops))
@@ -148,7 +149,8 @@ cdef class Session:
             raise OSError(errno.EINVAL, f"libfuse refused the mount options {self.options}")
         if threading.current_thread() is threading.main_thread():
             # libfuse only claims signals left at their default; Ctrl-C should
-            # unmount cleanly like SIGTERM does
+            # unmount cleanly like SIGTERM does.  (SIGHUP it leaves alone when
+            # the caller gave it a handler first: fs/signals.py reopens the log.)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
         fuse_set_signal_handlers(se)
         if fuse_session_mount(se, self.mountpoint) != 0:

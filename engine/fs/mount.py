@@ -22,6 +22,7 @@ from .control import ControlServer
 from .history import HistoryService
 from .mountpoints import FSTYPE, device_at
 from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
+from .signals import HangupReopensLog, log_file_of_stderr
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class MountOptions:
     cache_dir: str | None = None  # blocks on local disk as well (device/cachedir.py)
     cache_dir_size: int | None = None  # bytes it may hold (None: free_space_limit's default)
     s3: S3Options = S3Options()
+    log: str | None = None  # the daemon's --log file, which SIGHUP reopens when stderr is it (signals.py)
 
 
 def render_stats(device: BlockDevice, url: str, started: float, control: str, warning: str | None) -> str:
@@ -119,7 +121,15 @@ def serve(url: str, mountpoint: str, options: MountOptions,
 
     Raises UserError for a refused mount (nothing was changed); raises the
     final flush's error if dirty data could not be stored at unmount.
+    SIGTERM and SIGINT end the mount cleanly (flushed, unmounted); SIGHUP
+    reopens the log file (signals.py).
     """
+    with HangupReopensLog(log_file_of_stderr(options.log)):
+        _serve(url, mountpoint, options, on_ready, on_warning)
+
+
+def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[[], None] | None,
+           on_warning: Callable[[str], None] | None) -> None:
     tune_heap()
     store = open_store(url, s3=options.s3)
     try:
