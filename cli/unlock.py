@@ -19,6 +19,9 @@ STATE_WORDS = {
 
 
 def unlock(args: argparse.Namespace) -> int:
+    """Show the lease of args.url and clear it when allowed (leaseclear.py).
+    0: not locked, or cleared; raises UserError (exit 1, one line, the
+    store unchanged) when the lease stays."""
     from bucketdisk.store import open_store
     from bucketdisk.volume.create import missing_volume
     from bucketdisk.volume.leaseclear import clear_lease, lease_view
