@@ -91,6 +91,15 @@ def test_a_killed_mount_is_shown_then_cleared_and_the_volume_mounts(bd):
     assert lease(vol, 1) is None, "the cleared lease object was not tidied away"
     assert lease(vol, 2) is not None, "the tombstone went while it still fences"
     vol.assert_clean_layout(fence_tombstones=True)
+    if vol.kind == "s3":  # S3 stamps Last-Modified itself: the tombstone cannot be aged from outside
+        return
+    tombstone = vol.path / "lock/0000000000000002"
+    os.utime(tombstone, (os.path.getmtime(tombstone) - 200,) * 2)  # its holder's lease has run out by now
+    m = bd.mount(vol)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+    assert lease(vol, 2) is None, "the tombstone was kept after it stopped fencing"
+    vol.assert_clean_layout()
 
 
 def test_a_live_mount_here_is_never_unlocked(bd):
