@@ -22,7 +22,6 @@ A dirty file is sparse: pages never written are holes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 import threading
@@ -136,7 +135,7 @@ def write_clean(path: str, layout: Layout, data) -> None:
         raise
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: libc's among them
 
 
 def syncfs(fd: int) -> None:

@@ -124,13 +124,13 @@ def serve(url: str, mountpoint: str, options: MountOptions,
     SIGTERM and SIGINT end the mount cleanly (flushed, unmounted); SIGHUP
     reopens the log file (signals.py).
     """
+    tune_heap()  # before any thread of ours starts (the SIGHUP one): a thread may take an arena of its own
     with HangupReopensLog(log_file_of_stderr(options.log)):
         _serve(url, mountpoint, options, on_ready, on_warning)
 
 
 def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[[], None] | None,
            on_warning: Callable[[str], None] | None) -> None:
-    tune_heap()
     store = open_store(url, s3=options.s3)
     try:
         record = read_record(store)
