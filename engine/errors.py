@@ -40,6 +40,12 @@ class CorruptData(StoreError):
         return named
 
 
+class LostBlock(StoreError):
+    """A block whose map entry is the LOST marker (codec.block.LOST_HASH):
+    `fsck --repair` could not tell what it held.  Reads of it fail until it
+    is written whole (or punched)."""
+
+
 class VolumeReplaced(StoreError):
     """The volume a read-only mount shows is no longer at its place: its
     record is gone, or names another volume (`create --force` replaced

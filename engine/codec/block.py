@@ -36,6 +36,10 @@ from .keys import VolumeKeys
 
 HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
+# The map entry of a block whose content is lost (`fsck --repair` found the
+# map page that named it missing or damaged): it names no object, so a
+# read of it fails (LostBlock) until the block is written whole or punched.
+LOST_HASH = b"\xff" * HASH_SIZE
 HASH_NAME = "blake3-256"
 FLAG_ZSTD = 0x01
 FLAG_SEALED = 0x02  # the payload is sealed (sealing.py): every object of an encrypted volume

@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..codec.block import ZERO_HASH
-from ..errors import CorruptData, NotFound, StoreError, VolumeReplaced, without_traceback
+from ..errors import CorruptData, LostBlock, NotFound, StoreError, VolumeReplaced, without_traceback
 from ..volume.follow import FOLLOW_SECONDS
 from .cache import Entry
 
@@ -97,7 +97,10 @@ class Reading:
             data = self._fetch(index, content_hash)
             error = None
         except Exception as e:  # reported to the reader waiting on it
-            if not isinstance(e, VolumeReplaced):  # (follow logs that, once)
+            if isinstance(e, LostBlock):
+                log.error("block %d was lost (fsck marked it): its reads fail until it is written whole", index)
+                self.stats.add("errors")
+            elif not isinstance(e, VolumeReplaced):  # (follow logs that, once)
                 log.error("reading block %d failed: %s", index, e,
                           exc_info=not isinstance(e, StoreError))  # anything else is a bug: show where
                 self.stats.add("errors")

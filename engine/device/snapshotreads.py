@@ -19,7 +19,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from ..codec.block import ZERO_HASH
+from ..codec.block import LOST_HASH, ZERO_HASH
+from ..errors import LostBlock
 from ..volume.snapshotmaps import SnapshotMap
 
 # Blocks only snapshots hold, kept at once (a loop-mounted filesystem reads
@@ -44,6 +45,8 @@ class SnapshotReading:
             content_hash = view.lookup(index)
             if content_hash == ZERO_HASH:
                 piece[:] = self._zeros[start:stop]
+            elif content_hash == LOST_HASH:
+                raise LostBlock(f"block {index} was lost (fsck marked it)")
             elif not self._copy_live(index, content_hash, start, stop, piece):
                 piece[:] = memoryview(self._snapshot_block(content_hash))[start:stop]
             done += stop - start

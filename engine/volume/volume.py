@@ -42,9 +42,9 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from ..codec.block import ZERO_HASH
+from ..codec.block import LOST_HASH, ZERO_HASH
 from ..codec.keys import KeySource
-from ..errors import StoreError, UserError, VolumeReplaced
+from ..errors import LostBlock, StoreError, UserError, VolumeReplaced
 from ..stats import Stats
 from ..store.base import ObjectStore
 from . import layout
@@ -196,6 +196,8 @@ class Volume(Collection, FsyncLog, Views):
         read-only view found its volume replaced or deleted."""
         if self.replaced is not None:
             raise VolumeReplaced(self.replaced)
+        if content_hash == LOST_HASH:
+            raise LostBlock("the block was lost (fsck marked it)")
         merged = self._merged.get(content_hash)
         if merged is not None:
             return merged
@@ -257,7 +259,7 @@ class Volume(Collection, FsyncLog, Views):
                 self._pending[index] = (content_hash, watermark)
                 if self._live:
                     self._marks[index] = watermark
-                if old != ZERO_HASH and old != content_hash:
+                if old != ZERO_HASH and old != LOST_HASH and old != content_hash:
                     self._candidates.add(old)
                 if content_hash != ZERO_HASH:
                     self._collecting.discard(content_hash)
