@@ -43,18 +43,30 @@ def verify(args: argparse.Namespace) -> int:
 
 def _print(url: str, block_size: int, report) -> None:
     for damage in report.damage:
-        if damage.kind == "rollback":
-            print(damage.problem)  # ROLLBACK: what the store shows, against what this machine saw
-            continue
-        print(f"damaged {damage.kind}: {damage.object}: {damage.problem}")
-        for r in damage.ranges:
-            size = r["last_byte"] - r["first_byte"] + 1
-            print(f"  {r['map']}: bytes {r['first_byte']}-{r['last_byte']} ({human_size(size)}, blocks "
-                  f"{r['first_byte'] // block_size}-{r['last_byte'] // block_size})")
-    verdict = f"{_count(len(report.damage), 'problem')} found" if report.damage else "all intact"
-    print(f"{url}: checked {_count(report.blocks_checked, 'block object')} and "
-          f"{_count(report.pages_checked, 'map page')} of {', '.join(report.maps) or 'no map'}: {verdict}")
+        print_damage(damage, block_size)
+    verdict = f"{count(len(report.damage), 'problem')} found" if report.damage else "all intact"
+    print(f"{url}: checked {count(report.blocks_checked, 'block object')} and "
+          f"{count(report.pages_checked, 'map page')} of {', '.join(report.maps) or 'no map'}: {verdict}")
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def print_damage(damage, block_size: int, prefix: str = "") -> None:
+    """A problem (volume/checker.py's Damage) in lines: what and where, then
+    the byte ranges of each map it takes, then what fsck --repair does."""
+    if damage.kind == "rollback":
+        print(prefix + damage.problem)  # ROLLBACK: what the store shows, against what this machine saw
+    elif damage.kind == "lost":
+        print(f"{prefix}lost blocks (marked by fsck): reads fail until each is written whole")
+    else:
+        word = "repairable" if damage.severity == "repairable" else "damaged"
+        print(f"{prefix}{word} {damage.kind}: {damage.object}: {damage.problem}")
+    for r in damage.ranges:
+        size = r["last_byte"] - r["first_byte"] + 1
+        print(f"  {r['map']}: bytes {r['first_byte']}-{r['last_byte']} ({human_size(size)}, blocks "
+              f"{r['first_byte'] // block_size}-{r['last_byte'] // block_size})")
+    if damage.repair and not prefix:
+        print(f"  repair: {damage.repair}")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`n noun`, the noun in the plural (`plural`, else noun + s) unless n is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
