@@ -33,7 +33,7 @@ def _ask(socket_path: str, fields: dict) -> dict:
     return request(socket_path, fields)
 
 
-def _open(args: argparse.Namespace, *, writable: bool):
+def _open(args: argparse.Namespace, *, writable: bool, damaged_snapshots: bool = False):
     from .secrets import key_source
 
     from bucketdisk.store import open_store
@@ -44,7 +44,7 @@ def _open(args: argparse.Namespace, *, writable: bool):
     record = read_record(store)
     if record is not None:  # (no record: Volume says so)
         check_record_fits(record)
-    return Volume(store, writable=writable, keys=key_source(args, args.url))
+    return Volume(store, writable=writable, keys=key_source(args, args.url), damaged_snapshots=damaged_snapshots)
 
 
 def create(args: argparse.Namespace) -> int:
@@ -126,8 +126,13 @@ def delete(args: argparse.Namespace) -> int:
     if control is not None:
         gone = _ask(control, {"op": "delete", "name": args.name})["snapshot"]
     else:
-        volume = _open(args, writable=True)
+        volume = _open(args, writable=True, damaged_snapshots=True)  # (a damaged record goes by its number)
         try:
+            if args.name in map(str, volume.damaged_snapshots):
+                history.delete_damaged(volume, int(args.name))
+                print(f"deleted the damaged snapshot record {args.name}; what only it kept is left for gc (or "
+                      "fsck --repair) to remove once no damaged record is left")
+                return 0
             gone = history.delete(volume, args.name).summary()
         finally:
             volume.close()

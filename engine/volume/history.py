@@ -69,6 +69,13 @@ def delete(volume: Volume, name: str) -> Snapshot:
     return snapshot
 
 
+def delete_damaged(volume: Volume, number: int) -> None:
+    """Delete the snapshot record of that number, which cannot be read
+    (Volume.damaged_snapshots): what it kept is unknown, so nothing else
+    goes; gc finds it once no damaged record is left."""
+    SnapshotRecords.of(volume.store, volume.record).delete(number, guard=volume.delete_guard)
+
+
 def _free(volume: Volume, records: SnapshotRecords, gone: list[Snapshot]) -> None:
     """Delete the blocks and pages only the deleted snapshots `gone` named:
     each distinct page of the live disk and of every snapshot is read once

@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..codec.block import HASH_SIZE, Codec
+from ..codec.block import HASH_SIZE, ZERO_HASH, Codec
 from ..errors import CorruptData, NotFound, UserError
 from ..store.base import DeleteGuard, ObjectStore
 from . import layout
@@ -166,14 +166,40 @@ class SnapshotRecords:
     def list(self) -> list[Snapshot]:
         """Every snapshot of this volume, oldest first (read in parallel).
         Raises CorruptData naming a damaged record."""
-        def read_own(number: int) -> Snapshot | None:
+        snapshots, damaged = self.read_all()
+        if damaged:
+            raise next(iter(damaged.values()))
+        return snapshots
+
+    def read_all(self) -> tuple[list[Snapshot], dict[int, CorruptData]]:
+        """(every readable snapshot of this volume, oldest first; the
+        damaged records' numbers -> their CorruptData), read in parallel."""
+        def read_own(number: int) -> Snapshot | CorruptData | None:
             try:
                 return self.read(number)
             except (ForeignObject, NotFound):  # another volume's, or deleted meanwhile
                 return None
+            except CorruptData as e:
+                return e
 
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-            return [s for s in pool.map(read_own, self.numbers()) if s is not None]
+            numbers = self.numbers()
+            found = list(pool.map(read_own, numbers))
+        return ([s for s in found if isinstance(s, Snapshot)],
+                {n: e for n, e in zip(numbers, found) if isinstance(e, CorruptData)})
+
+    def kept(self, damaged_ok: bool = False) -> tuple[bool, set[bytes], list[int]]:
+        """What a writer must keep for the snapshots: (whether any exists,
+        the pages they keep, the numbers of damaged records).  A damaged
+        record's pages are unknown, so while one exists every page stored
+        counts as kept; raises its CorruptData unless `damaged_ok`."""
+        snapshots, damaged = self.read_all()
+        if damaged and not damaged_ok:
+            raise next(iter(damaged.values()))
+        pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
+        if damaged:
+            pages |= {h for key in self.store.list(layout.PAGES) if (h := layout.hash_of_page_key(key)) is not None}
+        return bool(snapshots or damaged), pages, sorted(damaged)
 
     def find(self, name: str) -> Snapshot:
         """The snapshot of that name (or number, or Latest: the newest);

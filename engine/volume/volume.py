@@ -68,7 +68,8 @@ CHECKPOINT_JOURNALS = 64
 class Volume(Collection, FsyncLog, Views):
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
-                 compress_level: int | None = None, keys: KeySource | None = None):
+                 compress_level: int | None = None, keys: KeySource | None = None,
+                 damaged_snapshots: bool = False):
         """Open the volume in `store`: writable takes the lease (UserError
         if another mount holds it), merges fsynced pages a dead mount left,
         and writes the epoch's first root.  `late_delete_seconds`: how long
@@ -77,7 +78,13 @@ class Volume(Collection, FsyncLog, Views):
         or Latest), not the live one; UserError if there is none.
         `compress_level`: zstd's level for the blocks this mount stores
         (default: the record's).  `keys`: how to get an encrypted volume's
-        key (UserError, one line, when they do not open it)."""
+        key (UserError, one line, when they do not open it).
+        `damaged_snapshots` (writable): open even while some snapshot
+        records are damaged (CorruptData naming one otherwise); what they
+        kept is unknown, so no checkpoint or sweep of this volume then
+        deletes a map page, nor a block object it did not create itself."""
+        self._damaged_snapshots_ok = damaged_snapshots
+        self.damaged_snapshots: list[int] = []  # numbers of the damaged records (writable, when allowed)
         record = open_record(store, keys)
         if record is None:
             raise missing_volume(store)
@@ -138,7 +145,7 @@ class Volume(Collection, FsyncLog, Views):
                 kept = SnapshotRecords.of(store, record).find(snapshot)
                 self._open(self.maps.load_root(Root(*kept.root, kept.page_hashes)))
             else:
-                self._open(self.maps.load_latest())  # everything written before we took over
+                self._open(self._load())
         except StoreError as e:
             if self._lease is not None:
                 self._lease.release()
@@ -149,6 +156,11 @@ class Volume(Collection, FsyncLog, Views):
             if self._lease is not None:
                 self._lease.release()
             raise
+
+    def _load(self) -> Loaded:
+        """The live map to open: everything written before this volume
+        took over (fsckrepair.py builds it from what can still be read)."""
+        return self.maps.load_latest()
 
     def _open(self, loaded: Loaded) -> None:
         listing = loaded.listing
@@ -170,9 +182,8 @@ class Volume(Collection, FsyncLog, Views):
             # older bucketdisk would ignore the lease: make it refuse the volume
             self.record = dataclasses.replace(self.record, format_version=FORMAT_VERSION)
             self.store.put(layout.RECORD, self.record.to_bytes())
-        snapshots = SnapshotRecords.of(self.store, self.record).list()
-        self._snapshotted = bool(snapshots)
-        self._kept_pages = {h for s in snapshots for h in s.page_hashes} - {ZERO_HASH}
+        records = SnapshotRecords.of(self.store, self.record)
+        self._snapshotted, self._kept_pages, self.damaged_snapshots = records.kept(self._damaged_snapshots_ok)
         self._quarantine_late_deletes(loaded.root)
         if loaded.runs:
             self._merge_logged(loaded.runs)
