@@ -9,6 +9,12 @@ class UserError(Exception):
     """Bad input or a refused operation, explained in one line."""
 
 
+class DamagedRecord(UserError):
+    """The volume record cannot be read: not a valid record, or (an
+    encrypted volume's) its fields fail their MAC.  (A record of a newer
+    format version is a plain UserError: it is no damage.)"""
+
+
 class StoreError(Exception):
     """The object store failed after its retries were spent."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields as dataclass_fields
 
 from ..codec.block import COMPRESSIONS, HASH_NAME, MAX_LEVEL, Codec
 from ..codec.keys import KeySource, VolumeKeys
-from ..errors import NotFound, UserError
+from ..errors import DamagedRecord, NotFound, UserError
 from .unlock import ENCRYPTED_VERSION, encryption_problem, unlock
 from ..store.base import ObjectStore
 from ..store.names import shown
@@ -104,15 +104,16 @@ class VolumeRecord:
 
         Every field is checked here, once, so that every command refuses a
         damaged or hand-edited record alike, before using any of it: raises
-        UserError, one line naming `where` and the first bad field."""
+        DamagedRecord (a UserError), one line naming `where` and the first
+        bad field; UserError for a newer format version."""
         fields = _record_fields(data, where)
         for name, check in _FIELD_CHECKS.items():
             problem = check(fields[name])
             if problem is not None:
-                raise UserError(f"the volume record {where} is not valid: \"{name}\" {problem}")
+                raise DamagedRecord(f"the volume record {where} is not valid: \"{name}\" {problem}")
         problem = _geometry_problem(fields["size"], fields["block_size"]) or _encryption_problem(fields)
         if problem is not None:
-            raise UserError(f"the volume record {where} is not valid: {problem}")
+            raise DamagedRecord(f"the volume record {where} is not valid: {problem}")
         return cls(**fields)
 
 
@@ -131,19 +132,19 @@ def _record_fields(data: bytes, where: str) -> dict:
     try:
         fields = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{bad}: it is not JSON") from None
+        raise DamagedRecord(f"{bad}: it is not JSON") from None
     if not isinstance(fields, dict) or fields.get("format") != FORMAT_NAME:
-        raise UserError(f"{bad}: it is not a bucketdisk volume record (no \"format\": \"{FORMAT_NAME}\")")
+        raise DamagedRecord(f"{bad}: it is not a bucketdisk volume record (no \"format\": \"{FORMAT_NAME}\")")
     version = fields.get("format_version")
     if _is_int(version) and version > ENCRYPTED_VERSION:  # its fields may differ: say so before checking them
         raise UserError(f"volume format version {version} of {where} is newer than this bucketdisk "
                         f"understands ({ENCRYPTED_VERSION}); upgrade bucketdisk")
     unknown = sorted(set(fields) - set(_FIELD_NAMES))
     if unknown:
-        raise UserError(f"{bad}: unknown field \"{shown(unknown[0][:40])}\"")
+        raise DamagedRecord(f"{bad}: unknown field \"{shown(unknown[0][:40])}\"")
     missing = [name for name in _FIELD_NAMES if name not in fields and name not in OPTIONAL_FIELDS]
     if missing:  # never a default: a made-up uuid would read past every map object
-        raise UserError(f"{bad}: the field \"{missing[0]}\" is missing")
+        raise DamagedRecord(f"{bad}: the field \"{missing[0]}\" is missing")
     return {**OPTIONAL_FIELDS, **fields}
 
 

@@ -11,7 +11,7 @@ import dataclasses
 
 from ..codec import keys as keyring
 from ..codec.keys import CIPHER, KeySource, Secret, VolumeKeys, WrongSecret
-from ..errors import UserError
+from ..errors import DamagedRecord, UserError
 from .rollback import SeenState, encrypted_place, remember_place
 
 # The record version of an encrypted volume: a bucketdisk that knows only
@@ -58,7 +58,7 @@ def unlock(record, source: KeySource | None, where: str):
         except MemoryError:
             raise UserError(f"not enough memory for the key derivation {where}'s record asks for") from None
     if not keys.check_record_mac(record.authenticated_bytes(), record.mac):
-        raise UserError(f"the volume record of {where} fails its authentication: it was changed by someone "
+        raise DamagedRecord(f"the volume record of {where} fails its authentication: it was changed by someone "
                         "without the volume's key; nothing was done")
     remember_place(where, True)
     return dataclasses.replace(record, keys=keys)
