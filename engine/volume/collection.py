@@ -210,6 +210,13 @@ class Collection:
                 self._deleting, self._deleting_pages = set(), set()
                 self._deleted.notify_all()
 
+    def delete_map_objects(self, keys: list[str]) -> None:
+        """Delete roots and journals no map needs, and placeholders of
+        deleted snapshots (never blocks or pages: a root must list those
+        first, see delete_unreferenced), every request guarded."""
+        if keys:
+            self._delete(keys)
+
     def keep_pages_of(self, snapshots) -> None:
         """The snapshots that exist now (after some were deleted): only
         their pages are kept from checkpoints' and sweeps' deletes."""

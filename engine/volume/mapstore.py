@@ -327,10 +327,11 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return dict(pool.map(put, pages.items()))
 
-    def read_page(self, page_hash: bytes, number: int | None = None) -> bytes:
+    def read_page(self, page_hash: bytes, number: int | None = None, alias: str | None = None) -> bytes:
         """The entries of the page with that hash; with its `number`, also
         checked to be that page's length.  Falls back to an alias when the
-        plain object has gone.  Raises CorruptData naming the key, NotFound."""
+        plain object has gone; `alias`: read that alias's key only.  Raises
+        CorruptData naming the key, NotFound."""
         def check(data: bytes) -> bytes:
             if self.codec.page_hash(data) != page_hash:
                 raise CorruptData("map page does not match its hash")
@@ -339,22 +340,27 @@ class MapStore:
                                   f"expected {self.page_bytes(number)}")
             return data
         key = layout.page_key(page_hash)
+        if alias is not None:
+            return self._read(alias, check, key)
         try:
             return self._read(key, check)
         except NotFound:
             return self._read(find_alias(self.store, key), check, key)  # a late delete took it (latedeletes.py)
 
-    def read_block(self, block_hash: bytes) -> bytearray:
+    def read_block(self, block_hash: bytes, alias: str | None = None) -> bytearray:
         """The block with this content hash, in a new block_buffer decoded
         as it is read (codec.BlockReader: no other block-sized buffer).
-        Falls back to an alias when the plain object has gone.  Raises
-        CorruptData naming the key, NotFound."""
-        key = layout.block_key(block_hash)
+        Falls back to an alias when the plain object has gone; `alias`:
+        read that alias's key only.  Raises CorruptData naming the key,
+        NotFound."""
+        key = alias or layout.block_key(block_hash)
         reader = self.codec.block_reader(self.block_size, block_hash)
         try:
             try:
                 self.store.get_into(key, reader)
             except NotFound:
+                if alias is not None:
+                    raise
                 reader.reset()
                 key = find_alias(self.store, key)  # a late delete took it (latedeletes.py)
                 self.store.get_into(key, reader)

@@ -56,8 +56,10 @@ class _Garbage:
     journals: list[str]
 
 
-def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> Sweep:
-    """Mark from `volume`'s durable state and sweep the rest.
+def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None, maps_only: bool = False) -> Sweep:
+    """Mark from `volume`'s durable state and sweep the rest; `maps_only`:
+    only the roots and journals the newest root supersedes (fsck, while a
+    damaged snapshot record or page hides which blocks and pages are kept).
 
     Deleting needs the volume open writable (its lease keeps every other
     writer out; a superseded one is fenced): raises ValueError otherwise.
@@ -71,7 +73,7 @@ def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> 
     progress = progress or no_progress
     for attempt in range(SURVEY_ATTEMPTS):
         try:
-            found = _survey(volume, progress)
+            found = _survey(volume, progress, maps_only)
             break
         except NotFound as e:
             if attempt == SURVEY_ATTEMPTS - 1:
@@ -87,14 +89,19 @@ def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None) -> 
                  journals=len(found.journals), aliases=len(found.block_aliases) + len(found.page_aliases))
 
 
-def _survey(volume: Volume, progress: Progress) -> _Garbage:
-    """What nothing durable names.  Raises NotFound when an object the
-    listing showed went before it was read."""
+def _survey(volume: Volume, progress: Progress, maps_only: bool = False) -> _Garbage:
+    """What nothing durable names (`maps_only`: of the roots and journals
+    alone).  Raises NotFound when an object the listing showed went before
+    it was read."""
     maps = volume.maps
     listing = maps.listing()
     root = maps.newest_root(listing)
     newest = (root.epoch, root.seq)
     kept_journals = _needed_journals(maps, listing, root)
+    roots = [layout.root_key(*name) for name in listing.roots if name != newest]
+    journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
+    if maps_only:
+        return _Garbage([], [], [], [], roots, journals)
     kept = [root] + [Root(*s.root, s.page_hashes) for s in SnapshotRecords.of(volume.store, volume.record).list()]
     marked = _mark_blocks(maps, kept, kept_journals, progress) | volume.hashes_in_use()
     used_pages = {h for r in kept for h in r.page_hashes} - {ZERO_HASH}
@@ -103,8 +110,6 @@ def _survey(volume: Volume, progress: Progress) -> _Garbage:
                                    marked)
     pages, page_aliases = _split(_counted(volume.store.list(layout.PAGES), listed), layout.hash_of_page_key,
                                  used_pages)
-    roots = [layout.root_key(*name) for name in listing.roots if name != newest]
-    journals = [layout.journal_key(*name) for name in listing.journals if name not in kept_journals]
     return _Garbage(blocks, block_aliases, pages, page_aliases, roots, journals)
 
 
