@@ -9,9 +9,11 @@ import sys
 from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
-from . import commands, history, mount, unlock, unmount, verify
+from . import commands, fsck, history, mount, unlock, unmount, verify
 from .secrets import add_key_options
 from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
+
+FSCK_FAILED = 8  # fsck(8)'s "operational error": fsck could not check (cli/fsck.py)
 
 EXAMPLES = {
     "create": "bucketdisk create file:///srv/disk1 --size 100G --block-size 1M\n"
@@ -29,6 +31,8 @@ EXAMPLES = {
               "  bucketdisk unlock s3://my-bucket/disk1 --force     # its holder is gone for sure",
     "stats": "bucketdisk stats /mnt/disk1",
     "verify": "bucketdisk verify file:///srv/disk1 --all\n  bucketdisk verify s3://my-bucket/disk1 --json",
+    "fsck": "bucketdisk fsck file:///srv/disk1               # reads only; exit 0 clean, 2 damage\n"
+            "  bucketdisk fsck s3://my-bucket/disk1 --repair  # exit 1 repaired, 2 damage left, 8 could not check",
     "gc": "bucketdisk gc file:///srv/disk1 --dry-run\n  bucketdisk gc /mnt/disk1",
     "snapshot": "bucketdisk snapshot create file:///srv/disk1 --name before-upgrade\n"
                 "  bucketdisk snapshot list file:///srv/disk1",
@@ -45,11 +49,14 @@ EXAMPLES = {
 
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (README: "Errors print one
-    line"), pointing at --help for the usage it no longer prints; exit 2."""
+    line"), pointing at --help for the usage it no longer prints; exit
+    `usage_status` (2; fsck's 8, fsck(8)'s operational error)."""
+
+    usage_status = 2
 
     def error(self, message: str):
         text = " ".join(message.split())  # never more than one line
-        self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+        self.exit(self.usage_status, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
 def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
@@ -221,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=verify.verify)
 
+    p = _command(sub, "fsck", "check the volume record, every root, journal, page, snapshot record and block "
+                              "object, and what nothing refers to; --repair makes the map consistent and removes "
+                              "leftovers", [store])
+    p.epilog += ("\n\nexit status:\n"
+                 "  0  clean (leftovers a crash leaves are reported, not counted as damage)\n"
+                 "  1  repaired, and no damage left\n"
+                 "  2  damage left: something reads as an error or was lost (also after --repair)\n"
+                 "  8  could not check: store unreachable, wrong passphrase, no volume there, a format\n"
+                 "     version this bucketdisk does not know, bad options")
+    p.usage_status = FSCK_FAILED
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--repair", action="store_true",
+                   help="take the volume's lease (refused while it is mounted writable), rebuild the live map from "
+                        "what can be read (blocks it cannot know read as errors, never zeros) and remove what "
+                        "nothing refers to; never deletes a snapshot record nor an object a map names")
+    p.add_argument("--threads", type=int, default=16, help="objects read at once (default 16)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(run=fsck.fsck, failure_status=FSCK_FAILED, usage_status=FSCK_FAILED)
+
     p = _command(sub, "stats", "show a mounted volume's counters")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -232,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # (what parse_args does, with the command's own status: fsck's is 8)
+        parser.usage_status = getattr(args, "usage_status", parser.usage_status)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # A mount daemon (a foreground mount) logs warnings (retries, slow server)
     # to its log file; a one-shot command, and the command that starts a
     # daemon (it reads an encrypted volume's record first), keeps its stderr
@@ -241,28 +271,29 @@ def main(argv: list[str] | None = None) -> int:
     quiet = logging.WARNING if daemon else logging.CRITICAL
     logging.basicConfig(level=logging.DEBUG if args.debug else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    status = getattr(args, "failure_status", 1)  # the exit status of a command that failed
     try:
         return args.run(args) or 0
     except UserError as e:
-        return _fail(str(e))
+        return _fail(str(e), status)
     except StoreError as e:
-        return _fail(f"storage error: {e}")
+        return _fail(f"storage error: {e}", status)
     except BrokenPipeError:  # `bucketdisk ... | head`: the reader has all it wanted, as with any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
         return 128 + signal.SIGPIPE
     except OSError as e:
-        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), status)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if args.debug:
             raise
-        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)")
+        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)", status)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 1) -> int:
     print(f"bucketdisk: error: {message}", file=sys.stderr)
-    return 1
+    return status
 
 
 if __name__ == "__main__":
