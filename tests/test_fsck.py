@@ -300,6 +300,30 @@ def test_a_missing_page_of_an_encrypted_volume(bd):
     missing_page(bd, bd.create_encrypted(size="32M", block_size="4K"))
 
 
+@pytest.mark.stores("file")
+def test_a_damaged_newest_root_sends_the_live_disk_back_to_the_newest_snapshot(bd):
+    vol = bd.create(size="1M", block_size="64K")
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    pwrite_fsync(m.file, model, 0, os.urandom(3 * 64 * KiB))
+    kept = bytes(model)
+    bd.ok("snapshot", "create", m.path, "--name", "kept")
+    pwrite_fsync(m.file, model, 0, os.urandom(64 * KiB))
+    bd.unmount(m)
+    (root,) = keys_of(vol, "root")
+    flip(vol, root)
+    report = fsck(bd, vol, status=2)
+    (damage,) = report["problems"]
+    assert (damage["kind"], damage["object"]) == ("root", f"{vol.url}/{root}")
+    assert "goes back to snapshot 1 'kept'" in damage["repair"], damage
+    report = fsck(bd, vol, "--repair", status=2)
+    assert any("went back to snapshot 1 'kept'" in line for line in report["lost"]), report["lost"]
+    assert report["after"]["problems"] == [] and root not in vol.keys()
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, kept)
+    bd.unmount(m)
+
+
 # --------------------------------------------------------------------------
 # block objects
 # --------------------------------------------------------------------------
