@@ -143,10 +143,12 @@ def test_what_a_killed_mount_leaves_is_reported_then_removed(bd):
     with open(m.file, "rb") as f:
         content = f.read()
     bd.unmount(m)
+    vol.place.write("notes.txt", b"not the volume's")  # listed, never touched
     before = vol.snapshot()
 
     report = fsck(bd, vol, status=0)
     assert report["problems"] == [], report["problems"]
+    assert report["unknown_keys"] == ["notes.txt"]
     assert report["leftovers"]["blocks"] > 0 and report["leftovers"]["block_bytes"] > 0, report["leftovers"]
     assert vol.snapshot() == before
     human = bd.run("fsck", vol.url, *vol.store_args)
@@ -157,6 +159,8 @@ def test_what_a_killed_mount_leaves_is_reported_then_removed(bd):
     assert report["after"]["problems"] == [] and report["after"]["leftovers"]["blocks"] == 0
     report = fsck(bd, vol, status=0)
     assert report["leftovers"]["blocks"] == 0 and report["problems"] == []
+    assert vol.place.read("notes.txt") == b"not the volume's"
+    remove(vol, "notes.txt")
     vol.assert_clean_layout()
     m = bd.mount(vol, read_only=True)
     assert_file_matches(m.file, content)

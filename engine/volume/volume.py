@@ -79,12 +79,10 @@ class Volume(Collection, FsyncLog, Views):
         `compress_level`: zstd's level for the blocks this mount stores
         (default: the record's).  `keys`: how to get an encrypted volume's
         key (UserError, one line, when they do not open it).
-        `damaged_snapshots` (writable): open even while some snapshot
-        records are damaged (CorruptData naming one otherwise); what they
-        kept is unknown, so no checkpoint or sweep of this volume then
-        deletes a map page, nor a block object it did not create itself."""
-        self._damaged_snapshots_ok = damaged_snapshots
-        self.damaged_snapshots: list[int] = []  # numbers of the damaged records (writable, when allowed)
+        `damaged_snapshots`: open writable beside damaged snapshot records
+        (else CorruptData names one), deleting no page and only blocks it
+        created (what they keep is unknown; SnapshotRecords.kept)."""
+        self._damaged_snapshots_ok, self.damaged_snapshots = damaged_snapshots, []
         record = open_record(store, keys)
         if record is None:
             raise missing_volume(store)
