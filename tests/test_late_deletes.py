@@ -333,3 +333,35 @@ def test_later_mounts_settle_the_aliases_an_earlier_short_mount_left(places):  #
     check = Volume(store, writable=False)
     assert reads(check, 0) == X and reads(check, 1) == Y
     check.close()
+
+
+def test_settling_an_alias_keeps_the_copy_that_reads(places):  # noqa: F811
+    """An alias is deleted only when its plain object reads back intact: a
+    damaged plain object is put back from the alias first."""
+    name = places.new()
+    create(places.open(name))
+    a = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    x = write(a, 0, X)
+    a.sync()
+    write(a, 0, Y)
+    a.close()  # dooms X and deletes it
+    b = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    write(b, 1, X)  # within A's quarantine: X gets an alias
+    b.sync()
+    b.close()
+    store = places.open(name)
+    assert len(aliases(store)) == 1
+    plain = layout.block_key(x)
+    damaged = bytearray(store.get(plain))
+    damaged[-1] ^= 0x01
+    store.put(plain, bytes(damaged))
+    time.sleep(SHORT + 2.5)
+    c = Volume(places.open(name), writable=True, late_delete_seconds=SHORT)
+    sweep(c, delete=True)  # settles the alias
+    c.close()
+    store = places.open(name)
+    assert aliases(store) == []
+    assert store.get(plain) != bytes(damaged), "the damaged plain object was kept and its good alias deleted"
+    check = Volume(store, writable=False)
+    assert reads(check, 1) == X
+    check.close()

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from ..codec._hot import is_zero
 from ..codec.block import ZERO_HASH
+from ..errors import CorruptData, NotFound
 from . import layout
 from .blockmap import referenced_in
 from .latedeletes import BLOCK, PAGE, alias_key, aliases_of, plain_key, settle, still_late
@@ -107,8 +108,21 @@ class Collection:
                 self._quarantine.checked(kind, content_hash)
         for kind, content_hash, key in found:
             if not self._quarantine.holds(kind, content_hash):
-                settle(self.store, kind, content_hash, key, self.delete_guard)
+                settle(self.store, kind, content_hash, key, self.delete_guard,
+                       lambda where, kind=kind, h=content_hash: self._reads(kind, h, where))
                 self._quarantine.forget_alias(kind, content_hash)
+
+    def _reads(self, kind: str, content_hash: bytes, key: str) -> bool:
+        """Whether `key` (the plain object or an alias) holds that block or
+        page intact."""
+        try:
+            if kind == BLOCK:
+                self.maps.read_block(content_hash, alias=key)
+            else:
+                self.maps.read_page(content_hash, alias=key)
+            return True
+        except (NotFound, CorruptData):
+            return False
 
     def _claim_pages(self, contents: Iterable[bytes]) -> list[bytes]:
         """Register the pages a checkpoint is about to write, so that a

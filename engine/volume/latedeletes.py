@@ -32,12 +32,16 @@ the quarantined hashes forward, and those with an alias not settled yet,
 so a mount that takes over mid-quarantine quarantines them again, and a
 later mount (or gc) looks for their aliases and settles them.
 """
+import logging
 import threading
+from collections.abc import Callable
 
 from ..errors import NotFound
 from ..store.base import DeleteGuard, ObjectStore
 from . import layout
 from .lock import CLOCK_SKEW, EXPIRY_MARGIN, LEASE_SECONDS, Holder, boottime
+
+log = logging.getLogger(__name__)
 
 # 15 minutes of S3's request-date window, both clocks' skew, a minute to spare.
 LATE_DELETE_SECONDS = 15 * 60 + 2 * CLOCK_SKEW + 60.0
@@ -170,13 +174,20 @@ def aliases_of(store: ObjectStore, plain: str) -> list[str]:
     return [key for key in store.list(plain + "-") if layout.alias_of(key) is not None]
 
 
-def settle(store: ObjectStore, kind: str, content_hash: bytes, alias: str, guard: DeleteGuard) -> None:
+def settle(store: ObjectStore, kind: str, content_hash: bytes, alias: str, guard: DeleteGuard,
+           reads: Callable[[str], bool]) -> None:
     """Once its quarantine has passed: put the plain object back from the
-    alias if a late delete removed it, then delete the alias."""
+    alias if a late delete removed it (or it does not read: a damaged
+    copy), then delete the alias.  `reads(key)`: whether that key holds
+    the object, intact.  Where neither copy reads, both stay (verify and
+    fsck name them)."""
     plain = plain_key(kind, content_hash)
     try:
-        if store.head(plain) is None:
-            store.put(plain, store.get(alias))
+        if not reads(plain):
+            if not reads(alias):
+                log.error("neither %s nor its alias %s reads; both are kept", plain, alias)
+                return
+            store.put(plain, store.get(alias))  # (sealed, an alias is bound to the plain name: the same bytes)
     except NotFound:  # settled or swept meanwhile by another
         return
     store.delete([alias], guard=guard)
