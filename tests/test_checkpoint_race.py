@@ -114,6 +114,8 @@ def test_kill_right_after_a_checkpoint_loses_no_fsync(bd, slow_args):
         with open(m.file, "rb") as f:
             content = f.read()
         assert not readable_as_acked(content, acked, writer.pending), f"round {round_}: fsynced data lost"
+        fsck = bd.run("fsck", vol.url, *vol.store_args, timeout=300)
+        assert fsck.returncode == 0, f"round {round_}: fsck after the kill: {fsck.stdout[-3000:]}{fsck.stderr}"
         acked[:] = content  # what is there now is what later rounds build on
     bd.unmount(m)
 

@@ -3,7 +3,7 @@
 numbered records to a file in ext4, and a writer of numbered records
 straight to the disk (crashload.py); each round the daemon is killed with
 kill -9 at a random moment.  After each remount the volume mounts, ext4's
-journal replays, `e2fsck -fn` is clean, `verify` is clean, and every
+journal replays, `e2fsck -fn` is clean, `fsck` is clean, and every
 record fsynced before the kill is there and intact; with --cache-dir, also
 every record the daemon acknowledged without an fsync.
 
@@ -81,8 +81,8 @@ def test_kill9_rounds(bd, tmp_path, cache):
         bd.loop_umount(ext, m.file)
         clean, output = e2fsck_clean(m.file)
         assert clean, f"{what}: e2fsck -fn after the journal's replay:\n{output}"
-        proc = bd.run("verify", vol.url, *vol.store_args, timeout=300)
-        assert proc.returncode == 0, f"{what}: verify: {proc.stdout[-2000:]}{proc.stderr}"
+        proc = bd.run("fsck", vol.url, *vol.store_args, timeout=300)
+        assert proc.returncode == 0, f"{what}: fsck: {proc.stdout[-2000:]}{proc.stderr}"
         raw_first = raw.acked + 1
         bd.loop_mount(m.file, ext)
     bd.loop_umount(ext, m.file)

@@ -4,7 +4,7 @@ Real processes, real FUSE mounts, on both stores: the mount daemon is
 killed while `snapshot create MOUNTPOINT` flushes tens of MiB of dirty
 data and while `gc MOUNTPOINT` sweeps; the CLI is killed while `snapshot
 create URL`, `restore URL` and `gc URL` run on an unmounted volume.  After
-each kill nothing is left half done: the volume mounts, every earlier
+each kill nothing is left half done: the volume mounts and fscks clean, every earlier
 snapshot reads back byte for byte (through the live mount's
 `snapshots/<name>/file`, or `mount --snapshot`), `snapshot list` shows no
 snapshot but those the test asked for (the one cut short, if listed,
@@ -82,8 +82,11 @@ def check_history(bd, m, vol, kept: dict[str, list[bytes]], *, maybe: dict[str, 
     """Through the live mount m: `snapshot list` names every snapshot in
     `kept` and nothing else but those in `maybe` (a snapshot cut short) and
     pre-restore snapshots; each one listed reads back as the disk it was
-    taken of (`kept`, one of `maybe[name]`, one of `pre_restore`).
+    taken of (`kept`, one of `maybe[name]`, one of `pre_restore`); and
+    `fsck` finds nothing damaged (leftovers of the kill are no damage).
     Returns the rows listed."""
+    proc = bd.run("fsck", vol.url, *vol.store_args, timeout=300)
+    assert proc.returncode == 0, f"fsck after the kill: exit {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr}"
     maybe = dict(maybe)
     rows = listed(bd, m.path)
     names = [r["name"] for r in rows]
