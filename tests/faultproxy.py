@@ -12,17 +12,24 @@ are atomic; the random draw is under a lock, from a seeded random.Random):
   the status line when there is no body) and close the connection;
 - stall_rate / stall_seconds: forward, then hold the answer for stall_seconds
   and close without sending anything;
+- reset_rate: send the server the request's head and half its body (a cut
+  upload; just the head when there is no body), then reset both connections
+  (RST, not FIN): the client sees ECONNRESET where it waits for the answer;
 - down: close every connection as soon as it is accepted or sends a request;
 - put_latency: seconds every PUT waits before it is forwarded (as a distant
   S3 would make it wait).
 
-`counts` holds requests, forwarded, errors, drops, stalls and refused, and per
-method the faults injected ("drops GET", "errors PUT", ...).
+`counts` holds requests, forwarded, errors, drops, stalls, resets and refused
+(connections closed because the proxy is down or the server could not be
+reached), and per method the faults injected ("drops GET", "errors PUT",
+"resets PUT", ...).
 """
 from __future__ import annotations
 
+import os
 import random
 import socket
+import struct
 import threading
 import time
 
@@ -35,13 +42,13 @@ ERRORS = (
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, seed: int = 1234) -> None:
         self.upstream = (upstream_host, int(upstream_port))
-        self.error_rate = self.drop_rate = self.stall_rate = 0.0
+        self.error_rate = self.drop_rate = self.stall_rate = self.reset_rate = 0.0
         self.stall_seconds = 5.0
         self.put_latency = 0.0
         self.down = False
         self.methods: frozenset[bytes] | None = None  # None: faults hit every method
         self.errors = ERRORS
-        self.counts = {k: 0 for k in ("requests", "forwarded", "errors", "drops", "stalls", "refused")}
+        self.counts = {k: 0 for k in ("requests", "forwarded", "errors", "drops", "stalls", "resets", "refused")}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -56,13 +63,14 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def set_faults(self, *, error_rate=0.0, drop_rate=0.0, stall_rate=0.0, stall_seconds=None, down=False,
-                   methods=None, error=None):
+                   methods=None, error=None, reset_rate=0.0):
         """Rates of each fault; `methods` (e.g. ("POST",)): only requests of
         these are hit; `error`: the one (status, reason, code, message) to
         answer with instead of 500s and 503s."""
         with self._lock:
             self.errors = ERRORS if error is None else (error,)
             self.error_rate, self.drop_rate, self.stall_rate, self.down = error_rate, drop_rate, stall_rate, down
+            self.reset_rate = reset_rate
             self.methods = None if methods is None else frozenset(m.encode() for m in methods)
             if stall_seconds is not None:
                 self.stall_seconds = stall_seconds
@@ -133,7 +141,8 @@ class FaultProxy:
             if self.methods is not None and method not in self.methods:
                 return "forward", ()
             r, error = self._rng.random(), self._rng.choice(self.errors)
-            for kind, rate in (("error", self.error_rate), ("drop", self.drop_rate), ("stall", self.stall_rate)):
+            for kind, rate in (("error", self.error_rate), ("drop", self.drop_rate), ("stall", self.stall_rate),
+                               ("reset", self.reset_rate)):
                 if r < rate:
                     return kind, error
                 r -= rate
@@ -167,6 +176,13 @@ class FaultProxy:
                         return
                     self._track(upstream, True)
                     up_file = upstream.makefile("rb")
+                if fault == "reset":
+                    self._count("resets", method)
+                    body_len = len(request) - len(head)
+                    upstream.sendall(request[: len(head) + body_len // 2])  # the server sees a cut upload
+                    _reset(upstream)
+                    _reset(client)
+                    return
                 upstream.sendall(request)
                 rhead = _read_head(up_file)
                 if rhead is None:
@@ -196,6 +212,19 @@ class FaultProxy:
                 if s is not None:
                     self._track(s, False)
                     _close(s)
+
+
+def _reset(s: socket.socket) -> None:
+    """Close with an RST instead of a FIN (SO_LINGER with a zero timeout).
+    The descriptor is closed at once, even while a makefile() still refers
+    to the socket (socket.close() would wait for that to be closed too)."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    fd = s.detach()
+    if fd >= 0:
+        os.close(fd)
 
 
 def _close(s: socket.socket) -> None:
