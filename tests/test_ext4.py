@@ -19,11 +19,12 @@ N_LARGE = 40
 TOP_DIRS = 24
 
 
-def make_tree(root: Path, seed: int = 4154) -> dict[str, str]:
-    """Write a deterministic tree of N_FILES files; returns relpath -> sha256 hex.
+def make_tree(root: Path, seed: int = 4154, n_files: int = N_FILES, n_large: int = N_LARGE,
+              small_max: int = 32 * KiB, large: tuple[int, int] = (256 * KiB, 2 * MiB)) -> dict[str, str]:
+    """Write a deterministic tree of n_files files; returns relpath -> sha256 hex.
 
-    Mostly small files (0..32 KiB), N_LARGE larger ones (256 KiB..2 MiB), a mix
-    of incompressible and compressible contents, nested up to 4 levels."""
+    Mostly small files (0..small_max), n_large larger ones (sizes in `large`),
+    a mix of incompressible and compressible contents, nested up to 4 levels."""
     rng = random.Random(seed)
     dirs = []
     for t in range(TOP_DIRS):
@@ -34,13 +35,13 @@ def make_tree(root: Path, seed: int = 4154) -> dict[str, str]:
             dirs.append(sub)
             if rng.random() < 0.5:
                 dirs.append(sub / "deep" / f"x{s}")
-    large = set(rng.sample(range(N_FILES), N_LARGE))
+    large_ones = set(rng.sample(range(n_files), n_large))
     words = [rng.randbytes(rng.randint(3, 9)).hex().encode() for _ in range(64)]
     hashes = {}
-    for i in range(N_FILES):
+    for i in range(n_files):
         d = rng.choice(dirs)
         rel = d / f"f{i:04d}.{rng.choice(['bin', 'txt', 'dat'])}"
-        size = rng.randint(256 * KiB, 2 * MiB) if i in large else rng.randint(0, 32 * KiB)
+        size = rng.randint(*large) if i in large_ones else rng.randint(0, small_max)
         if rng.random() < 0.3:  # compressible
             chunk = b" ".join(rng.choice(words) for _ in range(200)) + b"\n"
             data = (chunk * (size // len(chunk) + 1))[:size]
