@@ -33,7 +33,7 @@ from test_s3_faults import S3Env, S3Volume, s3, s3bd, seaweed  # noqa: F401 (fix
 SLOW_DOWN = (503, "Slow Down", "SlowDown", "Please reduce your request rate.")
 # Shares of all requests hit by each kind.  Every fault costs a retry's backoff
 # on the copy's fsync path, so 1% each keeps the copy short (about 5,700
-# requests, some 50 faults of each kind); the read-back is 200-odd requests.
+# requests, some 50 faults of each kind); the read-back is about 400 requests.
 COPY_FAULTS = {"error_rate": 0.01, "reset_rate": 0.01, "drop_rate": 0.01}
 READ_FAULTS = {"error_rate": 0.05, "reset_rate": 0.05, "drop_rate": 0.1}
 DOWN_AT_LEAST = 0.5  # seconds the server stays stopped (more if no request found it gone yet)
