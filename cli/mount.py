@@ -80,6 +80,20 @@ def _check_cache_dir_options(args: argparse.Namespace) -> None:
     args.cache_dir = os.path.abspath(args.cache_dir)  # the daemon runs from /
     if os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
         raise UserError(f"--cache-dir: not a directory: {args.cache_dir}")
+    from bucketdisk.store import parse_url
+
+    scheme, place = parse_url(args.url)
+    holders = [("the mountpoint", getattr(args, "mountpoint", None))]
+    holders += [("the volume's directory", place[0])] if scheme == "file" else []
+    for what, path in holders:
+        if path is not None and _inside(args.cache_dir, os.path.realpath(path)):
+            raise UserError(f"--cache-dir {args.cache_dir} is inside {what} ({path}); put it elsewhere")
+
+
+def _inside(path: str, top: str) -> bool:
+    """Whether `path` (or where its existing part leads) is `top` or under it."""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, top]) == top
 
 
 def recover(args: argparse.Namespace) -> int:

@@ -189,7 +189,12 @@ def test_refusals_change_nothing(bd, tmp_path):
         (["mount", vol.url, mp, *vol.store_args, *cache_args(tmp_path / "cache" / "lock")], "not a directory"),
         (["recover", other.url, *other.store_args, *cache_args(cache)], "belongs to another volume"),
         (["mount", vol.url, mp, *vol.store_args, *cache_args(tmp_path)], "not a bucketdisk cache dir"),
+        (["mount", vol.url, mp, *vol.store_args, *cache_args(mp / "cache")], "inside the mountpoint"),
     ]
+    if vol.kind == "file":
+        cases += [(["mount", vol.url, mp, *vol.store_args, *cache_args(vol.path / "cache")],
+                   "inside the volume's directory"),
+                  (["recover", vol.url, *vol.store_args, *cache_args(vol.path / "c")], "inside the volume's")]
     for args, words in cases:
         proc = bd.run(*args, timeout=120)
         assert words in assert_cli_error(proc), (args, proc.stderr)

@@ -12,7 +12,7 @@ while the copy is half done.  Then the faults stop for a clean unmount;
 the remount reads every file back through the proxy again, with faults at
 higher rates (a copy reads few blocks, so only a read-back cuts answer
 bodies for sure), each file's SHA-256 equal to its source's.  With the
-faults off again: `e2fsck -fn` clean, and `bucketdisk verify` (straight to
+faults off again: `e2fsck -fn` clean, and `bucketdisk fsck` (straight to
 the server) finds every object the volume refers to intact.  The proxy's
 counts prove each kind of fault happened.
 """
@@ -134,6 +134,5 @@ def test_ext4_tree_copy_with_fsyncs_survives_every_fault_and_a_server_restart(s3
 
     run("e2fsck", "-f", "-n", m.file, timeout=300, check=True)
     bd.unmount(m)
-    # `bucketdisk fsck` is not in the CLI yet: verify reads every object the volume refers to
-    proc = s3.cli("verify", vol.url, *s3.flags(direct=True), timeout=300)
-    assert proc.returncode == 0, f"verify found problems ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    proc = s3.cli("fsck", vol.url, *s3.flags(direct=True), timeout=300)
+    assert proc.returncode == 0, f"fsck found problems ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
