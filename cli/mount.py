@@ -74,6 +74,8 @@ def _check_cache_dir_options(args: argparse.Namespace) -> None:
         raise UserError("--cache-dir-size goes with --cache-dir")
     if args.cache_dir is None:
         return
+    if not args.cache_dir.strip():
+        raise UserError("--cache-dir: an empty path")
     if args.cache_dir_size is not None and args.cache_dir_size < 2 * args.cache_size:
         raise UserError("--cache-dir-size must be at least twice --cache-size: the cache dir holds every dirty "
                         "block the memory cache holds, and more while their journal is written")
@@ -105,13 +107,19 @@ def recover(args: argparse.Namespace) -> int:
     _check_cache_dir_options(args)
     from bucketdisk.device.recovery import recover_cache_dir
 
-    found, how = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
-                                   keys=key_source(args, args.url), cache_size=args.cache_size,
-                                   threads=args.threads, discard=args.discard, force=args.force)
+    found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
+                                             keys=key_source(args, args.url), cache_size=args.cache_size,
+                                             threads=args.threads, discard=args.discard, force=args.force)
     if not found:
         print(f"{args.cache_dir}: no blocks left unsaved")
     else:
         print(f"{args.cache_dir}: {found} blocks a mount left unsaved were {how}")
+    damaged, torn = counters.get("cache_dir_damaged", 0), counters.get("recovered_torn_pages", 0)
+    if damaged or torn:  # writes lost: exit 2, as verify and fsck say damage
+        print(f"{args.cache_dir}: {damaged} dirty files could not be used (moved to "
+              f"{os.path.join(args.cache_dir, 'damaged')}) and {torn} pages were cut by a crash; "
+              "those blocks keep what the store holds", file=sys.stderr)
+        return 2
     return 0
 
 

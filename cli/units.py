@@ -5,7 +5,7 @@ import re
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 # ASCII digits only: int() would also take other scripts' digits ("١G").
 _PATTERN = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
-SIZE_OPTIONS = ("--size", "--block-size", "--cache-size")
+SIZE_OPTIONS = ("--size", "--block-size", "--cache-size", "--cache-dir-size")
 
 
 def parse_size(text: str) -> int:

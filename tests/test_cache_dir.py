@@ -195,10 +195,14 @@ def test_refusals_change_nothing(bd, tmp_path):
         cases += [(["mount", vol.url, mp, *vol.store_args, *cache_args(vol.path / "cache")],
                    "inside the volume's directory"),
                   (["recover", vol.url, *vol.store_args, *cache_args(vol.path / "c")], "inside the volume's")]
+    cases += [(["recover", vol.url, *vol.store_args, *cache_args(tmp_path / "typo")], "no cache dir at"),
+              (["mount", vol.url, mp, *vol.store_args, "--cache-dir", ""], "empty path")]
+    foreign = sorted(os.listdir(tmp_path))
     for args, words in cases:
         proc = bd.run(*args, timeout=120)
         assert words in assert_cli_error(proc), (args, proc.stderr)
     assert (vol.snapshot(), other.snapshot(), dirty_files(cache)) == before
+    assert sorted(os.listdir(tmp_path)) == foreign, "a refused --cache-dir left something behind"
 
 
 def test_another_writer_since_makes_dirty_files_stale(bd, tmp_path):
@@ -260,3 +264,52 @@ def test_a_read_only_file_system_is_refused(bd, tmp_path):
     proc = bd.run("mount", vol.url, mp, *vol.store_args, *cache_args(ro), timeout=120)
     assert "is not writable" in assert_cli_error(proc)
     assert vol.snapshot() == before
+
+
+def test_a_full_cache_disk_is_refused_before_the_volume_is_touched(bd, tmp_path):
+    """A crashed mount's dirty files on a disk that filled up since: the
+    next mount refuses in one line naming the directory, before it takes
+    the lease, and mounts and recovers them once there is room."""
+    vol = bd.create(size="8M", block_size="64K")
+    disk = bd.tmpfs_mount(tmp_path / "disk")  # 4 MiB
+    cache = disk / "c"
+    m = bd.mount(vol, cache_size="1M", extra=cache_args(cache, "--cache-dir-size", "2M"))
+    model = bytearray(vol.size)
+    with opened(m) as fd:
+        write_model(fd, model, 100_000, random.Random(6).randbytes(200_000))
+    kill9(bd, m)
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError:  # full
+        pass
+    finally:
+        os.close(fd)
+    before = vol.snapshot()
+    proc = bd.run("mount", vol.url, m.path, *vol.store_args, *cache_args(cache), timeout=120)
+    assert f"cache dir {cache} does not take writes" in assert_cli_error(proc)
+    assert vol.snapshot() == before, "the refused mount changed the volume"
+    filler.unlink()
+    m = bd.mount(vol, m.path, cache_size="1M", extra=cache_args(cache, "--cache-dir-size", "2M"))
+    assert bd.stats(m.path)["recovered_blocks"] > 0
+    assert_file_matches(m.file, model)
+
+
+def test_recover_names_dirty_files_it_could_not_use(bd, tmp_path):
+    vol = bd.create(size="8M", block_size="64K")
+    cache = tmp_path / "cache"
+    m = bd.mount(vol, extra=cache_args(cache))
+    with opened(m) as fd:
+        for n in range(4):
+            os.pwrite(fd, bytes([n + 1]) * 5000, n * 65536)
+    kill9(bd, m)
+    first = cache / "dirty" / dirty_files(cache)[0]
+    data = bytearray(first.read_bytes())
+    data[0] ^= 0xFF  # its header's magic
+    first.write_bytes(data)
+    proc = bd.run("recover", vol.url, *vol.store_args, *cache_args(cache))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "3 blocks" in proc.stdout and "1 dirty files could not be used" in proc.stderr
+    assert os.listdir(cache / "damaged") == [first.name] and dirty_files(cache) == []

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 
 from ..errors import UserError
 from ..localfiles import fsync_dir, unlink_quietly
-from .cachefiles import ZERO_BASE, Layout, Recovered, read_clean, read_dirty, syncfs, write_clean
+from .cachefiles import ZERO_BASE, Layout, Recovered, read_clean, read_dirty, syncfs, write_all, write_clean
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class CacheDir:
         self._block_hash: Callable[[bytes], bytes] | None = None
         self._lock = threading.Lock()
         self._dirty: dict[int, int] = {}  # block -> pages its dirty file holds (bit mask)
+        self._sums: dict[int, bytearray] = {}  # block -> its dirty file's pages' checksums now (8 bytes each)
         self._zero_based: set[int] = set()
         self._files: OrderedDict[int, int] = OrderedDict()  # block -> open fd of its dirty file
         self._clean: OrderedDict[bytes, None] = OrderedDict()  # hashes of clean files, oldest use first
@@ -108,6 +109,7 @@ class CacheDir:
 
     def _open(self) -> None:
         self._make_dir()
+        self._refuse_foreign()  # before anything is made in it
         try:
             self._lock_fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
@@ -151,8 +153,7 @@ class CacheDir:
             if not isinstance(state, dict):
                 raise ValueError
         except FileNotFoundError:
-            if set(os.listdir(self.path)) - {"lock", "dirty", "clean"}:
-                raise CacheDirError(f"{self.path} is not empty and is not a bucketdisk cache dir") from None
+            self._refuse_foreign()
             state = {"uuid": self.uuid, "volume": self.url, "block_size": self.block_size, "epoch": 0}
             self._write_state(state)
             return state
@@ -163,6 +164,13 @@ class CacheDir:
             raise CacheDirError(f"cache dir {self.path} belongs to another volume ({state.get('volume')}, "
                                 f"UUID {state.get('uuid')}); use another directory, or delete this one")
         return state
+
+    def _refuse_foreign(self) -> None:
+        """CacheDirError if the directory holds anything but a cache dir's files."""
+        if os.path.exists(os.path.join(self.path, STATE)):
+            return
+        if set(os.listdir(self.path)) - {"lock", "dirty", "clean", "damaged"}:
+            raise CacheDirError(f"{self.path} is not empty and is not a bucketdisk cache dir")
 
     def _write_state(self, state: dict) -> None:
         where = os.path.join(self.path, STATE)
@@ -211,6 +219,14 @@ class CacheDir:
         with self._lock:
             return len(self._dirty)
 
+    def check_writable(self) -> None:
+        """Write the directory's record again: CacheDirError (naming the
+        directory) if its disk does not take it (full, read-only)."""
+        try:
+            self._write_state(self.state)
+        except OSError as e:
+            raise CacheDirError(f"cache dir {self.path} does not take writes: {e.strerror or e}") from None
+
     def attach(self, block_hash: Callable[[bytes], bytes], epoch: int | None) -> None:
         """Serve a device whose blocks are named by `block_hash(data)`;
         `epoch`: its writable mount's (recorded durably before it writes
@@ -218,7 +234,11 @@ class CacheDir:
         self._block_hash = block_hash
         if epoch is not None:
             self.state = {**self.state, "epoch": epoch, "volume": self.url}
-            self._write_state(self.state)
+            try:
+                self._write_state(self.state)
+            except OSError as e:
+                raise CacheDirError(f"cache dir {self.path}: recording this mount failed: {e.strerror or e}") \
+                    from None
 
     # -- dirty files ------------------------------------------------------------------
 
@@ -229,9 +249,12 @@ class CacheDir:
         with self._lock:
             self._refuse_if_broken()
             fd = self._file(index, zero_base=False)
-            data, checksums, data_at, checksums_at = self.layout.pages_of(block, first, last)
-            os.pwrite(fd, data, data_at)
-            os.pwrite(fd, checksums, checksums_at)
+            sums = self._sums[index]
+            span = slice(8 * first, 8 * (last + 1))
+            data, after, pairs, data_at, pairs_at = self.layout.pages_of(block, first, last, bytes(sums[span]))
+            write_all(fd, pairs, pairs_at)  # both checksums first: see cachefiles.py
+            write_all(fd, data, data_at)
+            sums[span] = after
             self._dirty[index] |= ((1 << (last - first + 1)) - 1) << first
             self._writes += 1
 
@@ -241,6 +264,7 @@ class CacheDir:
             self._refuse_if_broken()
             self._close_file(index)
             self._dirty.pop(index, None)
+            self._sums.pop(index, None)
             self._file(index, zero_base=True)
             self._writes += 1
 
@@ -257,12 +281,13 @@ class CacheDir:
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.pwrite(fd, self.layout.header(index, ZERO_BASE if zero_base else 0, self.epoch), 0)
+                write_all(fd, self.layout.header(index, ZERO_BASE if zero_base else 0, self.epoch), 0)
                 os.ftruncate(fd, self.layout.file_size)  # a sparse file: pages not written are holes
             except BaseException:
                 os.close(fd)
                 raise
             self._dirty[index] = 0
+            self._sums[index] = bytearray(8 * self.pages)
             if zero_base:
                 self._zero_based.add(index)
             else:
@@ -292,6 +317,7 @@ class CacheDir:
         or zeros: not kept) when it holds the whole block."""
         with self._lock:
             held = self._dirty.pop(index, None)
+            self._sums.pop(index, None)
             if held is None:
                 return
             self._close_file(index)
@@ -320,6 +346,7 @@ class CacheDir:
         self._error(f"a write of block {index} failed; it is held in memory only until stored", error)
         with self._lock:
             self._dirty.pop(index, None)
+            self._sums.pop(index, None)
             self._zero_based.discard(index)
             try:
                 self._close_file(index)
@@ -348,16 +375,18 @@ class CacheDir:
     # -- recovery ---------------------------------------------------------------------
 
     def recover(self) -> Iterator[Recovered]:
-        """Each dirty file a mount left, read back and checked; a file
-        whose header is damaged or another's is logged and skipped (its
-        block then shows what the store holds)."""
+        """Each dirty file a mount left, read back and checked.  A file whose
+        header is damaged or another's is moved to DIR/damaged/ (counted,
+        `cache_dir_damaged`, and logged): its block shows what the store holds."""
         for index in self._dirty_files():
             found = self._read_dirty(index)
             with self._lock:
                 if found is None:
                     self._dirty.pop(index, None)
+                    self._sums.pop(index, None)
                     continue
                 self._dirty[index] = found.held
+                self._sums[index] = bytearray(found.checksums)
                 if found.zero_base:
                     self._zero_based.add(index)
                 self.counters["recovered_torn_pages"] += found.torn.bit_count()
@@ -373,8 +402,14 @@ class CacheDir:
             self._error(f"could not read the dirty file of block {index}", e)
             return None
         if found is None:
-            log.warning("cache dir: the dirty file of block %d is damaged; its block shows what the store "
-                        "holds", index)
+            aside = os.path.join(self.path, "damaged", f"{index:016x}")
+            try:
+                os.makedirs(os.path.dirname(aside), mode=0o700, exist_ok=True)
+                os.replace(self._dirty_path(index), aside)
+            except OSError as e:
+                self._error(f"could not move the damaged dirty file of block {index} aside", e)
+            log.warning("cache dir: the dirty file of block %d is damaged (moved to %s); its block shows what "
+                        "the store holds", index, aside)
             with self._lock:
                 self.counters["cache_dir_damaged"] += 1
         return found
@@ -388,6 +423,7 @@ class CacheDir:
             for index in blocks:
                 os.unlink(self._dirty_path(index))
             self._dirty.clear()
+            self._sums.clear()
             self._zero_based.clear()
             self._writes += 1
         return len(blocks)

@@ -13,19 +13,27 @@ Both kinds of file are laid out alike, little-endian:
     40      4     flags            ZERO_BASE: pages not held are zeros
     44      8     writer's epoch   the mount that began the file (a clean file: 0)
     52      12    reserved, zero
-    64      8 x pages              a dirty file's XXH3-64 of each page it holds, 0 for
-                                   a page it does not hold (a clean file: unused)
+    64      16 x pages             a dirty file's two XXH3-64s of each page it holds:
+                                   the page's content before its last write, and
+                                   after it (0: none; a clean file: unused)
     data_offset   block size       the block (the header rounded up to 4 KiB)
 
-A dirty file is sparse: pages never written are holes.
+A dirty file is sparse: pages never written are holes.  A write puts both
+checksums of its pages first, then the pages, so a page that either one
+matches is one the file held when the process died: the write before, or
+this one (a kill -9 can land between the two writes, or inside the second
+between pages).  A page that matches neither was cut by a crash of the
+machine.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 import threading
 import uuid as uuidlib
+from array import array
 from dataclasses import dataclass
 
 from ..codec._hot import page_checksums
@@ -34,7 +42,7 @@ from ..localfiles import unlink_quietly
 
 PAGE = 4096
 MAGIC = b"BDKC"
-VERSION = 1
+VERSION = 2
 ZERO_BASE = 0x01
 HEADER = struct.Struct("<4sI16sQIIIQ")
 HEADER_SIZE = 64
@@ -46,9 +54,10 @@ class Recovered:
     zero), which of them checked out, and what the others are."""
     index: int
     data: bytearray
-    held: int        # bit n: page n is in `data`, its checksum matched
-    torn: int        # pages the file named whose checksum did not match
+    held: int        # bit n: page n is in `data`, one of its checksums matched
+    torn: int        # pages the file named whose checksums did not match
     zero_base: bool  # pages not held are zeros, else the store's
+    checksums: bytes  # the XXH3-64 of each held page's content (0: not held)
 
 
 class Layout:
@@ -59,7 +68,7 @@ class Layout:
         self.uuid = uuidlib.UUID(volume_uuid).bytes
         self.pages = max(1, block_size // PAGE)
         self.page_size = block_size // self.pages
-        self.checksums_size = HEADER_SIZE + 8 * self.pages  # the header with its checksums
+        self.checksums_size = HEADER_SIZE + 16 * self.pages  # the header with its checksums
         self.data_offset = -(-self.checksums_size // PAGE) * PAGE
         self.file_size = self.data_offset + block_size  # bytes a file takes on disk, at most
 
@@ -68,12 +77,16 @@ class Layout:
         fields = HEADER.pack(MAGIC, VERSION, self.uuid, index, self.block_size, self.page_size, flags, epoch)
         return fields.ljust(self.checksums_size, b"\0")
 
-    def pages_of(self, block, first: int, last: int) -> tuple[memoryview, bytes, int, int]:
-        """(bytes, their checksums, where the bytes go, where the checksums
-        go) for pages `first` to `last` of `block`."""
+    def pages_of(self, block, first: int, last: int, before: bytes) -> tuple[memoryview, bytes, bytes, int, int]:
+        """(the bytes of pages `first` to `last` of `block`, their new
+        checksums, the header's checksum pairs for them, where the bytes go,
+        where the pairs go); `before`: the pages' checksums now (8 bytes each)."""
         data = memoryview(block)[first * self.page_size : (last + 1) * self.page_size]
-        return (data, page_checksums(data, self.page_size), self.data_offset + first * self.page_size,
-                HEADER_SIZE + 8 * first)
+        after = page_checksums(data, self.page_size)
+        pairs = array("Q", bytes(2 * len(after)))
+        pairs[0::2], pairs[1::2] = array("Q", before), array("Q", after)
+        return (data, after, pairs.tobytes(), self.data_offset + first * self.page_size,
+                HEADER_SIZE + 16 * first)
 
 
 def read_dirty(path: str, layout: Layout, index: int) -> Recovered | None:
@@ -90,18 +103,20 @@ def read_dirty(path: str, layout: Layout, index: int) -> Recovered | None:
     if (magic, version, volume, block, block_size, page_size) != \
             (MAGIC, VERSION, layout.uuid, index, layout.block_size, layout.page_size):
         return None
-    named, actual = head[HEADER_SIZE:], page_checksums(data, layout.page_size)
+    named = array("Q", head[HEADER_SIZE:])
+    actual = array("Q", page_checksums(data, layout.page_size))
+    current = array("Q", bytes(8 * layout.pages))
     held = torn = 0
     view = memoryview(data)
     for page in range(layout.pages):
-        at = slice(8 * page, 8 * page + 8)
-        if any(named[at]) and named[at] == actual[at]:
+        if actual[page] in (named[2 * page], named[2 * page + 1]) and actual[page]:
             held |= 1 << page
+            current[page] = actual[page]
             continue
-        if any(named[at]):
+        if named[2 * page] or named[2 * page + 1]:
             torn |= 1 << page
         view[page * layout.page_size : (page + 1) * layout.page_size] = bytes(layout.page_size)
-    return Recovered(index, data, held, torn, bool(flags & ZERO_BASE))
+    return Recovered(index, data, held, torn, bool(flags & ZERO_BASE), current.tobytes())
 
 
 def read_clean(path: str, layout: Layout) -> bytearray | None:
@@ -125,14 +140,22 @@ def write_clean(path: str, layout: Layout, data) -> None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.pwrite(fd, layout.header(), 0)
-            os.pwrite(fd, data, layout.data_offset)
+            write_all(fd, layout.header(), 0)
+            write_all(fd, data, layout.data_offset)
         finally:
             os.close(fd)
         os.replace(scratch, path)
     except BaseException:
         unlink_quietly(scratch)
         raise
+
+
+def write_all(fd: int, data, offset: int) -> None:
+    """pwrite all of `data` at `offset`; a short write (a disk that filled
+    up) raises OSError (ENOSPC) rather than go unnoticed."""
+    done = os.pwrite(fd, data, offset)
+    if done != len(data):
+        raise OSError(errno.ENOSPC, f"wrote {done} of {len(data)} bytes (is the disk full?)")
 
 
 _libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: libc's among them

@@ -8,15 +8,22 @@ from ..volume import layout
 from .cachedir import CacheDir, CacheDirError
 
 
-def open_cache_dir(path: str, store, record, *, limit: int, writable: bool, stale_ok: bool = False) -> CacheDir:
+def open_cache_dir(path: str, store, record, *, limit: int, writable: bool, stale_ok: bool = False,
+                   create: bool = True) -> CacheDir:
     """The cache dir at `path` for the volume with this VolumeRecord in
     `store`, checked for a mount: dirty files a crashed mount left are
     refused on a read-only mount (they would not be shown), and on a
     writable one when another mount has written the volume since
-    (applying them could mix two histories), unless `stale_ok`.  Raises
+    (applying them could mix two histories), unless `stale_ok`; a writable
+    one must take a write (a full disk is refused here, before the volume
+    is opened).  `create`: make the directory if there is none.  Raises
     CacheDirError (one line)."""
+    if not create and not os.path.isdir(path):
+        raise CacheDirError(f"no cache dir at {os.path.abspath(path)}")
     cache = CacheDir(path, volume_uuid=record.uuid, url=store.url(), block_size=record.block_size, limit=limit)
     try:
+        if writable:
+            cache.check_writable()
         unsaved = cache.unsaved_blocks
         if unsaved and not writable:
             raise CacheDirError(f"cache dir {cache.path} holds {unsaved} blocks a mount left unsaved; mount the "

@@ -12,8 +12,9 @@ from .device import BlockDevice
 
 
 def recover_cache_dir(url: str, path: str, *, s3: S3Options, keys: KeySource | None, cache_size: int,
-                      threads: int, discard: bool = False, force: bool = False) -> tuple[int, str]:
-    """(blocks, "stored" or "dropped") for the dirty files of the cache dir
+                      threads: int, discard: bool = False, force: bool = False) -> tuple[int, str, dict]:
+    """(blocks, "stored" or "dropped", the cache dir's counters: how many
+    files were damaged, pages cut) for the dirty files of the cache dir
     at `path` (0 when it holds none).  Storing takes the volume's lease as
     a writable mount does.  `force` stores them even though another mount
     has written the volume since; `discard` deletes them instead.  Raises
@@ -26,13 +27,13 @@ def recover_cache_dir(url: str, path: str, *, s3: S3Options, keys: KeySource | N
             raise missing_volume(store)
         check_cache_size(cache_size, record.block_size)
         cache = open_cache_dir(path, store, record, limit=free_space_limit(path, 2 * cache_size),
-                               writable=True, stale_ok=force or discard)
+                               writable=True, stale_ok=force or discard, create=False)
     except BaseException:
         store.close()
         raise
     if discard or not cache.unsaved_blocks:
         try:
-            return (cache.discard_dirty() if discard else 0), "dropped"
+            return (cache.discard_dirty() if discard else 0), "dropped", cache.stats()
         finally:
             cache.close()
             store.close()
@@ -47,8 +48,9 @@ def recover_cache_dir(url: str, path: str, *, s3: S3Options, keys: KeySource | N
                          cache_dir=cache)
     try:
         count = device.recover()
+        counters = cache.stats()
     except BaseException:
         device.abort()
         raise
     device.close()
-    return count, "stored"
+    return count, "stored", counters

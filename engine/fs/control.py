@@ -59,9 +59,9 @@ class ControlServer:
         self.handle = handle
         self._busy = threading.Lock()  # held while a request is handled
         self._closed = False
-        self.path = os.path.join(control_dir(), f"{os.getpid()}.sock")
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # left by a daemon of a reused pid that was killed
+        where = control_dir()
+        self.path = os.path.join(where, f"{os.getpid()}.sock")
+        _tidy_dead_sockets(where)  # left by daemons that were killed (kill -9 runs no cleanup)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -103,8 +103,11 @@ class ControlServer:
         if uid not in (0, os.getuid()):
             _send(conn, {"ok": False, "error": "only the user who mounted it may control this mount"})
             return
+        line = _read_line(conn)
+        if not line:
+            return  # a connect and no request: another daemon checking this socket is alive
         try:
-            request = json.loads(_read_line(conn))
+            request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError
         except ValueError:
@@ -120,6 +123,26 @@ class ControlServer:
         except StoreError as e:
             reply = {"ok": False, "error": f"storage error: {e}"}
         _send(conn, reply)
+
+
+def _tidy_dead_sockets(where: str) -> None:
+    """Delete the control sockets in `where` that no process listens on:
+    a connect is refused at once.  (A live daemon's answers, whatever PID
+    namespace it runs in.)"""
+    for name in os.listdir(where):
+        if not name.endswith(".sock"):
+            continue
+        path = os.path.join(where, name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            except OSError:
+                pass
 
 
 def request(path: str, fields: dict) -> dict:
