@@ -203,7 +203,7 @@ def _print_facts(facts: dict, as_json: bool) -> None:
         print(json.dumps(facts, indent=2))
     else:
         for name, value in facts.items():
-            print(f"{name}: {value}")
+            print(f"{name}: {'-' if value is None else value}")  # (JSON keeps null)
 
 
 def read_stats(path: str) -> dict:

@@ -106,9 +106,13 @@ def _print(args, block_size: int, result, status: int) -> None:
     print(f"{args.url}: live map: {found.live}; checked {checked}: {_verdict(found)}")
     if not args.repair:
         if found.to_repair():
-            print("run 'bucketdisk fsck --repair' to put right what can be" if found.damage or any(
-                d.severity == "repairable" for d in found.problems) else
-                "'bucketdisk fsck --repair' (or gc) removes the leftovers")
+            if found.damage or any(d.severity == "repairable" for d in found.problems):
+                print("run 'bucketdisk fsck --repair' to put right what can be")
+            elif found.leftovers.count():
+                print("'bucketdisk fsck --repair' (or gc) removes the leftovers")
+            else:  # only fsynced pages a killed mount left in its journals
+                print("the next writable mount (or 'bucketdisk fsck --repair') merges the fsynced pages "
+                      "a mount left in its journals into their blocks")
         return
     for line in result.actions:
         print(f"repaired: {line}")

@@ -111,7 +111,7 @@ def _print_lease(url: str, view) -> None:
     print(f"{url}: lease {facts['key']}")
     print(f"  holder: pid {facts['pid']} on {facts['host']}"
           + (f" (PID namespace {facts['pid_namespace']}, not this one's)" if facts["pid_namespace"] else ""))
-    print(f"  since: {facts['since']} (UTC, the holder's clock)")
+    print(f"  since: {facts['since'] or 'unknown'} (UTC, the holder's clock)")
     if view.holder.age is not None:
         print(f"  last renewed: {_ago(view.holder.age)} (the store's clock)")
     print(f"  lease: {_expiry_words(view.expires_in())}")
