@@ -103,6 +103,8 @@ class RepairVolume(Volume):
     """A Volume whose live map is rebuilt from what can be read (see the
     module docstring); `found` is the check made under its lease."""
 
+    READS_EARLY = False  # the repair's check is made under its lease
+
     def __init__(self, store: ObjectStore, record, *, threads: int, progress: Progress | None) -> None:
         self._threads, self._progress = threads, progress
         self.found: FsckReport | None = None
@@ -115,7 +117,7 @@ class RepairVolume(Volume):
         self.actions.append(f"wrote the root {self.epoch:016x}-{self._root.seq:016x}: the live map from "
                             f"{self.found.live}")
 
-    def _load(self) -> Loaded:
+    def _load(self, early: None = None) -> Loaded:
         found = check(self.store, self.record, threads=self._threads, progress=self._progress, rollback=False)
         if self.rollback:  # (Volume compared the map with what this machine saw, before taking the lease)
             found.problems.insert(0, Damage("rollback", self.store.url(), self.rollback, ref="rollback",

@@ -227,21 +227,9 @@ class Lease:
         `volume_uuid`: the record's, so that a holder whose lease ran out
         notices a volume created anew in its place.
         """
-        leases = read_leases(store)
-        newest = newest_holder(store, leases)
-        fences, state = False, None
-        if newest is not None:
-            state = newest.state()
-            if state == "live-here":
-                raise UserError(f"volume is mounted writable by {newest.describe()} (a live process on "
-                                "this machine); unmount it first")
-            if state == "held" and not force:
-                raise UserError(f"volume is already mounted writable by {newest.describe()}; its lease "
-                                "runs for up to "
-                                f"{LEASE_SECONDS + EXPIRY_MARGIN:.0f} s after that mount stops renewing it; use "
-                                "--force only if that mount is gone")
-            # A predecessor that may still be running must find our lease object.
-            fences = state in ("held", "expired")
+        leases, newest, state = cls.refuse_if_held(store, force=force)
+        # A predecessor that may still be running must find our lease object.
+        fences = state in ("held", "expired")
         epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
         lease = cls(store, epoch, fences, volume_uuid)
         lease.predecessor, lease.predecessor_state = newest, state
@@ -274,6 +262,25 @@ class Lease:
                         "nothing more", newest.describe(), TAKEOVER_WAIT - left, left)
             time.sleep(left)
         return lease
+
+    @staticmethod
+    def refuse_if_held(store: ObjectStore, *, force: bool = False
+                       ) -> tuple[list[Holder], Holder | None, str | None]:
+        """(every lease object, the newest, its state: Holder.state); raises
+        UserError naming the holder while a mount holds the volume: a live
+        process of this machine, or, unless `force`, a lease of another."""
+        leases = read_leases(store)
+        newest = newest_holder(store, leases)
+        state = newest.state() if newest is not None else None
+        if state == "live-here":
+            raise UserError(f"volume is mounted writable by {newest.describe()} (a live process on "
+                            "this machine); unmount it first")
+        if state == "held" and not force:
+            raise UserError(f"volume is already mounted writable by {newest.describe()}; its lease "
+                            "runs for up to "
+                            f"{LEASE_SECONDS + EXPIRY_MARGIN:.0f} s after that mount stops renewing it; use "
+                            "--force only if that mount is gone")
+        return leases, newest, state
 
     def _content(self, *, released: bool = False) -> bytes:
         return json.dumps({

@@ -11,7 +11,7 @@ acknowledged (lock.py).  Journals may also carry 4 KiB pages an fsync wrote (see
 was read for upload, so pages with a higher log number are newer than it.
 """
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..codec._hot import count_zero_entries, is_zero
 from ..codec.block import HASH_SIZE, ZERO_HASH, Codec
@@ -235,15 +235,24 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return sum(pool.map(count_page, enumerate(root.page_hashes)))
 
-    def load_latest(self) -> "Loaded":
-        """`load` of a fresh listing, listed again if a live writer tidied
-        away an object between the listing and the read (NotFound)."""
+    def load_latest(self, listing: Listing | None = None) -> "Loaded":
+        """`load` of `listing` (default: a fresh one), listed again if a live
+        writer tidied away an object between the listing and the read (NotFound)."""
         for attempt in range(LOAD_ATTEMPTS):
             try:
-                return self.load(self.listing())
+                return self.load(listing if listing is not None and attempt == 0 else self.listing())
             except NotFound:
                 if attempt == LOAD_ATTEMPTS - 1:
                     raise
+
+    def still(self, loaded: "Loaded") -> "Loaded | None":
+        """`loaded`, with a fresh listing, if no root or journal came or went
+        since it was listed (objects are never rewritten, so its map is the
+        same); else None."""
+        now = self.listing()
+        if (now.roots, now.journals) != (loaded.listing.roots, loaded.listing.journals):
+            return None
+        return replace(loaded, listing=now)
 
     def _read(self, key: str, decode, name: str | None = None):
         """decode(unpacked bytes of `key`, the object named `name`, by

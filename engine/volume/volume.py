@@ -66,6 +66,7 @@ CHECKPOINT_JOURNALS = 64
 
 
 class Volume(Collection, FsyncLog, Views):
+    READS_EARLY = True  # a writer reads its map before its lease (fsckrepair.py: only after)
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
                  compress_level: int | None = None, keys: KeySource | None = None,
@@ -133,17 +134,21 @@ class Volume(Collection, FsyncLog, Views):
         self.rollback = self.maps.rollback(listing) if encrypted else None
         if self.rollback:
             log.warning("%s", self.rollback)
-        if writable:
-            self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
-        self.epoch = self._lease.epoch if self._lease else 0
+        self.epoch, early = 0, None
         try:
+            if writable:
+                # read before the lease: a map that cannot be read is refused with nothing written
+                Lease.refuse_if_held(store, force=force)
+                early = self.maps.load_latest(listing) if self.READS_EARLY else None
+                self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
+                self.epoch = self._lease.epoch
             if snapshot is not None:
                 if writable:
                     raise ValueError("a snapshot is opened read-only")
                 kept = SnapshotRecords.of(store, record).find(snapshot)
                 self._open(self.maps.load_root(Root(*kept.root, kept.page_hashes)))
             else:
-                self._open(self._load())
+                self._open(self._load(early))
         except StoreError as e:
             if self._lease is not None:
                 self._lease.release()
@@ -155,10 +160,9 @@ class Volume(Collection, FsyncLog, Views):
                 self._lease.release()
             raise
 
-    def _load(self) -> Loaded:
-        """The live map to open: everything written before this volume
-        took over (fsckrepair.py builds it from what can still be read)."""
-        return self.maps.load_latest()
+    def _load(self, early: Loaded | None = None) -> Loaded:
+        """The live map to open: all written before this volume took over (`early` if still so)."""
+        return (early and self.maps.still(early)) or self.maps.load_latest()
 
     def _open(self, loaded: Loaded) -> None:
         listing = loaded.listing
