@@ -2,6 +2,7 @@
 modules of their own).  Each validates, calls the engine, prints."""
 import argparse
 import json
+import math
 import os
 
 from bucketdisk.errors import StoreError, UserError
@@ -19,8 +20,9 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
     from bucketdisk.store import S3Options
 
     for name in ("connect_timeout", "read_timeout", "retry_time"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
+        seconds = getattr(args, name)
+        if not 0 < seconds < math.inf:  # (nan too)
+            raise UserError(f"--{name.replace('_', '-')} must be positive and finite (seconds), not {seconds:g}")
     return S3Options(
         endpoint=args.endpoint, addressing=args.addressing, region=args.region, profile=args.profile,
         credentials_file=args.credentials_file, ca_bundle=args.ca_bundle, insecure=args.insecure,
