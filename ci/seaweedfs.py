@@ -10,7 +10,11 @@ else running here:
   gets an http port P below 55000 and its gRPC port P+10000, the SeaweedFS
   convention, so even components that assume +10000 find the right one);
 * telemetry off, WebDAV off, the Iceberg (8181) and Lance (9101) ports off;
-* S3 authentication on: one identity with a random access key and secret;
+* S3 authentication on: one identity with a random access key and secret
+  that may do everything, and two more for tests of refusals: `reader`,
+  which may read and list every bucket and write none (a read-only
+  bucket, to its eyes), and `stranger`, which may do nothing at all (a
+  forbidden bucket); `env(identity=...)` gives their keys;
 * S3 behaves like AWS where it matters to a client: no bucket auto-creation on
   PUT, no deletion of a non-empty bucket;
 * 100 volumes of at most 64 MiB (collections are per bucket, so many buckets
@@ -24,6 +28,7 @@ Python use::
         s3.create_bucket("b")
         s3.request("PUT", "b", "k", data=b"hello")
         s3.list_keys("b")                    # ['k']
+        s3.env("reader")                     # keys that may read and list, not write
         s3.restart()                         # same ports, same data
         subprocess.run([...], env=os.environ | s3.env())
 
@@ -73,6 +78,12 @@ MAX_HTTP_PORT = 65535 - GRPC_OFFSET - 500  # pick http ports below 55000
 STATE_FILE = "seaweedfs.json"  # pid, ports, endpoint, keys (for `stop --dir`)
 LOG_FILE = "weed.log"
 S3_CONFIG_FILE = "s3.json"
+OWNER = "bucketdisk-test"  # the identity that may do everything (the default keys)
+# Identities with fewer rights, for tests of refusals: name -> SeaweedFS actions.
+LIMITED_IDENTITIES = {
+    "reader": ["Read", "List"],  # every bucket is read-only to it
+    "stranger": [],              # may do nothing: every bucket is forbidden to it
+}
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 TIMEOUT = (5, 60)  # requests (connect, read)
@@ -179,6 +190,11 @@ def _s3_error(resp: requests.Response, what: str) -> SeaweedFSError:
     return SeaweedFSError(f"{what}: HTTP {resp.status_code} {resp.text[:300]!r}")
 
 
+def _new_keys() -> dict[str, str]:
+    """A random access key and secret, as s3.json holds them."""
+    return {"accessKey": "AK" + secrets.token_hex(9).upper(), "secretKey": secrets.token_urlsafe(30)}
+
+
 def _strip_ns(root: ET.Element) -> ET.Element:
     for el in root.iter():
         if "}" in el.tag:
@@ -211,6 +227,7 @@ class SeaweedFS:
         self.taken_ports: list[int] = []       # saved ones found in use, so not reused (start)
         self.access_key = ""
         self.secret_key = ""
+        self.identities: dict[str, tuple[str, str]] = {}  # name -> (access key, secret), OWNER's too
         self.pid: int | None = None
         self.start_seconds: float | None = None  # time of the last start until ready
         self._proc: subprocess.Popen | None = None
@@ -342,11 +359,14 @@ class SeaweedFS:
     def __repr__(self) -> str:
         return f"<SeaweedFS {self.endpoint if self.ports else '(not started)'} pid={self.pid}>"
 
-    def env(self) -> dict[str, str]:
-        """Environment for subprocesses (AWS SDK/CLI conventions)."""
+    def env(self, identity: str = OWNER) -> dict[str, str]:
+        """Environment for subprocesses (AWS SDK/CLI conventions), with the
+        keys of `identity` (OWNER, or one of LIMITED_IDENTITIES)."""
+        access_key, secret_key = (self.access_key, self.secret_key) if identity == OWNER \
+            else self.identities[identity]
         return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -468,21 +488,26 @@ class SeaweedFS:
                         path.unlink(missing_ok=True)
 
     def _load_or_make_credentials(self) -> None:
-        """Reuse the identity in data_dir's s3.json (so old data stays readable)."""
+        """Reuse the identities in data_dir's s3.json (so old data stays
+        readable); add those missing (a data dir of an older version
+        holds only the owner's)."""
         config = self.data_dir / S3_CONFIG_FILE
-        if config.exists():
-            cred = json.loads(config.read_text())["identities"][0]["credentials"][0]
-            self.access_key, self.secret_key = cred["accessKey"], cred["secretKey"]
-            return
-        self.access_key = "AK" + secrets.token_hex(9).upper()
-        self.secret_key = secrets.token_urlsafe(30)
-        doc = {"identities": [{
-            "name": "bucketdisk-test",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
-        config.write_text(json.dumps(doc, indent=2) + "\n")
-        config.chmod(0o600)
+        doc = json.loads(config.read_text()) if config.exists() else {"identities": []}
+        names = [identity["name"] for identity in doc["identities"]]
+        if not names:
+            doc["identities"].append({"name": OWNER, "credentials": [_new_keys()],
+                                      "actions": ["Admin", "Read", "Write", "List", "Tagging"]})
+        for name, actions in LIMITED_IDENTITIES.items():
+            if name not in names:
+                doc["identities"].append({"name": name, "credentials": [_new_keys()], "actions": actions})
+        if len(doc["identities"]) != len(names):
+            config.write_text(json.dumps(doc, indent=2) + "\n")
+            config.chmod(0o600)
+        keys = {identity["name"]: (identity["credentials"][0]["accessKey"], identity["credentials"][0]["secretKey"])
+                for identity in doc["identities"]}
+        # the owner is the first identity (an older data dir may have named it otherwise)
+        self.access_key, self.secret_key = keys[doc["identities"][0]["name"]]
+        self.identities = keys
 
     def _write_state(self) -> None:
         state = {"pid": self.pid, "ports": self.ports, "endpoint": self.endpoint,
