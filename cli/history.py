@@ -33,18 +33,31 @@ def _ask(socket_path: str, fields: dict) -> dict:
     return request(socket_path, fields)
 
 
-def _open(args: argparse.Namespace, *, writable: bool, damaged_snapshots: bool = False):
+def _open(args: argparse.Namespace, *, writable: bool, damaged_snapshots: bool = False, check=None):
+    """The volume at args.url; `check(SnapshotRecords)` first, before a
+    writer takes the lease, so that a refused snapshot name writes nothing."""
     from .secrets import key_source
 
+    from bucketdisk.codec.keys import KeySource
     from bucketdisk.store import open_store
-    from bucketdisk.volume.record import check_record_fits, read_record
+    from bucketdisk.volume.record import check_record_fits, open_record, read_record
+    from bucketdisk.volume.snapshots import SnapshotRecords
     from bucketdisk.volume.volume import Volume
 
     store = open_store(args.url, s3=s3_options(args))
-    record = read_record(store)
-    if record is not None:  # (no record: Volume says so)
-        check_record_fits(record)
-    return Volume(store, writable=writable, keys=key_source(args, args.url), damaged_snapshots=damaged_snapshots)
+    try:
+        keys = key_source(args, args.url)
+        record = read_record(store)
+        if record is not None:  # (no record: Volume says so)
+            check_record_fits(record)
+            if check is not None:
+                record = open_record(store, keys)  # the secret is asked for once: the key goes on
+                check(SnapshotRecords.of(store, record))
+                keys = KeySource(data_key=record.keys.data_key) if record.encrypted else keys
+        return Volume(store, writable=writable, keys=keys, damaged_snapshots=damaged_snapshots)
+    except BaseException:
+        store.close()
+        raise
 
 
 def create(args: argparse.Namespace) -> int:
@@ -57,7 +70,7 @@ def create(args: argparse.Namespace) -> int:
     if control is None:
         if args.freeze:
             raise UserError("--freeze needs the volume mounted: give its mountpoint instead of its URL")
-        volume = _open(args, writable=True)
+        volume = _open(args, writable=True, check=lambda records: _name_free(records, args.name))
         try:
             made = history.take(volume, name=args.name, started=args.time).summary()
         finally:
@@ -69,6 +82,11 @@ def create(args: argparse.Namespace) -> int:
     print(f"snapshot {made['number']} '{made['name']}': {made['changed_blocks']} blocks changed, "
           f"{human_size(made['new_bytes'])} new")
     return 0
+
+
+def _name_free(records, name: str | None) -> None:
+    if name is not None and name in {s.name for s in records.list()}:
+        raise UserError(f"a snapshot named {name!r} exists already")
 
 
 class _frozen:
@@ -126,7 +144,11 @@ def delete(args: argparse.Namespace) -> int:
     if control is not None:
         gone = _ask(control, {"op": "delete", "name": args.name})["snapshot"]
     else:
-        volume = _open(args, writable=True, damaged_snapshots=True)  # (a damaged record goes by its number)
+        def known(records) -> None:  # (a damaged record goes by its number)
+            if args.name not in map(str, records.read_all()[1]):
+                records.find(args.name)
+
+        volume = _open(args, writable=True, damaged_snapshots=True, check=known)
         try:
             if args.name in map(str, volume.damaged_snapshots):
                 history.delete_damaged(volume, int(args.name))
@@ -225,7 +247,8 @@ def restore(args: argparse.Namespace) -> int:
 
     if "://" not in args.url:
         raise UserError("restore works on a volume's URL, unmounted (unmount it first)")
-    volume = _open(args, writable=True)  # refused while a mount holds it writable
+    # refused while a mount holds it writable; an unknown name before the lease is taken
+    volume = _open(args, writable=True, check=lambda records: records.find(args.snapshot))
     try:
         kept, undo = history.restore(volume, args.snapshot)
     finally:
