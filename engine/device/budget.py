@@ -41,7 +41,7 @@ many at once as fit.
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..volume.record import human_size
+from ..volume.record import human_size, machine_memory
 
 # Bytes per block buffer beyond the block: the object header the buffer has
 # room for (24; codec: Buffers), and for a cached block its Entry (176),
@@ -83,7 +83,11 @@ def check_cache_size(cache_size: int, block_size: int) -> None:
     cannot write and upload at once, so a mount would stall on its first
     write; a user who asked for that little memory should choose between
     more memory and smaller blocks.  Anything from two blocks up works,
-    with as many uploads and fetches at once as fit (see above)."""
+    with as many uploads and fetches at once as fit (see above), up to
+    this machine's memory (more is a typing slip: UserError)."""
+    if cache_size > machine_memory():
+        raise UserError(f"--cache-size {human_size(cache_size)} is more than this machine's memory "
+                        f"({human_size(machine_memory())})")
     if cache_size >= minimum_cache_size(block_size):
         return
     raise CacheTooSmall(
