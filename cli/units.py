@@ -6,6 +6,9 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 
 # ASCII digits only: int() would also take other scripts' digits ("١G").
 _PATTERN = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
 SIZE_OPTIONS = ("--size", "--block-size", "--cache-size", "--cache-dir-size")
+# Options whose value may be typed with a minus (a size, an interval, a span): refused as values, not
+# taken for options ("expected one argument").
+SIGNED_OPTIONS = SIZE_OPTIONS + ("--snapshot-every", "--keep-within")
 
 
 def parse_size(text: str) -> int:
@@ -39,12 +42,12 @@ def human_size(n: int) -> str:
 
 
 def join_negative_sizes(argv: list[str]) -> list[str]:
-    """`--size -1G` as `--size=-1G`, so a negative size is refused as
-    one (argparse would take "-1G" for an option and say "expected one
-    argument")."""
+    """`--size -1G` as `--size=-1G` (and `--keep-within -1d`...), so a
+    negative value is refused as one (argparse would take "-1G" for an
+    option and say "expected one argument")."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1] in SIZE_OPTIONS and re.match(r"-[0-9.]", arg):
+        if out and out[-1] in SIGNED_OPTIONS and re.match(r"-[0-9.]", arg):
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)
