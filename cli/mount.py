@@ -105,8 +105,6 @@ def recover(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     args.cache_dir_size = None
     _check_cache_dir_options(args)
-    if not os.path.exists(args.cache_dir):  # (a typing slip would say there is nothing to recover)
-        raise UserError(f"--cache-dir: no such directory: {args.cache_dir}")
     from bucketdisk.device.recovery import recover_cache_dir
 
     found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),

@@ -347,7 +347,7 @@ PLACES = [
     row("recover-cache-dir-another-volume", "recover {url} --cache-dir {crashed_cache}",
         "belongs to another volume"),
     row("recover-cache-dir-file", "recover {url} --cache-dir {file}", "not a directory: {file}"),
-    row("recover-cache-dir-missing", "recover {url} --cache-dir {missing}", "no such directory: {missing}"),
+    row("recover-cache-dir-missing", "recover {url} --cache-dir {missing}", "no cache dir at {missing}"),
 ]
 
 
