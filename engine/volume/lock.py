@@ -233,11 +233,13 @@ class Lease:
         epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
         lease = cls(store, epoch, fences, volume_uuid)
         lease.predecessor, lease.predecessor_state = newest, state
-        if not store.put(layout.lease_key(epoch), lease._content(), if_absent=True):
-            raise UserError("another mount took the volume at the same moment")
+        # A create-only PUT that finds the name taken may have been taken by
+        # its own first attempt, whose answer a reset lost (the store's retry
+        # then hears 412): the token read back tells.  Another mount's, or a
+        # store that ignores If-None-Match letting two through, is refused.
+        store.put(layout.lease_key(epoch), lease._content(), if_absent=True)
         won = read_leases(store)
         if not won or won[-1].epoch != epoch or won[-1].fields.get("token") != lease.token:
-            # a store that ignores If-None-Match let two mounts through
             raise UserError("another mount took the volume at the same moment")
         # Does the store honour If-None-Match?  Writing our own lease object
         # again, only if absent, must be refused.  (Where it is not, create-
