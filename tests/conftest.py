@@ -155,6 +155,34 @@ def stop_pid(pid: int) -> None:
             return
 
 
+def run_with_terminal_stderr(args: list, env=None, timeout: float = 120) -> tuple[subprocess.CompletedProcess, bytes]:
+    """Run a command whose stderr is a terminal (a pty of 100 columns) and
+    stdout a pipe; (the process, everything drawn on the terminal)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
+    try:
+        proc = subprocess.run([str(a) for a in args], stdout=subprocess.PIPE, stderr=follower, env=env,
+                              timeout=timeout)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    return proc, drawn
+
+
 def assert_cli_error(proc: subprocess.CompletedProcess) -> str:
     """A failed command: non-zero exit, exactly one line on stderr, `bucketdisk...:
     error: ...` (usage errors too: README promises one line), no traceback.

@@ -506,31 +506,10 @@ def test_bad_input_is_one_line_and_exit_8_and_changes_nothing(bd, tmp_path):
 
 @pytest.mark.stores("file")
 def test_progress_shows_on_a_terminal_only(bd):
-    import fcntl
-    import pty
-    import struct
-    import subprocess
-    import termios
-    from conftest import CLI
+    from conftest import CLI, run_with_terminal_stderr
     vol = bd.create(size="1M", block_size="64K")
     piped = bd.run("fsck", vol.url, "--json")
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
-    try:
-        proc = subprocess.run([str(CLI), "fsck", vol.url, "--json"], stdout=subprocess.PIPE, stderr=follower,
-                              env=bd.env, timeout=120)
-        os.close(follower)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal's other end is closed: all read
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(leader)
+    proc, drawn = run_with_terminal_stderr([str(CLI), "fsck", vol.url, "--json"], env=bd.env)
     assert proc.returncode == 0 and json.loads(proc.stdout) == json.loads(piped.stdout)
     assert b"listing objects" in drawn and b"reading blocks" in drawn, drawn[-500:]

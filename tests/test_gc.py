@@ -132,35 +132,14 @@ def test_gc_after_kill9_leaves_one_object_per_distinct_block(bd):
 def test_gc_shows_its_progress_on_a_terminal_only(bd):
     """On a terminal, gc draws a bar per phase on stderr; piped, it prints
     nothing there, and its --json output is the same either way."""
-    import fcntl
-    import pty
-    import struct
-    import subprocess
-    import termios
-    from conftest import CLI
+    from conftest import CLI, run_with_terminal_stderr
     vol = bd.create(size="16M", block_size="64K")
     m = bd.mount(vol)
     pwrite_fsync_bytes(m.file, random.Random(3).randbytes(1 << 20))
     bd.unmount(m)
     piped = bd.run("gc", vol.url, "--json", *vol.store_args)
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
-    try:
-        proc = subprocess.run([str(CLI), "gc", vol.url, "--json", *vol.store_args], stdout=subprocess.PIPE,
-                              stderr=follower, env=bd.env, timeout=120)
-        os.close(follower)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal's other end is closed: all read
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(leader)
+    proc, drawn = run_with_terminal_stderr([str(CLI), "gc", vol.url, "--json", *vol.store_args], env=bd.env)
     assert proc.returncode == 0
     assert b"reading map pages" in drawn and b"listing objects" in drawn, drawn[-500:]
     assert json.loads(proc.stdout)["deleted_blocks"] == 0
