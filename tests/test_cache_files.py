@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run
 from bucketdisk.device.cachedir import CacheDir
+from bucketdisk.codec._hot import page_checksums
 from bucketdisk.device.cachefiles import Layout, read_dirty
 
 BLOCK = 64 * 1024
@@ -38,7 +39,7 @@ def test_a_kill_between_a_writes_checksums_and_its_pages_keeps_the_write_before(
     cache.write(3, block_of(b"B" * PAGE), 0, 0)  # acknowledged
     # the next write, C, as a kill -9 leaves it: its checksums written, its page not
     layout = Layout(BLOCK, VOLUME)
-    before = bytes(cache._sums[3][:8])
+    before = page_checksums(b"B" * PAGE, PAGE)  # the page's checksum in the file now
     _, _, pairs, _, pairs_at = layout.pages_of(block_of(b"C" * PAGE), 0, 0, before)
     fd = os.open(tmp_path / "c" / "dirty" / f"{3:016x}", os.O_WRONLY)
     os.pwrite(fd, pairs, pairs_at)

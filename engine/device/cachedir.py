@@ -6,9 +6,9 @@ at a time (an flock on `lock`, let go when the process ends, even by
 kill -9):
 
 `dirty/<block>` (16 hex digits): a block written since its content was
-last durable in the store.  A header (HEADER, then one XXH3-64 per 4 KiB
-page: 0 for a page the file does not hold), then the block's bytes at
-`data_offset`.  Pages the file does not hold are the block as the store
+last durable in the store.  A header (cachefiles.py: two XXH3-64s per
+4 KiB page, before and after its last write; 0 for a page the file does
+not hold), then the block's bytes at `data_offset`.  Pages the file does not hold are the block as the store
 has it, or zeros when the block was punched (ZERO_BASE).  Every write
 updates its pages and their checksums before the device acknowledges it,
 so after a crash of the daemon (the kernel keeps what it wrote) the file
@@ -42,6 +42,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -65,6 +66,21 @@ class CacheDirError(UserError):
     """A cache dir that cannot serve this mount (one line: why)."""
 
 
+class DirtyFile:
+    """What a block's dirty file holds: each page's checksum now (8 bytes,
+    0 for a page the file does not hold) and what the others are."""
+
+    __slots__ = ("sums", "zero_base")
+
+    def __init__(self, pages: int, zero_base: bool = False, sums: bytearray | None = None) -> None:
+        self.sums = sums if sums is not None else bytearray(8 * pages)
+        self.zero_base = zero_base  # pages not held are zeros (punched), else the store's
+
+    def whole(self) -> bool:
+        """Whether the file alone gives the whole block."""
+        return self.zero_base or 0 not in array("Q", self.sums)
+
+
 class CacheDir:
     """A volume's cache dir, opened by one process (see the module docstring).
 
@@ -86,9 +102,7 @@ class CacheDir:
         self.capacity = min(MAX_FILES, limit // self.layout.file_size)  # files it may hold
         self._block_hash: Callable[[bytes], bytes] | None = None
         self._lock = threading.Lock()
-        self._dirty: dict[int, int] = {}  # block -> pages its dirty file holds (bit mask)
-        self._sums: dict[int, bytearray] = {}  # block -> its dirty file's pages' checksums now (8 bytes each)
-        self._zero_based: set[int] = set()
+        self._dirty: dict[int, DirtyFile] = {}  # block -> what its dirty file holds
         self._files: OrderedDict[int, int] = OrderedDict()  # block -> open fd of its dirty file
         self._clean: OrderedDict[bytes, None] = OrderedDict()  # hashes of clean files, oldest use first
         self._writes = 0   # files written (or made, or removed) so far...
@@ -126,7 +140,7 @@ class CacheDir:
             probe = os.path.join(self.path, "dirty", ".probe")  # (a file system mounted read-only, say)
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
             os.unlink(probe)
-            self._dirty = {index: -1 for index in self._dirty_files()}  # (what they hold: recover says)
+            self._dirty = {index: DirtyFile(self.pages) for index in self._dirty_files()}  # (recover reads them)
             self._load_clean()
         except OSError as e:
             os.close(self._lock_fd)
@@ -249,13 +263,12 @@ class CacheDir:
         with self._lock:
             self._refuse_if_broken()
             fd = self._file(index, zero_base=False)
-            sums = self._sums[index]
+            sums = self._dirty[index].sums
             span = slice(8 * first, 8 * (last + 1))
             data, after, pairs, data_at, pairs_at = self.layout.pages_of(block, first, last, bytes(sums[span]))
             write_all(fd, pairs, pairs_at)  # both checksums first: see cachefiles.py
             write_all(fd, data, data_at)
             sums[span] = after
-            self._dirty[index] |= ((1 << (last - first + 1)) - 1) << first
             self._writes += 1
 
     def punch(self, index: int) -> None:
@@ -264,7 +277,6 @@ class CacheDir:
             self._refuse_if_broken()
             self._close_file(index)
             self._dirty.pop(index, None)
-            self._sums.pop(index, None)
             self._file(index, zero_base=True)
             self._writes += 1
 
@@ -286,12 +298,7 @@ class CacheDir:
             except BaseException:
                 os.close(fd)
                 raise
-            self._dirty[index] = 0
-            self._sums[index] = bytearray(8 * self.pages)
-            if zero_base:
-                self._zero_based.add(index)
-            else:
-                self._zero_based.discard(index)
+            self._dirty[index] = DirtyFile(self.pages, zero_base)
         self._files[index] = fd
         while len(self._files) > MAX_OPEN_FILES:
             os.close(self._files.popitem(last=False)[1])
@@ -316,13 +323,11 @@ class CacheDir:
         its dirty file goes, kept as a clean file under `content_hash` (None
         or zeros: not kept) when it holds the whole block."""
         with self._lock:
-            held = self._dirty.pop(index, None)
-            self._sums.pop(index, None)
-            if held is None:
+            dirty = self._dirty.pop(index, None)
+            if dirty is None:
                 return
             self._close_file(index)
-            whole = index in self._zero_based or held == (1 << self.pages) - 1
-            self._zero_based.discard(index)
+            whole = dirty.whole()
             path = self._dirty_path(index)
             self._writes += 1
             try:
@@ -346,8 +351,6 @@ class CacheDir:
         self._error(f"a write of block {index} failed; it is held in memory only until stored", error)
         with self._lock:
             self._dirty.pop(index, None)
-            self._sums.pop(index, None)
-            self._zero_based.discard(index)
             try:
                 self._close_file(index)
                 os.unlink(self._dirty_path(index))
@@ -383,12 +386,8 @@ class CacheDir:
             with self._lock:
                 if found is None:
                     self._dirty.pop(index, None)
-                    self._sums.pop(index, None)
                     continue
-                self._dirty[index] = found.held
-                self._sums[index] = bytearray(found.checksums)
-                if found.zero_base:
-                    self._zero_based.add(index)
+                self._dirty[index] = DirtyFile(self.pages, found.zero_base, bytearray(found.checksums))
                 self.counters["recovered_torn_pages"] += found.torn.bit_count()
             if found.torn:
                 log.warning("cache dir: block %d: %d pages were cut by a crash; they show what the store "
@@ -423,8 +422,6 @@ class CacheDir:
             for index in blocks:
                 os.unlink(self._dirty_path(index))
             self._dirty.clear()
-            self._sums.clear()
-            self._zero_based.clear()
             self._writes += 1
         return len(blocks)
 
