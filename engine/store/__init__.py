@@ -3,7 +3,7 @@ from ..errors import UserError
 from ..stats import Stats
 from .base import ObjectStore
 from .names import check_bucket, check_prefix, shown, split_path
-from .s3 import S3Options
+from .s3args import S3Options  # (s3.py, with urllib3, is imported by s3:// only)
 
 USAGE = "use file:///PATH or s3://BUCKET/PREFIX"
 

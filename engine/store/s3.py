@@ -31,7 +31,7 @@ from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .bodies import read_body_into, sha256_hex
 from .credentials import Credentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
-from .s3args import endpoint_of, sse_headers
+from .s3args import S3Options, endpoint_of, sse_headers  # noqa: F401 - S3Options: imported from here too
 from .userfiles import check_regular_file
 from .sigv4 import EMPTY_SHA256, Signer, canonical_query
 
@@ -62,23 +62,6 @@ FINAL_MESSAGES = {
     "PermanentRedirect": "the bucket is in another region or needs another endpoint; check --region",
 }
 _BUCKET_DNS = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-
-
-@dataclass(frozen=True)
-class S3Options:
-    endpoint: str | None = None       # default AWS_ENDPOINT_URL, else AWS S3 for the region
-    addressing: str = "auto"          # path | virtual | auto
-    region: str | None = None
-    credentials_file: str | None = None
-    profile: str | None = None
-    ca_bundle: str | None = None
-    insecure: bool = False
-    storage_class: str | None = None
-    sse: str | None = None            # AES256 | aws:kms | aws:kms:KEYID
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retry_time: float = 300.0
-    pool_size: int = 32
 
 
 @dataclass(frozen=True)

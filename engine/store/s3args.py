@@ -2,10 +2,12 @@
 and server-side encryption, refused before anything is contacted.  The
 checks raise ValueError saying what is wrong (the CLI's argparse types turn
 that into its one usage line); none ever echoes a user name or password
-put into an endpoint URL.
+put into an endpoint URL.  S3Options lives here too, so that commands on
+a file:// volume never import s3.py (urllib3).
 """
 import os
 import re
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import UserError
@@ -21,6 +23,23 @@ SSE_FORMS = "AES256, aws:kms, aws:kms:KEYID, aws:kms:dsse or aws:kms:dsse:KEYID"
 # A KMS key id, key ARN, alias name (alias/...) or alias ARN: KMS allows
 # 1-2048 characters, and its ids and ARNs are made of these.
 _KMS_KEY_RE = re.compile(r"[A-Za-z0-9:/_-]{1,2048}")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint: str | None = None       # default AWS_ENDPOINT_URL, else AWS S3 for the region
+    addressing: str = "auto"          # path | virtual | auto
+    region: str | None = None
+    credentials_file: str | None = None
+    profile: str | None = None
+    ca_bundle: str | None = None
+    insecure: bool = False
+    storage_class: str | None = None
+    sse: str | None = None            # AES256 | aws:kms | aws:kms:KEYID
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry_time: float = 300.0
+    pool_size: int = 32
 
 
 def endpoint_parts(text: str) -> tuple[str, str]:
