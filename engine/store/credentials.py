@@ -30,6 +30,30 @@ class Credentials:
     source: str = ""
 
 
+class CredentialSource:
+    """Where a store gets the credentials for each request it signs.
+
+    `current()` returns credentials valid for a while yet; a source whose
+    credentials expire (an instance role, a credential_process) refreshes
+    them before they do.  Thread-safe: every store thread calls it.
+    `source` names where they come from, for messages (never a secret)."""
+    source: str = ""
+
+    def current(self) -> Credentials:
+        raise NotImplementedError
+
+
+class FixedCredentials(CredentialSource):
+    """Credentials that do not expire: keys from a file or the environment."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self.source = credentials.source
+
+    def current(self) -> Credentials:
+        return self._credentials
+
+
 def _profile_section(parser: configparser.ConfigParser, profile: str, config_style: bool) -> dict | None:
     names = [profile] if not config_style else ([f"profile {profile}"] + (["default"] if profile == "default" else []))
     for name in names:
@@ -93,7 +117,13 @@ def load_credentials_file(path: str, profile: str | None = None) -> Credentials:
     return found
 
 
-def resolve_credentials(credentials_file: str | None = None, profile: str | None = None) -> Credentials:
+def resolve_credentials(credentials_file: str | None = None, profile: str | None = None) -> CredentialSource:
+    """The first source of credentials in the order of the module docstring.
+    Raises UserError when there is none, or a file consulted is unusable."""
+    return FixedCredentials(_find_credentials(credentials_file, profile))
+
+
+def _find_credentials(credentials_file: str | None, profile: str | None) -> Credentials:
     if credentials_file:
         return load_credentials_file(credentials_file, profile)
     env = os.environ

@@ -29,7 +29,7 @@ from ..errors import Forbidden, NotFound, StoreError, StoreFull, UserError, with
 from ..stats import Stats
 from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
 from .bodies import read_body_into, sha256_hex
-from .credentials import Credentials, resolve_credentials, resolve_region
+from .credentials import CredentialSource, Credentials, FixedCredentials, resolve_credentials, resolve_region
 from .names import check_bucket, check_prefix, is_plain_key, shown
 from .s3args import S3Options, endpoint_of, sse_headers  # noqa: F401 - S3Options: imported from here too
 from .userfiles import check_regular_file
@@ -133,7 +133,7 @@ def _local(tag: str) -> str:
 
 class S3Store(ObjectStore):
     def __init__(self, bucket: str, prefix: str, options: S3Options, stats: Stats | None = None,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | CredentialSource | None = None) -> None:
         super().__init__(stats)
         check_bucket(bucket)
         prefix = check_prefix(prefix, f"s3://{bucket}/{prefix}")
@@ -142,6 +142,8 @@ class S3Store(ObjectStore):
         self.options = options
         self._owns_pool = True
         self.region = resolve_region(options.region, options.profile)
+        if isinstance(credentials, Credentials):
+            credentials = FixedCredentials(credentials)
         self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
         scheme, netloc = endpoint_of(options.endpoint, self.region)
         self.endpoint = f"{scheme}://{netloc}"

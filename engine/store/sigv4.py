@@ -13,7 +13,7 @@ import hmac
 import time
 from urllib.parse import quote
 
-from .credentials import Credentials
+from .credentials import CredentialSource
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -38,14 +38,14 @@ def _signs(name: str) -> bool:
 class Signer:
     """Signs requests with one set of credentials for one region and service."""
 
-    def __init__(self, credentials: Credentials, region: str, service: str = "s3") -> None:
-        self._credentials = credentials
+    def __init__(self, credentials: CredentialSource, region: str, service: str = "s3") -> None:
+        self._source = credentials
         self.region = region
         self.service = service
-        self._day_key: tuple[str, bytes] = ("", b"")
+        self._day_key: tuple[str, str, bytes] = ("", "", b"")
 
     def __repr__(self) -> str:
-        return f"Signer({self._credentials.access_key!r}, {self.region!r})"
+        return f"Signer({self._source.source!r}, {self.region!r})"
 
     def sign(self, method: str, host: str, path: str, query: str, headers: dict[str, str],
              payload_hash: str, when: float | None = None) -> dict[str, str]:
@@ -58,6 +58,7 @@ class Signer:
         If-None-Match are sent unsigned, as AWS's own SDKs do, so a proxy
         that drops one does not turn the request into a signature error.
         """
+        credentials = self._source.current()
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
         day = amz_date[:8]
         signed = {name.lower(): " ".join(str(value).split()) for name, value in headers.items()
@@ -65,8 +66,8 @@ class Signer:
         signed["host"] = host
         signed["x-amz-date"] = amz_date
         signed["x-amz-content-sha256"] = payload_hash
-        if self._credentials.session_token:
-            signed["x-amz-security-token"] = self._credentials.session_token
+        if credentials.session_token:
+            signed["x-amz-security-token"] = credentials.session_token
         names = sorted(signed)
         canonical = "\n".join([
             method, path, query,
@@ -75,22 +76,22 @@ class Signer:
         ])
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.new(self._key(day, credentials), to_sign.encode(), hashlib.sha256).hexdigest()
         out = dict(headers)
         out["Host"] = host
         out["x-amz-date"] = amz_date
         out["x-amz-content-sha256"] = payload_hash
-        if self._credentials.session_token:
-            out["x-amz-security-token"] = self._credentials.session_token
-        out["Authorization"] = (f"{ALGORITHM} Credential={self._credentials.access_key}/{scope}, "
+        if credentials.session_token:
+            out["x-amz-security-token"] = credentials.session_token
+        out["Authorization"] = (f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
                                 f"SignedHeaders={';'.join(names)}, Signature={signature}")
         return out
 
-    def _key(self, day: str) -> bytes:
-        cached_day, key = self._day_key  # one tuple: threads see a consistent pair
-        if cached_day != day:
-            key = hmac.digest(f"AWS4{self._credentials.secret_key}".encode(), day.encode(), "sha256")
+    def _key(self, day: str, credentials) -> bytes:
+        cached_day, access_key, key = self._day_key  # one tuple: threads see a consistent triple
+        if cached_day != day or access_key != credentials.access_key:
+            key = hmac.digest(f"AWS4{credentials.secret_key}".encode(), day.encode(), "sha256")
             for part in (self.region, self.service, "aws4_request"):
                 key = hmac.digest(key, part.encode(), "sha256")
-            self._day_key = (day, key)
+            self._day_key = (day, credentials.access_key, key)
         return key
