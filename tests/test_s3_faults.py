@@ -543,26 +543,24 @@ def test_a_delete_is_signed_with_the_servers_time_not_this_machines(s3, monkeypa
     look taken before the lease check, so a held-up one lands within 15
     minutes of that check; the server refuses one signed earlier."""
     import calendar
-    import types
 
-    from bucketdisk.store import sigv4
+    from bucketdisk.store import s3http
     from bucketdisk.store.credentials import Credentials
     from bucketdisk.store.s3 import S3Options, S3Store
 
     options = S3Options(endpoint=s3.server.endpoint, addressing="path", region=s3.server.region, retry_time=20)
     store = S3Store(s3.bucket, "dated", options, credentials=Credentials(s3.server.access_key, s3.server.secret_key))
     ahead = 14 * 60
-    monkeypatch.setattr(sigv4, "time", types.SimpleNamespace(
-        strftime=time.strftime, gmtime=lambda when=None: time.gmtime(time.time() + ahead if when is None else when)))
+    monkeypatch.setattr(s3http, "wall_clock", lambda: time.time() + ahead)
     sent = []
-    send = store._send
+    send = store._http._send
 
-    def recording_send(method, path, query, data, headers, *args, **kwargs):
-        reply = send(method, path, query, data, headers, *args, **kwargs)
+    def recording_send(method, url, data, headers, *args, **kwargs):
+        reply = send(method, url, data, headers, *args, **kwargs)
         signed = calendar.timegm(time.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ"))
         sent.append((method, signed - time.time(), reply.status))
         return reply
-    monkeypatch.setattr(store, "_send", recording_send)
+    monkeypatch.setattr(store._http, "_send", recording_send)
 
     store.put("blocks/aa/x", b"x")
     assert sent[-1][0] == "PUT" and abs(sent[-1][1] - ahead) < 5  # this machine's clock, as skewed

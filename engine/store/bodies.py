@@ -1,12 +1,9 @@
-"""HTTP bodies of the S3 store, without a body-sized buffer of their own.
+"""Answers' bodies of the S3 store, without a body-sized buffer of their own.
 
-Out: an object in pieces (a block's header, then the block itself) is
-hashed for SigV4 piece by piece (`sha256_hex`) and sent as it is.  In: an
-object's body goes to a store Sink (base.py) as it arrives
-(`read_body_into`), so a block device can decode a block straight into
-its cache.
+An object's body goes to a store Sink (base.py) as it arrives
+(`read_body_into`, from the raw urllib3 response under requests' one), so
+a block device can decode a block straight into its cache.
 """
-import hashlib
 import http.client
 
 import urllib3
@@ -66,10 +63,3 @@ def _readinto(raw, view: memoryview) -> int:
     except http.client.HTTPException as e:
         raise urllib3.exceptions.ProtocolError(f"body cut short: {e!r}") from None
 
-
-def sha256_hex(pieces: tuple) -> str:
-    """SHA-256 of the pieces joined (without joining them), in hex."""
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.hexdigest()
