@@ -28,12 +28,13 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
         credentials_file=args.credentials_file, ca_bundle=args.ca_bundle, insecure=args.insecure,
         storage_class=args.storage_class, sse=args.sse, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, retry_time=args.retry_time, pool_size=2 * threads + 8,
+        bwlimit=args.bwlimit, bwlimit_down=args.bwlimit_down,
     )
 
 
 # Options a background mount passes on to its daemon: never secrets, only where to find them.
 STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "credentials_file", "ca_bundle",
-               "storage_class", "sse", "connect_timeout", "read_timeout", "retry_time")
+               "storage_class", "sse", "connect_timeout", "read_timeout", "retry_time", "bwlimit", "bwlimit_down")
 
 
 def store_argv(args: argparse.Namespace) -> list[str]:

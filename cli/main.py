@@ -11,7 +11,7 @@ from bucketdisk.errors import StoreError, UserError
 
 from . import commands, fsck, history, mount, unlock, unmount, verify
 from .secrets import add_key_options
-from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
+from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_rate, parse_size
 
 FSCK_FAILED = 8  # fsck(8)'s "operational error": fsck could not check (cli/fsck.py)
 
@@ -105,6 +105,11 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--read-timeout", type=float, default=60.0, help="seconds (default 60)")
     group.add_argument("--retry-time", type=float, default=300.0,
                        help="seconds to keep retrying a failing request before reporting it (default 300)")
+    limits = parent.add_argument_group("bandwidth (file:// and s3:// alike)")
+    limits.add_argument("--bwlimit", type=parse_rate, metavar="RATE",
+                        help="cap uploads at RATE bytes/s, all threads together (K, M, G: 16M is 16 MiB/s)")
+    limits.add_argument("--bwlimit-down", type=parse_rate, metavar="RATE",
+                        help="cap downloads at RATE bytes/s, all threads together")
     add_key_options(parent)
     return parent
 

@@ -8,7 +8,7 @@ _PATTERN = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", r
 SIZE_OPTIONS = ("--size", "--block-size", "--cache-size", "--cache-dir-size")
 # Options whose value may be typed with a minus (a size, an interval, a span): refused as values, not
 # taken for options ("expected one argument").
-SIGNED_OPTIONS = SIZE_OPTIONS + ("--snapshot-every", "--keep-within")
+SIGNED_OPTIONS = SIZE_OPTIONS + ("--snapshot-every", "--keep-within", "--bwlimit", "--bwlimit-down")
 
 
 def parse_size(text: str) -> int:
@@ -23,6 +23,17 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return int(value)
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second for a rate such as '16M' (16 MiB/s) or '500K';
+    argparse turns ArgumentTypeError into one line.  Zero, negative, nan
+    and fractions of a byte are refused."""
+    try:
+        return parse_size(text.removesuffix("/s"))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (bytes per second, a positive number with K, M "
+                                         "or G, e.g. 16M)") from None
 
 
 def format_size(n: int) -> str:

@@ -3,7 +3,7 @@ from ..errors import UserError
 from ..stats import Stats
 from .base import ObjectStore
 from .names import check_bucket, check_prefix, shown, split_path
-from .s3args import S3Options  # (s3.py, with urllib3, is imported by s3:// only)
+from .s3args import S3Options  # (s3.py, with requests, is imported by s3:// only)
 
 USAGE = "use file:///PATH or s3://BUCKET/PREFIX"
 
@@ -18,23 +18,28 @@ def open_store(url: str, stats: Stats | None = None, *, create: bool = False,
     a local directory that does not exist yet (it is made by the first
     write); an s3:// store is contacted once so that bad credentials, a
     missing bucket or an unreachable server fail here, in one line, before
-    anything is written.
+    anything is written.  With a bandwidth cap in `s3` (bwlimit,
+    bwlimit_down: any store's, despite the name), the store comes wrapped
+    in bwlimit.RateLimited.
     """
+    from .bwlimit import RateLimited
+
+    options = s3 or S3Options()
     scheme, where = parse_url(url)
     if scheme == "file":
         from .file import FileStore
 
-        return FileStore(where[0], stats, create=create)
+        return RateLimited.around(FileStore(where[0], stats, create=create), options.bwlimit, options.bwlimit_down)
     bucket, prefix = where
     from .s3 import S3Store
 
-    store = S3Store(bucket, prefix, s3 or S3Options(), stats)
+    store = S3Store(bucket, prefix, options, stats)
     try:
         store.check()
     except BaseException:
         store.close()
         raise
-    return store
+    return RateLimited.around(store, options.bwlimit, options.bwlimit_down)
 
 
 def parse_url(url: str) -> tuple[str, tuple[str, ...]]:

@@ -2,8 +2,9 @@
 and server-side encryption, refused before anything is contacted.  The
 checks raise ValueError saying what is wrong (the CLI's argparse types turn
 that into its one usage line); none ever echoes a user name or password
-put into an endpoint URL.  S3Options lives here too, so that commands on
-a file:// volume never import s3.py (urllib3).
+put into an endpoint URL.  S3Options (the store options, the bandwidth
+caps of file:// stores included) lives here too, so that commands on a
+file:// volume never import s3.py (requests).
 """
 import os
 import re
@@ -40,6 +41,10 @@ class S3Options:
     read_timeout: float = 60.0
     retry_time: float = 300.0
     pool_size: int = 32
+    # Bandwidth caps of every store, file:// too (bwlimit.py): bytes per
+    # second of object uploads and downloads, all threads together; None: none.
+    bwlimit: int | None = None
+    bwlimit_down: int | None = None
 
 
 def endpoint_parts(text: str) -> tuple[str, str]:
