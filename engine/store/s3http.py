@@ -228,6 +228,8 @@ class Transport:
                 if reply.status not in RETRY_STATUS and code not in RETRY_CODES and not dated_again:
                     raise what(reply.status, code, message)
                 failure = f"{self.endpoint} answered {reply.status} {code}".rstrip()
+                if self.proxy and not code:  # not S3's XML: the proxy's own page
+                    failure = f"the proxy {self.proxy} answered {reply.status} for {self.endpoint}"
             attempt += 1
             delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt))
             if time.monotonic() + delay > deadline:
