@@ -17,7 +17,13 @@ are atomic; the random draw is under a lock, from a seeded random.Random):
   (RST, not FIN): the client sees ECONNRESET where it waits for the answer;
 - down: close every connection as soon as it is accepted or sends a request;
 - put_latency: seconds every PUT waits before it is forwarded (as a distant
-  S3 would make it wait).
+  S3 would make it wait);
+- bucket_region: a HeadBucket (HEAD of /BUCKET, no key) is answered 301
+  with `x-amz-bucket-region: <it>`, without forwarding, as AWS S3 answers
+  one sent to another region than the bucket's.
+
+`signed` holds (method, target, Authorization header) of every request
+received, in order.
 
 `counts` holds requests, forwarded, errors, drops, stalls, resets and refused
 (connections closed because the proxy is down or the server could not be
@@ -45,6 +51,8 @@ class FaultProxy:
         self.error_rate = self.drop_rate = self.stall_rate = self.reset_rate = 0.0
         self.stall_seconds = 5.0
         self.put_latency = 0.0
+        self.bucket_region: str | None = None
+        self.signed: list[tuple[str, str, str]] = []
         self.down = False
         self.methods: frozenset[bytes] | None = None  # None: faults hit every method
         self.errors = ERRORS
@@ -158,6 +166,14 @@ class FaultProxy:
                     return
                 method = head.split(b" ", 1)[0].upper()
                 request = head + _read_body(cfile, head, is_response=False)
+                target = head.split(b" ", 2)[1].decode(errors="replace")
+                with self._lock:
+                    self.signed.append((method.decode(), target,
+                                        (_header(head, b"authorization") or b"").decode(errors="replace")))
+                if self.bucket_region and method == b"HEAD" and "/" not in target.split("?")[0].strip("/"):
+                    client.sendall(f"HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {self.bucket_region}"
+                                   "\r\nContent-Length: 0\r\n\r\n".encode())
+                    continue
                 fault, error = self._draw(method)
                 if fault == "down":
                     self._count("refused")
