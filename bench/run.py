@@ -11,8 +11,8 @@ ports and stops it at the end. With --endpoint it works under a fresh prefix
 in --bucket (which must exist) and deletes what it wrote there at the end.
 
 Workloads (W1-W6 through the mounted `file` of each system), medians of --runs:
-  raw  16 threads PUT, then GET, 1 MiB objects (urllib3 + a SigV4 signer, one
-       connection per thread)
+  raw  16 threads PUT, then GET, 1 MiB objects (requests + requests-aws4auth,
+       one connection per thread)
   W1   durable sequential write of 256 MiB of random data: dd conv=fsync, then
        unmount; the clock stops when the unmount has returned and the daemon
        has exited (s3backer's fsync does not flush, so for it that exit is the

@@ -1,49 +1,49 @@
-"""The harness's S3 side: a lean client for the raw bench (urllib3 and a
-SigV4 signer, nothing else), a requests client for bucket administration,
-and Target, which hands out a fresh bucket or prefix per volume and
-deletes it afterwards."""
+"""The harness's S3 side: a lean client for the raw bench (requests and
+requests-aws4auth, as the s3:// store sends and signs, nothing else), a
+requests client for bucket administration, and Target, which hands out a
+fresh bucket or prefix per volume and deletes it afterwards."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 from requests_aws4auth import AWS4Auth
 
-from bucketdisk.store.credentials import Credentials
-from bucketdisk.store.sigv4 import EMPTY_SHA256, Signer
 from config import TIMEOUT
 from shell import BenchError
 
 
 class LeanClient:
-    """The raw bench's client: one pooled connection, SigV4 (the signer from
-    bucketdisk.store.sigv4, checked against AWS's examples), no retries."""
+    """The raw bench's client: one pooled connection (a requests Session
+    that reads nothing from the environment), each request signed by
+    requests-aws4auth (SigV4, the body's SHA-256 included), no retries,
+    each body read whole from the raw response."""
 
-    def __init__(self, endpoint: str, signer: Signer) -> None:
-        self.host = endpoint.split("://", 1)[1]
-        self.signer = signer
-        self.pool = urllib3.connection_from_url(endpoint, maxsize=1, retries=False)
+    def __init__(self, endpoint: str, auth: AWS4Auth) -> None:
+        self.endpoint = endpoint
+        self.auth = auth
+        self.session = requests.Session()
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def send(self, method: str, bucket: str, key: str, body: bytes | None) -> tuple[int, bytes]:
-        path = f"/{bucket}/{quote(key, safe='/-_.~')}"
-        payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        headers = self.signer.sign(method, self.host, path, "", {}, payload)
-        r = self.pool.urlopen(method, path, body=body, headers=headers, preload_content=False,
-                              timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
+        url = f"{self.endpoint}/{bucket}/{quote(key, safe='/-_.~')}"
+        r = self.session.request(method, url, data=body, auth=self.auth, stream=True, timeout=TIMEOUT,
+                                 allow_redirects=False)
         try:
-            return r.status, r.read()
+            return r.status_code, r.raw.read(decode_content=False)
         finally:
-            r.release_conn()
+            r.raw.release_conn()
 
     def close(self) -> None:
-        self.pool.close()
+        self.session.close()
 
 
 class S3:
@@ -68,7 +68,7 @@ class S3:
         return s
 
     def lean_client(self) -> "LeanClient":
-        return LeanClient(self.endpoint, Signer(Credentials(self.access_key, self.secret_key), self.region))
+        return LeanClient(self.endpoint, self.auth())
 
     def url(self, bucket: str, key: str = "") -> str:
         return f"{self.endpoint}/{bucket}" + (f"/{quote(key, safe='/-_.~')}" if key else "")

@@ -234,7 +234,7 @@ def raw(h: "Harness", run: int) -> None:
         bodies = [os.urandom(MIB) for _ in range(RAW_THREADS)]
 
         def worker(t: int, method: str, todo: list[str], errors: list) -> None:
-            """urllib3 and a SigV4 signer, nothing else: one connection,
+            """requests and requests-aws4auth, nothing else: one connection,
             each body signed (SHA-256) and sent or read in one piece."""
             client = h.s3.lean_client()
             try:
