@@ -67,9 +67,6 @@ FINAL_MESSAGES = {
 # go unsigned, as AWS's own SDKs send them, so a proxy that drops one does
 # not turn the request into a signature error.
 SIGNED_HEADERS = {"host", "content-type", "content-md5", "range", "x-amz-*"}
-# Every request carries these (requests' defaults would ask for gzip, which
-# a raw body read must never get).
-SESSION_HEADERS = {"User-Agent": "bucketdisk", "Accept-Encoding": "identity"}
 _TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                      http.client.HTTPException, ConnectionError, TimeoutError)
 _TLS_ERRORS = (requests.exceptions.SSLError, urllib3.exceptions.SSLError)
@@ -153,7 +150,11 @@ class Transport:
         self._timeout_connect = options.connect_timeout
         self._session = requests.Session()
         self._session.trust_env = False
-        self._session.headers.clear()  # (each request carries SESSION_HEADERS itself)
+        # Requests are prepared without the session's default headers (see
+        # _send): none asks for gzip, which a raw body read must never get
+        # (http.client sends Accept-Encoding: identity), and each header
+        # less is one less for aws4auth to canonicalise.
+        self._session.headers.clear()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=options.pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -197,7 +198,7 @@ class Transport:
             read_timeout = self._stragglers.timeout(method, attempt) if idempotent else self.options.read_timeout
             started = time.monotonic()
             when = before_attempt(attempt) if before_attempt is not None else None
-            sent = dict(SESSION_HEADERS, **headers) if headers else dict(SESSION_HEADERS)
+            sent = dict(headers) if headers else {}
             sent["x-amz-date"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall_clock() if when is None else when))
             try:
                 reply = self._send(method, url, data, sent, read_timeout, into)
