@@ -135,11 +135,12 @@ class Stragglers:
 class Transport:
     """Signed requests to one S3 endpoint, retried (see the module docstring).
 
-    `options` gives the timeouts, --retry-time, the pool size and the TLS
-    settings; `credentials` is asked for every request; `bucket_url`
-    (`where` in messages) names the store.  aim() says where requests go
-    and which region they are signed for; the environment's proxy for
-    that place is read then, once."""
+    `options` gives the timeouts (seconds), --retry-time, the pool size
+    (connections) and the TLS settings; `credentials` is asked at every
+    request; `stats` counts retries, stragglers and failures.  aim() says
+    where requests go and which region they are signed for; the
+    environment's proxy for that place is read then, once.  Thread-safe:
+    every store thread sends through it."""
 
     def __init__(self, options: S3Options, credentials: CredentialSource, stats: Stats) -> None:
         self.options = options
