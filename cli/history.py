@@ -62,10 +62,10 @@ def _open(args: argparse.Namespace, *, writable: bool, damaged_snapshots: bool =
 
 def create(args: argparse.Namespace) -> int:
     from bucketdisk.volume import history
-    from bucketdisk.volume.snapshots import check_name
+    from bucketdisk.volume.snapshots import check_new_name
 
     if args.name is not None:
-        check_name(args.name)  # before the lease is taken or anything frozen
+        check_new_name(args.name)  # before the lease is taken or anything frozen
     control = _mounted(args)
     if control is None:
         if args.freeze:

@@ -62,9 +62,11 @@ class Parser(argparse.ArgumentParser):
 def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
              ) -> argparse.ArgumentParser:
     """A subcommand `name` (EXAMPLES names its example), added to its parent as `name_in_parent`."""
-    return sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
-                          parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
+                       parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(command_parser=p)  # its usage errors name it: "bucketdisk fsck: error: ..."
+    return p
 
 
 def _checked(check: str, lead: str = ""):
@@ -260,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # (what parse_args does, with the command's own status: fsck's is 8)
-        parser.usage_status = getattr(args, "usage_status", parser.usage_status)
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # (what parse_args does, from the command's own parser: fsck's status is 8)
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     # A mount daemon (a foreground mount) logs warnings (retries, slow server)
     # to its log file; a one-shot command, and the command that starts a
     # daemon (it reads an encrypted volume's record first), keeps its stderr
