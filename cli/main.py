@@ -10,6 +10,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands, fsck, history, mount, unlock, unmount, verify
+from .failures import failure_line
 from .secrets import add_key_options
 from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_size
 
@@ -275,21 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     status = getattr(args, "failure_status", 1)  # the exit status of a command that failed
     try:
         return args.run(args) or 0
-    except UserError as e:
-        return _fail(str(e), status)
-    except StoreError as e:
-        return _fail(f"storage error: {e}", status)
+    except (StoreError, UserError) as e:
+        return _fail(failure_line(e), status)
     except BrokenPipeError:  # `bucketdisk ... | head`: the reader has all it wanted, as with any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
         return 128 + signal.SIGPIPE
     except OSError as e:
-        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), status)
+        return _fail(failure_line(e), status)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if args.debug:
             raise
-        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)", status)
+        return _fail(failure_line(e), status)
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -10,6 +10,7 @@ from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
 
 from .commands import s3_options, store_argv
+from .failures import failure_line
 from .secrets import daemon_environment, key_source, receive_key, send_key
 
 def _check_mountpoint(path: str) -> None:
@@ -186,9 +187,9 @@ def _serve_keys(args: argparse.Namespace):
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror + (f": {e.filename}" if e.filename else "")
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, Exception):
+        return failure_line(e).splitlines()[0]
+    return type(e).__name__  # SystemExit, KeyboardInterrupt
 
 
 def _default_log(mountpoint: str) -> str:

@@ -385,6 +385,9 @@ class FilePlace:
         (self.path / key).parent.mkdir(parents=True, exist_ok=True)
         (self.path / key).write_bytes(data)
 
+    def delete(self, key: str) -> None:
+        (self.path / key).unlink()
+
     def snapshot(self) -> dict[str, bytes | None]:
         """Everything in the directory, scratch dir included: relpath -> bytes, None for a directory."""
         dirs, files = self._walk()
@@ -467,6 +470,10 @@ class S3Place:
     def write(self, key: str, data: bytes) -> None:
         r = s3_request(self.server, "PUT", self.bucket, f"{self.prefix}/{key}", data=data)
         assert r.status_code == 200, f"PUT {self.url}/{key}: {r.status_code} {r.text[:300]}"
+
+    def delete(self, key: str) -> None:
+        r = s3_request(self.server, "DELETE", self.bucket, f"{self.prefix}/{key}")
+        assert r.status_code == 204, f"DELETE {self.url}/{key}: {r.status_code} {r.text[:300]}"
 
     def snapshot(self) -> dict[str, bytes | None]:
         """Every object under the prefix: key -> bytes."""

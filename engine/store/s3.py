@@ -328,7 +328,7 @@ class S3Store(ObjectStore):
             return self._request("GET", key, idempotent=True, into=sink)
         except S3Failure as e:
             if e.status == 404 and e.code in ("NoSuchKey", ""):
-                raise NotFound(key) from None
+                raise NotFound(key, self.key_url(key)) from None
             raise
 
     def _count_got(self, size: int) -> None:

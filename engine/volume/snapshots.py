@@ -166,7 +166,7 @@ class SnapshotRecords:
         key = layout.snapshot_key(number)
         data = self.store.get(key)
         if not data:
-            raise NotFound(key)
+            raise NotFound(key, self.store.key_url(key))
         try:
             snapshot = decode(self.codec.unpack(data, key), self.uuid, self.page_count)
         except CorruptData as e:
