@@ -5,7 +5,8 @@ smbd shares a directory of it with vfs_fruit's Time Machine support
 
 smbclient then writes what Time Machine writes over SMB: a sparse bundle
 (NAME.sparsebundle/ holding Info.plist, Info.bckup, token and bands/ of
-8 MiB band files named in hex) and an extended attribute of the Mac's, which
+8 MiB band files named in hex, written under a temporary name and renamed
+when the first backup is done) and an extended attribute of the Mac's, which
 reaches the server as a named stream and is kept by vfs_streams_xattr as a
 user xattr of ext4.  A snapshot is taken with the filesystem frozen, a
 second backup changes some bands, and after smbd is stopped and everything
@@ -34,6 +35,7 @@ from sambaserver import Smbd
 BAND_SIZE = 8 * MiB  # what Time Machine uses for its sparse bundles' bands
 BANDS = 32  # 256 MiB
 BUNDLE = "mac-mini.sparsebundle"
+INCOMPLETE = "mac-mini 2026-11-30-130000.incomplete"  # the name it has until its first backup is done
 SHARE = "TimeMachine"
 MAX_SIZE = 900 * MiB  # fruit:time machine max size, below the 1 GiB disk
 USER = "nobody"  # an existing account: the test adds none to this machine
@@ -86,8 +88,8 @@ def first_backup(rng: random.Random) -> dict[str, bytes]:
     return files
 
 
-def put_commands(local: Path, rels) -> list[str]:
-    return [f"put {local / rel} {BUNDLE}/{rel}" for rel in rels]
+def put_commands(local: Path, rels, bundle: str = BUNDLE) -> list[str]:
+    return [f'put {local / rel} "{bundle}/{rel}"' for rel in rels]
 
 
 def expected_tree(sums: dict[str, bytes]) -> dict[str, bytes | None]:
@@ -144,8 +146,11 @@ def test_time_machine_share_on_bucketdisk(bd, tmp_path):
     sums1 = write_local(local, files1)
     note1 = b"backup 1 of mac-mini\n"
     (tmp_path / "note1").write_bytes(note1)
-    samba.share_command(SHARE, [f"mkdir {BUNDLE}", f"mkdir {BUNDLE}/bands", *put_commands(local, files1),
-                                f"put {tmp_path / 'note1'} {BUNDLE}/token:{STREAM}"])
+    # a first backup is written as "NAME DATE.incomplete" and renamed when done
+    samba.share_command(SHARE, [f'mkdir "{INCOMPLETE}"', f'mkdir "{INCOMPLETE}/bands"',
+                                *put_commands(local, files1, INCOMPLETE),
+                                f'put {tmp_path / "note1"} "{INCOMPLETE}/token:{STREAM}"',
+                                f'rename "{INCOMPLETE}" {BUNDLE}'])
     del files1
     # vfs_fruit found the bundle: the share's size is the max size less its bands
     assert samba.disk_free(SHARE) == (MAX_SIZE, MAX_SIZE - BANDS * BAND_SIZE)
