@@ -218,3 +218,48 @@ class Smbd:
         m = re.search(r"(\d+) blocks of size (\d+)\. (\d+) blocks available", out)
         assert m, f"no disk size in smbclient du output:\n{out}"
         return int(m.group(1)) * int(m.group(2)), int(m.group(3)) * int(m.group(2))
+
+
+# SMB2 CREATE values (MS-SMB2 2.2.13): what a Mac's client asks for a new file
+_GENERIC_WRITE = 0x40000000
+_FILE_SHARE_READ = 0x1
+_FILE_OVERWRITE_IF = 0x5
+_FILE_NON_DIRECTORY_FILE = 0x40
+_FILE_ATTRIBUTE_NORMAL = 0x80
+_IMPERSONATION = 2  # SecurityImpersonation
+
+
+def smb_write_files(server: Smbd, share: str, files: dict[str, bytes], flush: bool,
+                    chunk: int = 1 << 20) -> None:
+    """Write files (share-relative path with `\\` or `/` -> content) over
+    SMB2 as one client (smbprotocol), each created or overwritten, written
+    in `chunk`-byte WRITEs, then, with `flush`, an SMB2 FLUSH (MS-SMB2
+    3.3.5.11: the server makes the file's data stable) before its CLOSE.
+    The password is handed over in-process, never in an argument."""
+    import uuid
+
+    from smbprotocol.connection import Connection
+    from smbprotocol.open import Open
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    conn = Connection(uuid.uuid4(), "127.0.0.1", server.port)
+    conn.connect(timeout=30)
+    try:
+        session = Session(conn, server.user, server.password, require_encryption=False, auth_protocol="ntlm")
+        session.connect()
+        tree = TreeConnect(session, rf"\\127.0.0.1\{share}")
+        tree.connect()
+        for name, data in files.items():
+            handle = Open(tree, name.replace("/", "\\"))
+            handle.create(_IMPERSONATION, _GENERIC_WRITE, _FILE_ATTRIBUTE_NORMAL, _FILE_SHARE_READ,
+                          _FILE_OVERWRITE_IF, _FILE_NON_DIRECTORY_FILE)
+            for at in range(0, len(data), chunk):
+                handle.write(data[at:at + chunk], at)
+            if flush:
+                handle.flush()
+            handle.close()
+        tree.disconnect()
+        session.disconnect()
+    finally:
+        conn.disconnect()

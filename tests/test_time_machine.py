@@ -12,7 +12,9 @@ user xattr of ext4.  A snapshot is taken with the filesystem frozen, a
 second backup changes some bands, and after smbd is stopped and everything
 is unmounted and the volume mounted again, both the live disk and the
 snapshot (under `snapshots/`) hold exactly their backup, band by band
-(SHA-256).  On both stores.
+(SHA-256).  And bands written over SMB2 and FLUSHed (smbprotocol: a Mac's
+sync; smbclient sends no FLUSH) are in the volume after the mount daemon
+is killed right after the FLUSH returned.  On both stores.
 
 No Mac here: the bundle is written the way Time Machine lays it out, and
 vfs_fruit shows it read it as one (the disk size it reports for the share
@@ -26,11 +28,12 @@ import os
 import plistlib
 import pwd
 import random
+import signal
 import tempfile
 from pathlib import Path
 
-from conftest import MiB, run, tree_snapshot
-from sambaserver import Smbd
+from conftest import MiB, is_mounted, run, tree_snapshot, wait_loop_released, wait_pid_gone
+from sambaserver import Smbd, smb_write_files
 
 BAND_SIZE = 8 * MiB  # what Time Machine uses for its sparse bundles' bands
 BANDS = 32  # 256 MiB
@@ -109,9 +112,10 @@ def check_backup(share_dir: Path, sums: dict[str, bytes], note: bytes, what: str
     assert os.getxattr(share_dir / BUNDLE / "token", STREAM_XATTR) == note + b"\0", what
 
 
-def test_time_machine_share_on_bucketdisk(bd, tmp_path):
-    vol = bd.create(size="1G", block_size=None)  # 1M blocks, the default
-    m = bd.mount(vol, cache_size="128M", threads=8)
+def serve(bd, tmp_path, m) -> tuple[Path, Path, Smbd]:
+    """ext4 on the mount's disk, loop-mounted, and smbd sharing a directory
+    of it as SHARE; (the ext4's mountpoint, the share's directory, smbd).
+    Everything is undone by the test's janitor (smbd first)."""
     run("mkfs.ext4", "-q", "-F", m.file, timeout=180, check=True)
     # smbd works as USER, who must reach the share: pytest's tmp dirs are root's alone
     served = Path(tempfile.mkdtemp(prefix="bd-time-machine-"))
@@ -134,6 +138,13 @@ def test_time_machine_share_on_bucketdisk(bd, tmp_path):
     samba.add_user()
     bd.janitor.push(f"smbd on port {samba.port}", samba.stop)
     samba.start()
+    return ext, share_dir, samba
+
+
+def test_time_machine_share_on_bucketdisk(bd, tmp_path):
+    vol = bd.create(size="1G", block_size=None)  # 1M blocks, the default
+    m = bd.mount(vol, cache_size="128M", threads=8)
+    ext, share_dir, samba = serve(bd, tmp_path, m)
 
     shares = samba.client("-L", "127.0.0.1")
     assert any(ln.split()[:2] == [SHARE, "Disk"] for ln in shares.splitlines()), shares
@@ -185,3 +196,40 @@ def test_time_machine_share_on_bucketdisk(bd, tmp_path):
     bd.loop_umount(live, m.file)
     bd.unmount(m)
 
+
+
+def test_bands_a_flush_acknowledged_survive_a_crash(bd, tmp_path):
+    """What a Mac's sync relies on: bands written over SMB and FLUSHed are
+    in the volume after the mount daemon is killed (kill -9) at once, once
+    the volume is mounted again and ext4 has replayed its journal (smbd
+    fsyncs on FLUSH, ext4 commits and flushes the loop device, which
+    fsyncs `file`)."""
+    vol = bd.create(size="512M", block_size=None)
+    m = bd.mount(vol, cache_size="128M", threads=8)
+    ext, share_dir, samba = serve(bd, tmp_path, m)
+    bands = share_dir / BUNDLE / "bands"
+    bands.mkdir(parents=True)
+    for d in (share_dir / BUNDLE, bands):
+        os.chown(d, pwd.getpwnam(USER).pw_uid, pwd.getpwnam(USER).pw_gid)
+    rng = random.Random(1130)
+    flushed = {f"{BUNDLE}/bands/{n:x}": rng.randbytes(BAND_SIZE) for n in range(4)}
+    smb_write_files(samba, SHARE, flushed, flush=True)
+
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_pid_gone(m.pid), f"daemon {m.pid} did not die after SIGKILL"
+    samba.stop()
+    if run("umount", ext, timeout=120).returncode != 0:  # its disk died under it
+        run("umount", "-l", ext, timeout=60, check=True)
+    wait_loop_released(m.file)
+    proc = bd.run("unmount", m.path, timeout=120)
+    assert proc.returncode == 0 and not is_mounted(m.path), proc.stderr
+
+    m = bd.mount(vol, m.path, cache_size="128M", threads=8)
+    again = bd.loop_mount(m.file, tmp_path / "again")  # read-write: ext4 replays its journal
+    for rel, data in flushed.items():
+        path = again / SHARE / rel
+        assert path.is_file(), f"{rel}: FLUSHed, then lost"
+        got = hashlib.sha256(path.read_bytes()).digest()
+        assert got == hashlib.sha256(data).digest(), f"{rel}: FLUSHed, then changed"
+    bd.loop_umount(again, m.file)
+    bd.unmount(m)
