@@ -3,10 +3,13 @@
 Everything it keeps (smb.conf, passdb, locks, state, pid files, logs) lives
 in one directory of the test's own, so the machine's samba (if any) is never
 read or touched: `interfaces = lo` with `bind interfaces only`, a free
-unprivileged port (`smb ports`), no NetBIOS.  smbd runs in the foreground
-(`--foreground --no-process-group`) in a session of its own and is stopped
-by its PID; the samba-dcerpcd that smbd starts on demand for RPC (listing
-shares) is stopped by the PID it records in our pid directory.
+unprivileged port (`smb ports`), no NetBIOS.  smbd and samba-dcerpcd (the
+RPC server, which answers share listings) run in the foreground
+(`--foreground --no-process-group`), each in a session of its own, and
+are stopped by their PIDs.  We start samba-dcerpcd ourselves (`rpc start
+on demand helpers = no`) to hand it `--log-basename`: the rpcd_* workers
+it starts log their first lines before they read smb.conf, and would
+otherwise write them under /var/log/samba.
 
 Sources: smb.conf(5), smbd(8), smbpasswd(8), smbclient(1) and vfs_fruit(8)
 of Samba 4.17 (Debian 12).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -50,21 +54,13 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 class Smbd:
     """One smbd serving `shares` ({name: (path, extra smb.conf lines)}) to one
     user of this machine (`user`, an existing Unix account) with `password`.
 
     Layout under `home`: smb.conf, auth (smbclient's -A file, mode 0600),
     private/ (passdb.tdb, secrets.tdb), lock/, state/, cache/, pid/, ncalrpc/,
-    log.* (smbd's logs) and smbd.out (its stdout and stderr)."""
+    logs/ (log.*), smbd.out and samba-dcerpcd.out (their stdout and stderr)."""
 
     def __init__(self, home: Path, shares: dict[str, tuple[Path, list[str]]], global_lines: list[str],
                  user: str, password: str) -> None:
@@ -74,7 +70,7 @@ class Smbd:
         self.user = user
         self.password = password
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
 
     @property
     def conf(self) -> Path:
@@ -87,7 +83,7 @@ class Smbd:
     # -- setup ------------------------------------------------------------------
     def write_conf(self) -> None:
         """smb.conf and the directories it names, all under `home`."""
-        for d in ("private", "lock", "state", "cache", "pid", "ncalrpc"):
+        for d in ("private", "lock", "state", "cache", "pid", "ncalrpc", "logs"):
             (self.home / d).mkdir(parents=True, exist_ok=True)
         h = self.home
         lines = [
@@ -105,7 +101,8 @@ class Smbd:
             f"cache directory = {h}/cache",
             f"pid directory = {h}/pid",
             f"ncalrpc dir = {h}/ncalrpc",
-            f"log file = {h}/log.%m",
+            f"log file = {h}/logs/log.%m",
+            "rpc start on demand helpers = no",
             f"passdb backend = tdbsam:{h}/private/passdb.tdb",
             "load printers = no",
             "printcap name = /dev/null",
@@ -136,46 +133,63 @@ class Smbd:
 
     # -- run --------------------------------------------------------------------
     def start(self) -> None:
-        """Start smbd and wait until it accepts connections on the port."""
-        out = open(self.home / "smbd.out", "wb")
+        """Start samba-dcerpcd and smbd, and wait until smbd accepts connections."""
+        # samba-dcerpcd writes to or closes --ready-signal-fd once it serves; smbd lists no share before
+        ready_read, ready_write = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                [samba_tool("smbd"), f"--configfile={self.conf}", "--foreground", "--no-process-group",
-                 "--debug-stdout", "--debuglevel=1"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._spawn("samba-dcerpcd", ["/usr/libexec/samba/samba-dcerpcd", "--libexec-rpcds",
+                                          f"--ready-signal-fd={ready_write}"], pass_fds=(ready_write,))
+            os.close(ready_write)
+            ready_write = -1
+            readable, _, _ = select.select([ready_read], [], [], START_TIMEOUT)
+            assert readable, \
+                f"samba-dcerpcd not ready after {START_TIMEOUT} s:\n{self.log_tail()}"
         finally:
-            out.close()
+            os.close(ready_read)
+            if ready_write >= 0:
+                os.close(ready_write)
+        smbd = self._spawn("smbd", [samba_tool("smbd")])
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end:
-            assert self.proc.poll() is None, f"smbd exited ({self.proc.returncode}):\n{self.log_tail()}"
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            for proc in self.procs:
+                assert proc.poll() is None, f"{proc.args[0]} exited ({proc.returncode}):\n{self.log_tail()}"
+            if self.listening():
+                return
             time.sleep(0.05)
-        raise AssertionError(f"smbd not listening on 127.0.0.1:{self.port} after {START_TIMEOUT} s:\n"
-                             f"{self.log_tail()}")
+        raise AssertionError(f"smbd (pid {smbd.pid}) not listening on 127.0.0.1:{self.port} after "
+                             f"{START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def _spawn(self, name: str, argv: list[str], pass_fds=()) -> subprocess.Popen:
+        assert os.access(argv[0], os.X_OK), f"{argv[0]} not found: install Debian's samba (ci/install.sh does)"
+        out = open(self.home / f"{name}.out", "wb")
+        try:
+            proc = subprocess.Popen(
+                [*argv, f"--configfile={self.conf}", f"--log-basename={self.home / 'logs'}", "--foreground",
+                 "--no-process-group", "--debug-stdout", "--debuglevel=1"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=pass_fds)
+        finally:
+            out.close()
+        self.procs.append(proc)
+        return proc
 
     def listening(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
-        """Stop smbd (its session: smbd-notifyd, cleanupd and the per-client
-        smbd processes are in it) and then the samba-dcerpcd it started, each
-        by PID; a no-op for what is already gone."""
-        if self.proc is not None:
-            self._stop_group(self.proc.pid)
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        dcerpcd = self.home / "pid" / "samba-dcerpcd.pid"
-        if dcerpcd.exists():
-            pid = int(dcerpcd.read_text().split()[0])
-            # samba-dcerpcd leads a process group of its own and its rpcd_* workers;
-            # the pid file may be stale, so the PID must still be ours (our smb.conf)
-            if _alive(pid) and str(self.conf) in _cmdline(pid) and os.getpgid(pid) == pid:
-                self._stop_group(pid)
+        """Stop smbd, then samba-dcerpcd, each with its session (smbd-notifyd,
+        cleanupd and the per-client smbd; the rpcd_* workers), by PID; a
+        no-op for what is already gone."""
+        while self.procs:
+            proc = self.procs.pop()
+            self._stop_group(proc.pid)
+            proc.wait(timeout=STOP_TIMEOUT)
 
     @staticmethod
     def _stop_group(leader: int) -> None:
+        """TERM, then KILL, to the process group `leader` leads (one we started
+        with a session of its own), until the leader is gone."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(leader, sig)
@@ -189,7 +203,7 @@ class Smbd:
 
     def log_tail(self, n: int = 3000) -> str:
         texts = []
-        for p in sorted(self.home.glob("log.*")) + [self.home / "smbd.out"]:
+        for p in sorted(self.home.glob("logs/log.*")) + sorted(self.home.glob("*.out")):
             try:
                 texts.append(f"--- {p.name} ---\n" + p.read_text(errors="replace")[-n:])
             except OSError:
