@@ -35,7 +35,7 @@ from pathlib import Path
 from conftest import MiB, is_mounted, run, tree_snapshot, wait_loop_released, wait_pid_gone
 from sambaserver import Smbd, smb_write_files
 
-BAND_SIZE = 8 * MiB  # what Time Machine uses for its sparse bundles' bands
+BAND_SIZE = 8 * MiB  # hdiutil's default for a sparse bundle; vfs_fruit reads it from Info.plist
 BANDS = 32  # 256 MiB
 BUNDLE = "mac-mini.sparsebundle"
 INCOMPLETE = "mac-mini 2026-11-30-130000.incomplete"  # the name it has until its first backup is done
@@ -45,7 +45,7 @@ USER = "nobody"  # an existing account: the test adds none to this machine
 STREAM = "com.example.backup-note"  # a named stream, as the Mac client sends an xattr
 STREAM_XATTR = f"user.DosStream.{STREAM}:$DATA"  # where vfs_streams_xattr keeps it
 
-# What README's smb.conf holds (vfs_fruit(8); the Samba wiki's page on Mac clients)
+# What README's smb.conf holds (options from vfs_fruit(8))
 GLOBAL_LINES = [
     "fruit:aapl = yes",
     "fruit:model = MacSamba",
@@ -66,8 +66,8 @@ SHARE_LINES = [
 
 
 def info_plist() -> bytes:
-    """A sparse bundle's Info.plist as hdiutil writes it (band-size is what
-    vfs_fruit reads for its Time Machine size)."""
+    """A sparse bundle's Info.plist, with the keys hdiutil writes (band-size
+    is what vfs_fruit reads for its Time Machine size)."""
     return plistlib.dumps({
         "CFBundleInfoDictionaryVersion": "6.0",
         "band-size": BAND_SIZE,
@@ -197,7 +197,6 @@ def test_time_machine_share_on_bucketdisk(bd, tmp_path):
     bd.unmount(m)
 
 
-
 def test_bands_a_flush_acknowledged_survive_a_crash(bd, tmp_path):
     """What a Mac's sync relies on: bands written over SMB and FLUSHed are
     in the volume after the mount daemon is killed (kill -9) at once, once
@@ -207,7 +206,7 @@ def test_bands_a_flush_acknowledged_survive_a_crash(bd, tmp_path):
     vol = bd.create(size="512M", block_size=None)
     m = bd.mount(vol, cache_size="128M", threads=8)
     ext, share_dir, samba = serve(bd, tmp_path, m)
-    bands = share_dir / BUNDLE / "bands"
+    bands = share_dir / BUNDLE / "bands"  # made here: only what goes over SMB is under test
     bands.mkdir(parents=True)
     for d in (share_dir / BUNDLE, bands):
         os.chown(d, pwd.getpwnam(USER).pw_uid, pwd.getpwnam(USER).pw_gid)
