@@ -7,36 +7,56 @@ their duration (under a lock, since every clone's suite uses the same
 name; a link that was there before is put back).  `mount -T FILE`
 (util-linux's --fstab) reads the entry from the test's own fstab file.
 """
+import contextlib
 import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI, MiB, Mount, is_mounted, mounts_at, run, wait_pid_gone
+from conftest import CLI, MiB, Mount, is_mounted, mounts_at, pid_state, run, wait_pid_gone
 
 HELPER = CLI.parent / "mount.fuse.bucketdisk"
 LINK = Path("/sbin/mount.fuse.bucketdisk")
+UMOUNT_HELPER = CLI.parent / "umount.fuse.bucketdisk"
+UMOUNT_LINK = Path("/sbin/umount.fuse.bucketdisk")
 LOCK = "/run/lock/bucketdisk-mount-helper-tests.lock"
 
 
 @pytest.fixture
 def helper_in_sbin():
-    """/sbin/mount.fuse.bucketdisk -> this venv's helper, while the test runs."""
-    assert HELPER.is_file(), f"{HELPER} missing: pip install . puts it there ([project.scripts])"
+    """/sbin/mount.fuse.bucketdisk -> this venv's helper, while the test runs
+    (and no umount helper: umount(8) unmounts by itself)."""
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        before = os.readlink(LINK) if LINK.is_symlink() else None
-        assert before is not None or not LINK.exists(), f"{LINK} exists and is no link: not ours to replace"
-        if before is not None:
-            LINK.unlink()
-        LINK.symlink_to(HELPER)  # the README's `ln -s "$(command -v mount.fuse.bucketdisk)" /sbin/...`
-        try:
+        with linked(LINK, HELPER), linked(UMOUNT_LINK, None):
             yield LINK
-        finally:
-            LINK.unlink()
-            if before is not None:
-                LINK.symlink_to(before)
+
+
+@pytest.fixture
+def umount_helper_in_sbin(helper_in_sbin):
+    """/sbin/umount.fuse.bucketdisk -> this venv's, as well (under the same lock)."""
+    with linked(UMOUNT_LINK, UMOUNT_HELPER):
+        yield UMOUNT_LINK
+
+
+@contextlib.contextmanager
+def linked(link: Path, target: Path | None):
+    """`link` -> `target` (None: no link) for a while; what was there before is put back."""
+    assert target is None or target.is_file(), f"{target} missing: pip install . puts it there ([project.scripts])"
+    before = os.readlink(link) if link.is_symlink() else None
+    assert before is not None or not link.exists(), f"{link} exists and is no link: not ours to replace"
+    if before is not None:
+        link.unlink()
+    if target is not None:
+        link.symlink_to(target)  # the README's `ln -s "$(command -v mount.fuse.bucketdisk)" /sbin/...`
+    try:
+        yield
+    finally:
+        if link.is_symlink():
+            link.unlink()
+        if before is not None:
+            link.symlink_to(before)
 
 
 def fstab_line(url: str, mountpoint: Path, options: list[str]) -> str:
@@ -165,3 +185,40 @@ def test_fake_and_verbose(bd, tmp_path):
     proc = run(HELPER, volume.url, timeout=60)
     assert proc.returncode == 1 and "expected a volume URL and a mountpoint" in proc.stderr
     assert not is_mounted(m.path)
+
+
+@pytest.mark.usefixtures("umount_helper_in_sbin")
+def test_umount_helper_waits_for_the_store(bd, tmp_path):
+    """With umount.fuse.bucketdisk linked too, umount(8) returns once the
+    daemon stored everything and exited (as `bucketdisk unmount`), so a
+    shutdown's unmount of a fstab entry cannot cut its flush short.
+    umount(8) knows the subtype (and so the helper) only from the entry
+    mount(8) keeps in /run/mount/utab for userspace options such as
+    _netdev (otherwise fstatfs says just `fuse`): the README's line has it."""
+    volume = bd.create(size="16M", block_size="64K")
+    proc, m = mount_from_fstab(bd, tmp_path, volume, ["_netdev", "cache-size=32M"] + store_options(bd))
+    assert proc.returncode == 0, proc.stderr
+    pid = bd.stats(m.path)["pid"]
+    m.pids.add(pid)
+    data = os.urandom(4 * MiB)
+    with open(m.file, "r+b") as f:
+        f.write(data)  # not fsynced: still in the cache when umount starts
+    proc = run("umount", m.path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not is_mounted(m.path)
+    # its main thread has exited (a zombie until PID 1 reaps it, its last threads going)
+    assert pid_state(pid) in (None, "Z", "X"), "umount returned before the daemon had finished"
+    again = bd.mount(volume, m.path)
+    with open(again.file, "rb") as f:
+        assert f.read(len(data)) == data
+    bd.unmount(again)
+    # umount -l keeps the kernel's meaning: detached at once
+    proc, m = mount_from_fstab(bd, tmp_path, volume, ["_netdev", "cache-size=32M"] + store_options(bd))
+    assert proc.returncode == 0, proc.stderr
+    pid = bd.stats(m.path)["pid"]
+    m.pids.add(pid)
+    assert run("umount", "-l", m.path, timeout=60).returncode == 0
+    assert not is_mounted(m.path)
+    assert wait_pid_gone(pid, 120)
+    utab = Path("/run/mount/utab")
+    assert not utab.exists() or str(m.path).replace(" ", "\\040") not in utab.read_text(), "a stale utab entry"
