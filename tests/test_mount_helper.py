@@ -10,6 +10,7 @@ name; a link that was there before is put back).  `mount -T FILE`
 import contextlib
 import fcntl
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ LINK = Path("/sbin/mount.fuse.bucketdisk")
 UMOUNT_HELPER = CLI.parent / "umount.fuse.bucketdisk"
 UMOUNT_LINK = Path("/sbin/umount.fuse.bucketdisk")
 LOCK = "/run/lock/bucketdisk-mount-helper-tests.lock"
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_LINK = 'ln -s "$(command -v {name})" /sbin/{name}'
 
 
 @pytest.fixture
@@ -48,8 +51,10 @@ def linked(link: Path, target: Path | None):
     assert before is not None or not link.exists(), f"{link} exists and is no link: not ours to replace"
     if before is not None:
         link.unlink()
-    if target is not None:
-        link.symlink_to(target)  # the README's `ln -s "$(command -v mount.fuse.bucketdisk)" /sbin/...`
+    if target is not None:  # as the README says it, with this venv's scripts first on PATH
+        env = {**os.environ, "PATH": f"{target.parent}:{os.environ['PATH']}"}
+        run("bash", "-c", README_LINK.format(name=link.name), env=env, timeout=30, check=True)
+        assert link.resolve() == target.resolve()
     try:
         yield
     finally:
@@ -222,3 +227,45 @@ def test_umount_helper_waits_for_the_store(bd, tmp_path):
     assert wait_pid_gone(pid, 120)
     utab = Path("/run/mount/utab")
     assert not utab.exists() or str(m.path).replace(" ", "\\040") not in utab.read_text(), "a stale utab entry"
+
+
+def readme_block(language: str) -> list[str]:
+    """The lines of the README's one ```LANGUAGE block."""
+    (block,) = re.findall(rf"^```{language}\n(.*?)^```$", README.read_text(), re.M | re.S)
+    return block.splitlines()
+
+
+def test_readme_links_are_the_ones_tested():
+    text = README.read_text()
+    for name in ("mount.fuse.bucketdisk", "umount.fuse.bucketdisk"):
+        assert README_LINK.format(name=name) in text
+
+
+@pytest.mark.stores("file")
+@pytest.mark.usefixtures("umount_helper_in_sbin")
+def test_readme_fstab_lines(bd, tmp_path):
+    """The README's fstab lines as written: the file:// one mounted (its
+    directory and mountpoint moved into the test's tmp dir), the s3:// one
+    checked by `mount -f` (its bucket and credentials are examples)."""
+    file_line, s3_line = readme_block("fstab")
+    volume = bd.create(size="16M", block_size="64K")
+    mp = tmp_path / "mnt disk"
+    mp.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(file_line.replace("file:///srv/disk", volume.url)
+                     .replace(" /mnt/disk ", " " + str(mp).replace(" ", "\\040") + " ") + "\n")
+    m = Mount(volume=volume, path=mp, read_only=False, log=tmp_path / "none")
+    bd.janitor.push(f"fstab mount {mp}", lambda: bd.cleanup_mount(m))
+    proc = run("mount", "-T", fstab, mp, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    stats = bd.stats(mp)
+    m.pids.add(stats["pid"])
+    assert stats["cache_limit_bytes"] >= 512 * MiB
+    assert run("umount", mp, timeout=120).returncode == 0
+    assert pid_state(stats["pid"]) in (None, "Z", "X")
+    url, where, kind, options, *_ = s3_line.split()
+    assert kind == "fuse.bucketdisk" and url.startswith("s3://")
+    fstab.write_text(fstab_line(url, mp, [options]))
+    proc = run("mount", "-f", "-v", "-T", fstab, mp, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"bucketdisk mount {url} {mp} --cache-size=512M --region=eu-west-1 --credentials-file=" in proc.stderr

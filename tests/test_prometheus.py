@@ -3,6 +3,8 @@ and the file `mount --stats-file` keeps for node_exporter's textfile
 collector, read with prometheus_client's own parser and compared with
 `stats --json` of the same live mount."""
 import os
+import re
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,6 +17,13 @@ MOVING = {"uptime_seconds"}
 COUNTED = set(COUNTERS) | {"fast_path_hits", "cache_dir_hits", "cache_dir_damaged", "cache_dir_errors",
                            "recovered_blocks", "recovered_torn_pages"}
 TEXT = {"volume", "control_socket", "warning", "store_error"}
+
+
+def readme_sample() -> str:
+    """The README's sample of the exposition: its ``` block of `# HELP` lines."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (block,) = re.findall(r"^```\n(# HELP bucketdisk_.*?)^```$", readme, re.M | re.S)
+    return block
 
 
 def parse(text: str) -> dict:
@@ -74,6 +83,12 @@ def test_stats_prometheus_matches_json(bd, tmp_path):
     assert metrics["bytes_put"][0] == "counter" and metrics["bytes_put"][2] > 0
     assert metrics["cache_bytes"][0] == "gauge" and metrics["dirty_blocks"] == ("gauge", {"volume": volume.url}, 0)
     assert proc.stdout.endswith("\n") and "\n\n" not in proc.stdout
+    # the README's sample says what the real output says
+    sample = readme_sample()
+    assert sample, "no sample in the README"
+    live = {f.name: f for f in text_string_to_metric_families(proc.stdout)}
+    for family in text_string_to_metric_families(sample):
+        assert (live[family.name].type, live[family.name].documentation) == (family.type, family.documentation)
     bd.unmount(m)
 
 
