@@ -10,7 +10,7 @@ mount(8) looks for /sbin/mount.fuse.bucketdisk (libmount searches /sbin,
 auto/noauto, comment=, x-* and `defaults`, and waits for the helper: so
 it returns once the mount is live, its daemon left running in the
 background (as `bucketdisk mount` without -f does).  -f (fake) checks
-everything and mounts nothing, -v prints the command it runs, -n (no
+the options and mounts nothing, -v prints the command it runs, -n (no
 mtab) changes nothing here, -s (sloppy) skips unknown options instead of
 refusing them.
 
@@ -132,6 +132,8 @@ def mount_options() -> dict[str, bool]:
     from .main import build_parser
 
     parser = build_parser()
+    # (argparse lists a subcommand's options only in these attributes; read
+    # from the parser itself, the helper knows every option `mount` has)
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     found = {}
     for action in commands.choices["mount"]._actions:
