@@ -148,3 +148,21 @@ def test_stats_prometheus_usage(bd, tmp_path):
     assert "not allowed with argument" in assert_cli_error(proc)
     proc = bd.run("stats", tmp_path, "--prometheus")
     assert "is not a bucketdisk mount" in assert_cli_error(proc)
+
+
+def test_text_fields_become_flags():
+    """A stats file while storing fails, from a rolled-back store: its text
+    fields are 0/1 gauges, their words stay out of the metrics (free text
+    makes poor label values), and a field this version does not know is
+    left out rather than mistyped."""
+    from bucketdisk.fs.metrics import parse_stats, prometheus_text
+
+    text = ("volume: s3://b/disk\ncontrol_socket: /run/bucketdisk/1.sock\nwarning: ROLLBACK: the store showed map 7\n"
+            "errors: 3\nstore_full: 1\nstore_error: no space left on device\nsome_new_text: words\n")
+    out = prometheus_text(parse_stats(text))
+    metrics = parse(out)
+    assert metrics["store_error"] == ("gauge", {"volume": "s3://b/disk"}, 1.0)
+    assert metrics["warning"][2] == 1.0 and metrics["store_full"][2] == 1.0
+    assert metrics["errors"][:1] == ("counter",) and metrics["errors"][2] == 3.0
+    assert "some_new_text" not in metrics and "control_socket" not in metrics
+    assert "no space" not in out and "ROLLBACK" not in out and "/run/bucketdisk" not in out
