@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PACKAGES=(fuse3 libfuse3-dev fio e2fsprogs util-linux libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
+PACKAGES=(fuse3 libfuse3-dev fio e2fsprogs util-linux mount systemd libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -209,18 +209,20 @@ def _print_facts(facts: dict, as_json: bool) -> None:
 
 
 def read_stats(path: str) -> dict:
+    from bucketdisk.fs.metrics import parse_stats
+
     with open(os.path.join(path, "stats")) as f:
-        text = f.read()
-    values: dict = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        values[name] = int(value) if value.lstrip("-").isdigit() else value
-    return values
+        return parse_stats(f.read())
 
 
 def stats(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.mountpoint)
     if fstype_at(path) != FSTYPE:
         raise UserError(f"{path} is not a bucketdisk mount")
-    _print_facts(read_stats(path), args.json)
+    if args.prometheus:
+        from bucketdisk.fs.metrics import prometheus_text
+
+        print(prometheus_text(read_stats(path)), end="")
+    else:
+        _print_facts(read_stats(path), args.json)
     return 0

@@ -21,6 +21,7 @@ EXAMPLES = {
               "  bucketdisk create file:///srv/disk2 --size 100G --encrypt      # asks for a passphrase\n"
               "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
     "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 32\n"
+             "  bucketdisk mount file:///srv/disk1 /mnt/disk1 --stats-file /var/lib/node_exporter/disk1.prom\n"
              "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1 --cache-dir /var/cache/disk1",
     "recover": "bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1\n"
                "  bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1 --discard",
@@ -30,7 +31,8 @@ EXAMPLES = {
     "info": "bucketdisk info file:///srv/disk1 --json",
     "unlock": "bucketdisk unlock s3://my-bucket/disk1             # who holds it; cleared once it expired\n"
               "  bucketdisk unlock s3://my-bucket/disk1 --force     # its holder is gone for sure",
-    "stats": "bucketdisk stats /mnt/disk1",
+    "stats": "bucketdisk stats /mnt/disk1\n"
+             "  bucketdisk stats /mnt/disk1 --prometheus",
     "verify": "bucketdisk verify file:///srv/disk1 --all\n  bucketdisk verify s3://my-bucket/disk1 --json",
     "fsck": "bucketdisk fsck file:///srv/disk1               # reads only; exit 0 clean, 2 damage\n"
             "  bucketdisk fsck s3://my-bucket/disk1 --repair  # exit 1 repaired, 2 damage left, 8 could not check",
@@ -169,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_keep_options(p)
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
+    p.add_argument("--stats-file", metavar="PATH.prom",
+                   help="write the mount's stats as Prometheus metrics to PATH.prom (replaced atomically, for "
+                        "node_exporter's textfile collector; removed at unmount)")
+    p.add_argument("--stats-every", type=parse_duration, metavar="INTERVAL",
+                   help="how often --stats-file is rewritten (default 15s)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--key-fd", type=int, help=argparse.SUPPRESS)  # the data key, from the parent (secrets.py)
     p.set_defaults(run=mount.mount)
@@ -252,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "stats", "show a mounted volume's counters")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print JSON")
+    how.add_argument("--prometheus", action="store_true", help="print Prometheus' text exposition format")
     p.set_defaults(run=commands.stats)
 
     history.add_commands(sub, store, _command)

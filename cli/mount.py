@@ -11,7 +11,10 @@ from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
 
 from .commands import s3_options, store_argv
 from .failures import failure_line
+from .sdnotify import notify_ready
 from .secrets import daemon_environment, key_source, receive_key, send_key
+
+STATS_EVERY = 15.0  # seconds between rewrites of --stats-file
 
 def _check_mountpoint(path: str) -> None:
     kind = fstype_at(path)
@@ -60,6 +63,7 @@ def mount(args: argparse.Namespace) -> int:
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
     _check_cache_dir_options(args)
+    _check_stats_file_options(args)
     # The daemon runs from /, so files named relative to here must travel absolute.
     for name in ("credentials_file", "ca_bundle"):
         if getattr(args, name):
@@ -97,6 +101,17 @@ def _inside(path: str, top: str) -> bool:
     """Whether `path` (or where its existing part leads) is `top` or under it."""
     real = os.path.realpath(path)
     return os.path.commonpath([real, top]) == top
+
+
+def _check_stats_file_options(args: argparse.Namespace) -> None:
+    if args.stats_every is not None and args.stats_file is None:
+        raise UserError("--stats-every goes with --stats-file")
+    if args.stats_file is not None:
+        from bucketdisk.fs.statsfile import check_stats_file
+
+        args.stats_file = check_stats_file(args.stats_file)  # absolute: the daemon runs from /
+        if _inside(args.stats_file, os.path.realpath(args.mountpoint)):
+            raise UserError(f"--stats-file {args.stats_file} is inside the mountpoint; put it elsewhere")
 
 
 def recover(args: argparse.Namespace) -> int:
@@ -149,6 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
     ready = args.ready_fd
 
     def on_ready() -> None:
+        if ready is None:  # the process systemd started (not a daemon `mount` spawned): Type=notify
+            notify_ready()
         if ready is not None:
             os.write(ready, b"ok\n")
             os.close(ready)
@@ -164,7 +181,8 @@ def _serve(args: argparse.Namespace) -> int:
                            snapshot=args.snapshot, snapshot_every=args.snapshot_every,
                            compress_level=args.compress_level, keys=_serve_keys(args),
                            cache_dir=args.cache_dir, cache_dir_size=args.cache_dir_size,
-                           keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log)
+                           keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log,
+                           stats_file=args.stats_file, stats_every=args.stats_every or STATS_EVERY)
     try:
         serve(args.url, args.mountpoint, options, on_ready, on_warning)
     except BaseException as e:
@@ -218,6 +236,8 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     command += ["--cache-dir", args.cache_dir] if args.cache_dir else []
     command += ["--cache-dir-size", str(args.cache_dir_size)] if args.cache_dir_size else []
     command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
+    command += ["--stats-file", args.stats_file] if args.stats_file else []
+    command += ["--stats-every", f"{int(args.stats_every)}s"] if args.stats_every else []
     passed = (write_end,)
     if data_key is not None:
         key_end = send_key(data_key)

@@ -22,6 +22,7 @@ from .control import ControlServer
 from .history import HistoryService
 from .mountpoints import FSTYPE, device_at
 from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
+from .statsfile import StatsFile
 from .signals import HangupReopensLog, log_file_of_stderr
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class MountOptions:
     cache_dir_size: int | None = None  # bytes it may hold (None: free_space_limit's default)
     s3: S3Options = S3Options()
     log: str | None = None  # the daemon's --log file, which SIGHUP reopens when stderr is it (signals.py)
+    stats_file: str | None = None  # the metrics for node_exporter, rewritten every stats_every seconds
+    stats_every: float = 15.0
 
 
 def render_stats(device: BlockDevice, url: str, started: float, control: str, warning: str | None) -> str:
@@ -173,9 +176,14 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
 
+    stats = lambda: render_stats(device, url, started, control.path, volume.rollback)  # noqa: E731
+    stats_file: list[StatsFile] = []  # written from the moment the mount is live
+
     def ready() -> None:
         if options.readahead > 0:
             widen_kernel_readahead(mountpoint, MAX_READAHEAD)
+        if options.stats_file is not None:
+            stats_file.append(StatsFile(options.stats_file, stats, options.stats_every))
         if on_ready is not None:
             on_ready()
 
@@ -186,13 +194,14 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
     if options.snapshot_every:
         service.schedule(options.snapshot_every, options.keep or {})
     control = ControlServer(service.handle)
+
     def stop_history() -> None:
+        for writer in stats_file:
+            writer.close()
         service.close()
         control.close()
 
-    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path, volume.rollback),
-                                ready,
-                                stop_history, snapshots=catalog)
+    operations = DiskOperations(device, stats, ready, stop_history, snapshots=catalog)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
     session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
