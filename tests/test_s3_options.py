@@ -212,10 +212,14 @@ def proxy_factory(store):
 # --------------------------------------------------------------------------
 
 def clean_env(home: Path, **aws) -> dict[str, str]:
-    """The test environment without any AWS_* or CA settings, HOME moved, plus `aws`."""
+    """The test environment without any AWS_* or CA settings, HOME moved, plus `aws`.
+
+    The instance metadata service is off unless `aws` turns it on: no test
+    asks the machine it runs on for an EC2 role."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AWS_") and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")}
     env["HOME"] = str(home)
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     env.update(aws)
     return env
 
