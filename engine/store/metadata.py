@@ -174,6 +174,7 @@ class InstanceRoleCredentials(RefreshingCredentials):
 
     def fetch(self) -> tuple[Credentials, float | None]:
         role = self._role or self._listed_role()
+        self.source = f"the EC2 instance role {role} ({self._endpoint})"
         what = f"the EC2 instance metadata service (role {role})"
         reply = self._get(f"/latest/meta-data/iam/security-credentials/{role}", what)
         if reply.status_code == 404:

@@ -125,10 +125,10 @@ class RefreshingCredentials(CredentialSource):
                 log.warning("could not refresh the credentials of %s (those at hand hold until %s; trying again "
                             "in %.0f s): %s", self.source, shown_time(expires), delay, reason)
                 return
-            self._failure = (f"the credentials of {self.source} expired at {shown_time(expires)} and could not "
-                             f"be refreshed: {reason}")
+            # No log line here: the failure goes up with the request, whose caller says it.
+            self._failure = (f"the credentials of {self.source} {'expired' if now >= expires else 'expire'} at "
+                             f"{shown_time(expires)} and could not be refreshed: {reason}")
             self._state = (self._state[0], expires, now + EXPIRED_RETRY_DELAY)
-            log.error("%s", self._failure)
             raise StoreError(self._failure) from None
         self._failure = None
         self._state = self._after_fetch(credentials, new_expires, now)
