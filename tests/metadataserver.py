@@ -55,6 +55,9 @@ class MetadataServer:
         self.require_token = require_token
         self.container_token = container_token
         self.answer: Answer = Answer(404, b"")
+        self.delay = 0.0          # seconds each credentials answer is held back
+        self.in_flight = 0        # credentials answers being prepared now...
+        self.most_in_flight = 0   # ...and the most at once
         self.seen: list[Seen] = []
         self.tokens: set[str] = set()
         self._lock = threading.Lock()
@@ -93,8 +96,16 @@ class MetadataServer:
                 self._send(404, b"")
 
             def _answer(self, record: Seen) -> None:
-                answer = server.answer
-                record.handed = answer.access_key
+                with server._lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.delay)
+                    answer = server.answer
+                    record.handed = answer.access_key
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
                 self._send(answer.status, answer.body)
 
             def _send(self, status: int, body: bytes) -> None:

@@ -17,6 +17,9 @@ What is proved:
 - keys that expired and cannot be refreshed make the store's requests
   fail (fsync: EIO) with one clear line in the log; once the metadata
   service answers again the mount recovers and keeps every write;
+- 32 threads asking at once: one refresh at a time, the others going on
+  with the keys at hand while those hold, and all waiting for the one
+  refresh once they do not;
 - bad input (a world-readable or malformed ~/.s3backer_passwd, a process
   that fails or prints bad JSON or the wrong version, a metadata service
   that answers 404 or garbage or gives no session token, --ec2-role
@@ -36,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_cli_error, assert_file_matches, fsync_path
-from metadataserver import Answer, MetadataServer, rfc3339
+from metadataserver import Answer, MetadataServer
 from test_s3_options import proxy_factory, write_random  # noqa: F401 - proxy_factory is a fixture
 
 STORES = ("s3",)
@@ -363,3 +366,48 @@ def test_bad_credential_sources_are_one_line_without_secrets(bd, tmp_path, imds)
     assert f"no IAM role {imds.role}" in line, line
     assert not os.path.ismount(mp)
     assert imds.untokened_gets() == 0
+
+
+# --------------------------------------------------------------------------
+# many threads, one refresh at a time
+# --------------------------------------------------------------------------
+
+def test_many_threads_share_one_refresh(imds, monkeypatch):
+    """32 threads ask an instance role's source for keys, as a mount's
+    store threads do: inside the refresh window one of them refreshes
+    while the others go on with the keys at hand; once the keys are too
+    close to expiry to use, all wait for that one refresh and get the new
+    keys.  Either way the metadata service never serves two at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bucketdisk.store.metadata import InstanceRoleCredentials
+    from bucketdisk.store.refreshing import EXPIRY_MARGIN, retry_delay
+
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint)
+    imds.answer = imds.keys("AKIDFIRST", "secret-first", expires_in=EXPIRY_MARGIN + 20)
+    source = InstanceRoleCredentials()
+    assert source.current().access_key == "AKIDFIRST"
+    fetched = len(imds.handed())
+
+    def ask(_) -> str:
+        return source.current().access_key
+
+    # inside the window (under 15 min left): the next refresh is due after retry_delay()
+    time.sleep(retry_delay(EXPIRY_MARGIN + 20) + 0.5)
+    imds.delay = 0.3  # well under the 1 s the client waits
+    imds.answer = imds.keys("AKIDSECOND", "secret-second", expires_in=EXPIRY_MARGIN + 3)
+    with ThreadPoolExecutor(32) as pool:
+        keys = list(pool.map(ask, range(320)))
+    assert imds.most_in_flight == 1
+    assert "AKIDFIRST" in keys, "threads waited for a refresh while their keys still held"
+    assert len(imds.handed()) == fetched + 1, "more than one refresh for one window"
+    assert source.current().access_key == "AKIDSECOND"
+
+    # too close to expiry to use: every thread waits for the one refresh and gets the new keys
+    imds.answer = imds.keys("AKIDTHIRD", "secret-third", expires_in=3600)
+    time.sleep(4)
+    fetched = len(imds.handed())
+    with ThreadPoolExecutor(32) as pool:
+        keys = list(pool.map(ask, range(320)))
+    assert set(keys) == {"AKIDTHIRD"}
+    assert len(imds.handed()) == fetched + 1 and imds.most_in_flight == 1
