@@ -155,6 +155,8 @@ def resolve_credentials(credentials_file: str | None = None, profile: str | None
     (`ec2_role`: that EC2 instance role only).  Raises UserError when there
     is none, or a source consulted is unusable."""
     if ec2_role:
+        if credentials_file:
+            raise UserError("give --ec2-role or --credentials-file, not both")
         return _instance_role(ec2_role)
     if credentials_file:
         return FixedCredentials(load_credentials_file(credentials_file, profile))
@@ -204,8 +206,9 @@ def _after_profiles(looked: list[str]) -> CredentialSource:
         return metadata.ContainerCredentials()
     imds_problem = ""
     if not metadata.imds_disabled():
+        endpoint = metadata.imds_endpoint()  # a malformed setting is one line, not a step to the next source
         try:
-            return metadata.InstanceRoleCredentials()
+            return metadata.InstanceRoleCredentials(endpoint=endpoint)
         except metadata.Unreachable:
             pass  # no EC2 instance: the usual case off AWS
         except UserError as e:
