@@ -365,6 +365,8 @@ def test_bad_credential_sources_are_one_line_without_secrets(bd, tmp_path, imds)
     line = assert_cli_error(proc)
     assert f"no IAM role {imds.role}" in line, line
     assert not os.path.ismount(mp)
+    refused_log = tmp_path / "refused.log"
+    assert_no_secret_in(refused_log.read_text(errors="replace") if refused_log.exists() else "", secret)
     assert imds.untokened_gets() == 0
 
 
