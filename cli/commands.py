@@ -25,6 +25,7 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
             raise UserError(f"--{name.replace('_', '-')} must be positive and finite (seconds), not {seconds:g}")
     return S3Options(
         endpoint=args.endpoint, addressing=args.addressing, region=args.region, profile=args.profile,
+        ec2_role=args.ec2_role,
         credentials_file=args.credentials_file, ca_bundle=args.ca_bundle, insecure=args.insecure,
         storage_class=args.storage_class, sse=args.sse, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, retry_time=args.retry_time, pool_size=2 * threads + 8,
@@ -32,7 +33,7 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
 
 
 # Options a background mount passes on to its daemon: never secrets, only where to find them.
-STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "credentials_file", "ca_bundle",
+STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "ec2_role", "credentials_file", "ca_bundle",
                "storage_class", "sse", "connect_timeout", "read_timeout", "retry_time")
 
 

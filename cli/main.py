@@ -91,8 +91,9 @@ def _checked(check: str, lead: str = ""):
 def _store_options() -> argparse.ArgumentParser:
     """Options of the s3:// store, shared by every command that opens a volume."""
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("s3:// store (credentials come from the environment, "
-                                      "AWS_PROFILE/~/.aws, or --credentials-file)")
+    group = parent.add_argument_group("s3:// store (credentials: --credentials-file, the environment, "
+                                      "the profile in ~/.aws, container credentials, the EC2 instance "
+                                      "role, ~/.s3backer_passwd)")
     endpoint_form = "must be scheme://host[:port], the scheme http or https: "
     group.add_argument("--endpoint", type=_checked("endpoint_parts", endpoint_form),
                        help="S3 endpoint, scheme://host[:port] (default AWS_ENDPOINT_URL, else AWS S3)")
@@ -100,7 +101,10 @@ def _store_options() -> argparse.ArgumentParser:
                        help="bucket in the path or in the host name (default auto)")
     group.add_argument("--region", help="region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
     group.add_argument("--profile", help="profile in ~/.aws/credentials and ~/.aws/config")
-    group.add_argument("--credentials-file", help="an AWS-style credentials file, readable only by you")
+    group.add_argument("--credentials-file", help="an AWS credentials file, or s3backer's accessID:accessKey "
+                       "lines, readable only by you")
+    group.add_argument("--ec2-role", metavar="ROLE", type=_checked("check_role_name"),
+                       help="use this EC2 instance role's credentials (instance metadata, IMDSv2) and no others")
     group.add_argument("--ca-bundle", help="CA certificates to trust for HTTPS")
     group.add_argument("--insecure", action="store_true", help="do not check TLS certificates (warns)")
     group.add_argument("--storage-class", help="storage class of new objects, e.g. STANDARD_IA")

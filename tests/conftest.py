@@ -620,9 +620,11 @@ class S3StoreSpace:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment with the server's credentials (and no other AWS settings)."""
+        """The environment with the server's credentials (and no other AWS
+        settings); the instance metadata service off, so that no test ever
+        asks the machine it runs on for an EC2 role."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        return base | self.server.env()
+        return base | self.server.env() | {"AWS_EC2_METADATA_DISABLED": "true"}
 
     def place(self, n: int) -> S3Place:
         return S3Place(self.server, self.bucket, f"vol-{n:03d}")  # fixed width: no prefix is another's
@@ -684,6 +686,7 @@ class BD:
         self.store = store
         self.mounts: list[Mount] = []
         self._n = 0
+        self.env_override: dict[str, str] | None = None  # a test's own environment for every command
 
     def _next(self) -> int:
         self._n += 1
@@ -694,8 +697,9 @@ class BD:
 
     @property
     def env(self) -> dict[str, str] | None:
-        """Environment for every command: the store's credentials (s3), else the plain one."""
-        return self.store.env
+        """Environment for every command: env_override when a test set one,
+        else the store's credentials (s3), else the plain one."""
+        return self.env_override if self.env_override is not None else self.store.env
 
     # ---- raw commands
     def run(self, *args, timeout: float = 120, check: bool = False, cwd=None):

@@ -144,7 +144,8 @@ class S3Store(ObjectStore):
         self.region = resolve_region(options.region, options.profile)
         if isinstance(credentials, Credentials):
             credentials = FixedCredentials(credentials)
-        self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
+        self._credentials = credentials or resolve_credentials(options.credentials_file, options.profile,
+                                                                 options.ec2_role)
         scheme, netloc = endpoint_of(options.endpoint, self.region)
         self.endpoint = f"{scheme}://{netloc}"
         self._virtual = self._choose_addressing(options.addressing, netloc)
