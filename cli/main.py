@@ -66,7 +66,8 @@ class Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from bucketdisk.fs.adapters import version_words
 
-        parser.exit(0, f"bucketdisk {__version__} ({version_words()})\n")
+        print(f"bucketdisk {__version__} ({version_words()})")
+        parser.exit(0)
 
 
 def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
