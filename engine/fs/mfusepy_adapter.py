@@ -115,7 +115,9 @@ class PathOperations:
     def init_with_config(self, conn, config) -> None:
         """libfuse 3 hands `config` too (None on libfuse 2)."""
         if conn is not None:
-            conn.max_write = self.max_write
+            # libfuse 2 has sized its request buffer by then (128 KiB): a
+            # larger max_write would hand it requests it cannot read
+            conn.max_write = min(conn.max_write, self.max_write)
             conn.max_readahead = self.max_readahead
         if config is not None:
             config.use_ino = 1
