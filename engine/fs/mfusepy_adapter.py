@@ -244,6 +244,9 @@ class MfusepySession:
             self.options["big_writes"] = True  # else every write is one 4 KiB request
         elif version >= MAX_THREADS_SINCE:
             self.options["max_threads"] = max_threads
+            # said too: libfuse 3.14 passes an unset one on as an invalid max_threads and logs a
+            # line about it at every mount (libfuse issue 1003); idle threads never exceed max_threads
+            self.options["max_idle_threads"] = max_threads
 
     @property
     def library(self) -> str:
