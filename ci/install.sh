@@ -11,7 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PACKAGES=(fuse3 libfuse3-dev fio e2fsprogs util-linux mount systemd libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
+# fuse3 and libfuse3-3: fusermount3 and the library both FUSE adapters load (mfusepy through ctypes);
+# libfuse3-dev: the headers setup.py builds the low-level binding against
+PACKAGES=(fuse3 libfuse3-3 libfuse3-dev fio e2fsprogs util-linux mount systemd libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

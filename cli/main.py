@@ -62,6 +62,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(self.usage_status, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
+class Version(argparse.Action):
+    """--version: the version and the FUSE adapter a mount uses by default
+    (the adapters are looked up only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from bucketdisk.fs.adapters import version_words
+
+        print(f"bucketdisk {__version__} ({version_words()})")
+        parser.exit(0)
+
+
 def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
              ) -> argparse.ArgumentParser:
     """A subcommand `name` (EXAMPLES names its example), added to its parent as `name_in_parent`."""
@@ -126,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"bucketdisk {__version__}")
+    parser.add_argument("--version", action=Version, nargs=0, help="show the version and the FUSE adapter, and exit")
     parser.add_argument("--debug", action="store_true", help="log in detail (and show tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -173,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take a snapshot every INTERVAL (90s, 15min, 1h, 1d) and prune after each, by the "
                         "--keep-* options given (default: Time Machine's rule)")
     history.add_keep_options(p)
+    p.add_argument("--fuse", choices=("lowlevel", "mfusepy"),
+                   help="the FUSE adapter: lowlevel (libfuse 3's low-level API, the Linux fast path; the default "
+                        "where it was built) or mfusepy (libfuse's path API: macFUSE, FUSE-T, FreeBSD, libfuse 2)")
+    p.add_argument("--filename", default="file", metavar="NAME",
+                   help="the disk's name in the mount and in each snapshot's folder, e.g. backup.dmg "
+                        "(default file)")
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
     p.add_argument("--stats-file", metavar="PATH.prom",

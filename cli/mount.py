@@ -38,6 +38,7 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    _check_filename(args.filename)
     from .history import keep_options
 
     keep = keep_options(args)
@@ -69,9 +70,21 @@ def mount(args: argparse.Namespace) -> int:
         if getattr(args, name):
             setattr(args, name, os.path.abspath(getattr(args, name)))
     _check_mountpoint(args.mountpoint)
+    from bucketdisk.fs.adapters import check_adapter
+
+    args.fuse = check_adapter(args.fuse)  # before forking: a missing libfuse is said here, in one line
     if args.foreground:
         return _serve(args)
     return _spawn_daemon(args, _data_key(args))
+
+
+def _check_filename(name: str) -> None:
+    from bucketdisk.fs.operations import check_disk_name
+
+    try:
+        check_disk_name(name)
+    except ValueError as e:
+        raise UserError(f"--filename: {e}") from None
 
 
 def _check_cache_dir_options(args: argparse.Namespace) -> None:
@@ -182,7 +195,8 @@ def _serve(args: argparse.Namespace) -> int:
                            compress_level=args.compress_level, keys=_serve_keys(args),
                            cache_dir=args.cache_dir, cache_dir_size=args.cache_dir_size,
                            keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log,
-                           stats_file=args.stats_file, stats_every=args.stats_every or STATS_EVERY)
+                           stats_file=args.stats_file, stats_every=args.stats_every or STATS_EVERY,
+                           fuse=args.fuse, filename=args.filename)
     try:
         serve(args.url, args.mountpoint, options, on_ready, on_warning)
     except BaseException as e:
@@ -225,7 +239,7 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     command = [sys.executable, "-m", "bucketdisk.cli.main"] + (["--debug"] if args.debug else [])
     command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
                 "--log", log_path, "--cache-size", str(args.cache_size), "--threads", str(args.threads),
-                "--readahead", str(args.readahead)]
+                "--readahead", str(args.readahead), "--fuse", args.fuse, f"--filename={args.filename}"]
     command += store_argv(args)
     command += ["--read-only"] if args.read_only else []
     command += [f"--snapshot={args.snapshot}"] if args.snapshot is not None else []  # a name may start with -

@@ -16,7 +16,7 @@ MOVING = {"uptime_seconds"}
 # Monotonic since the mount started: counters for Prometheus (rate() needs them so).
 COUNTED = set(COUNTERS) | {"fast_path_hits", "cache_dir_hits", "cache_dir_damaged", "cache_dir_errors",
                            "recovered_blocks", "recovered_torn_pages"}
-TEXT = {"volume", "control_socket", "warning", "store_error"}
+TEXT = {"volume", "control_socket", "warning", "store_error", "disk_file", "fuse_adapter", "libfuse"}
 
 
 def readme_sample() -> str:
@@ -83,6 +83,9 @@ def test_stats_prometheus_matches_json(bd, tmp_path):
     assert metrics["bytes_put"][0] == "counter" and metrics["bytes_put"][2] > 0
     assert metrics["cache_bytes"][0] == "gauge" and metrics["dirty_blocks"] == ("gauge", {"volume": volume.url}, 0)
     assert proc.stdout.endswith("\n") and "\n\n" not in proc.stdout
+    # what serves the mount, as the labels of an _info gauge
+    assert metrics["info"] == ("gauge", {"volume": volume.url, "disk_file": stats["disk_file"],
+                                         "fuse_adapter": stats["fuse_adapter"], "libfuse": stats["libfuse"]}, 1)
     # the README's sample says what the real output says
     sample = readme_sample()
     assert sample, "no sample in the README"

@@ -76,8 +76,11 @@ HELP = {
 # Text fields of the stats file: the volume is the label, the control
 # socket's path is no measurement; the others are said as 0/1 gauges
 # (their text stays in the stats file: free text makes poor label values).
+# What serves the mount is said Prometheus' way, as labels of an _info
+# gauge that is always 1 (bucketdisk_info{fuse_adapter="mfusepy",...} 1).
 TEXT_FIELDS = ("volume", "control_socket")
 FLAG_FIELDS = ("store_error", "warning")
+INFO_FIELDS = ("disk_file", "fuse_adapter", "libfuse")
 
 
 def parse_stats(text: str) -> dict:
@@ -102,11 +105,14 @@ def metric_name(name: str) -> str:
 def prometheus_text(values: dict) -> str:
     """`values` (parse_stats of one mount's stats) in the text format,
     each metric labelled with the mount's volume URL; sorted by name."""
-    label = f'{{volume="{_escape_label(str(values.get("volume", "")))}"}}'
+    volume = f'volume="{_escape_label(str(values.get("volume", "")))}"'
+    label = "{" + volume + "}"
     values = {**dict.fromkeys(FLAG_FIELDS, ""), **values}  # said when absent too, so a rule can watch for 1
-    lines = []
+    info = "".join(f',{name}="{_escape_label(str(values[name]))}"' for name in INFO_FIELDS if name in values)
+    lines = [f"# HELP {PREFIX}info What serves the mount: its disk file, FUSE adapter and libfuse.",
+             f"# TYPE {PREFIX}info gauge", f"{PREFIX}info{{{volume}{info}}} 1"]
     for name in sorted(values):
-        if name in TEXT_FIELDS:
+        if name in TEXT_FIELDS or name in INFO_FIELDS:
             continue
         value = values[name]
         if name in FLAG_FIELDS:
