@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything bucketdisk needs on a fresh Debian/Ubuntu machine:
-# system packages (libfuse 3 and its headers, fio, e2fsprogs, libxxhash headers, a compiler)
+# system packages (libfuse 3 and its headers, fio, e2fsprogs, a compiler and Python's headers)
 # and a virtualenv in .venv with bucketdisk and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PACKAGES=(fuse3 libfuse3-dev fio e2fsprogs util-linux libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync)
+PACKAGES=(fuse3 libfuse3-dev fio e2fsprogs util-linux gcc python3-dev python3-venv s3backer attr rsync)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
