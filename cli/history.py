@@ -73,7 +73,8 @@ def create(args: argparse.Namespace) -> int:
             raise UserError("--freeze needs the volume mounted: give its mountpoint instead of its URL")
         volume = _open(args, writable=True, check=lambda records: _name_free(records, args.name))
         try:
-            made = history.take(volume, name=args.name, started=args.time).summary()
+            with Bars() as bars:
+                made = history.take(volume, name=args.name, started=args.time, progress=bars).summary()
         finally:
             volume.close()
     else:

@@ -1,8 +1,8 @@
 """Long commands draw progress bars on a terminal and nothing in scripts;
 reporting commands print JSON with --json (issue 17).  gc's and fsck's
 bars are tested in test_gc.py and test_fsck.py; here: prune, snapshot
-delete, restore, recover and create --force, and the --json of create,
-snapshot create, snapshot delete, restore and recover.
+create and delete, restore, recover and create --force, and the --json of
+create, snapshot create, snapshot delete, restore and recover.
 
 Each command runs twice alike, once with stdout and stderr piped (stderr
 must stay empty) and once with stderr on a pty (the phases must be drawn);
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 from conftest import CLI, MiB, assert_file_matches, run_with_terminal_stderr
@@ -37,15 +38,16 @@ def piped(bd, *args, status: int = 0) -> dict | list:
 
 
 def with_snapshots(bd, names: list[str]):
-    """A volume with a different 1 MiB written before each snapshot."""
+    """A volume with a different 1 MiB written before each snapshot, an
+    hour apart (so that their order is that of `names`)."""
     vol = bd.create(size="8M", block_size="64K")
     m = bd.mount(vol)
     rng = random.Random(17)
-    for name in names:
+    for hour, name in enumerate(names):
         with opened(m) as fd:
             os.pwrite(fd, rng.randbytes(MiB), rng.randrange(7) * MiB)
             os.fsync(fd)
-        bd.ok("snapshot", "create", m.path, "--name", name)
+        bd.ok("snapshot", "create", m.path, "--name", name, "--time", f"2026-11-30T{hour:02}:00:00Z")
     bd.unmount(m)
     return vol
 
@@ -87,8 +89,12 @@ def test_snapshot_create_and_restore_report_json_and_restore_draws_its_steps(bd)
     undo = str(done["pre_restore"]["number"])
     done, drawn = on_terminal(bd, "restore", vol.url, "--snapshot", undo, *vol.store_args)
     assert done["restored"]["number"] == int(undo)
-    assert b"snapshotting the disk as it is" in drawn and b"restoring snapshot " + undo.encode() in drawn, \
-        drawn[-500:]
+    assert b"comparing changed map pages" in drawn and b"sizing new blocks" in drawn, drawn[-500:]
+    assert b"restoring snapshot " + undo.encode() in drawn, drawn[-500:]
+    made, drawn = on_terminal(bd, "snapshot", "create", vol.url, "--name", "after", *vol.store_args)
+    # against the newest snapshot, the second restore's pre-restore one (the empty disk): the two blocks back
+    assert (made["name"], made["changed_blocks"]) == ("after", 2)
+    assert b"comparing changed map pages" in drawn, drawn[-500:]
 
 
 def test_create_force_draws_the_wipe_and_reports_json(bd):
@@ -138,3 +144,29 @@ def test_recover_draws_its_phases_and_reports_json(bd, tmp_path):
         bd.unmount(m)
     again = piped(bd, "recover", vol.url, *vol.store_args, *cache_args(cache))
     assert (again["blocks"], again["exit"]) == (0, 0)
+
+
+def _commands(parser, prefix=()):
+    """(command words, its parser) for every leaf command of `parser`."""
+    import argparse
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+        return
+    for name, sub in subs[0].choices.items():
+        yield from _commands(sub, (*prefix, name))
+
+
+def test_every_reporting_command_has_json_and_a_line_in_the_readme():
+    """Every command but those that report only success or one error line
+    has --json, and the README's table shows its shape (a command added
+    later must take a side here)."""
+    from bucketdisk.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    silent = {("mount",), ("unmount",), ("passwd",)}
+    for words, parser in _commands(build_parser()):
+        options = {o for a in parser._actions for o in a.option_strings}
+        assert ("--json" in options) == (words not in silent), words
+        if words not in silent:
+            assert f"| `{' '.join(words)}` |" in readme, words

@@ -28,12 +28,14 @@ from .volume import Volume
 
 
 def take(volume: Volume, *, name: str | None = None, type: str = "manual",
-         started: float | None = None) -> Snapshot:
+         started: float | None = None, progress: Progress | None = None) -> Snapshot:
     """Snapshot the volume's map as of now; `started` (seconds since the
     epoch) dates it otherwise than now (tests of thinning, imports).
-    Raises UserError for a bad or taken name, or while fsync-logged pages
-    wait for their blocks' upload (a live mount's device must flush
-    first), StoreError if the store fails."""
+    `progress` (sweep.py's) sees the changed map pages compared and the
+    new block objects sized.  Raises UserError for a bad or taken name,
+    or while fsync-logged pages wait for their blocks' upload (a live
+    mount's device must flush first), StoreError if the store fails."""
+    progress = progress or no_progress
     started = time.time() if started is None else started
     records = SnapshotRecords.of(volume.store, volume.record)
     previous = records.list()
@@ -41,10 +43,10 @@ def take(volume: Volume, *, name: str | None = None, type: str = "manual",
     if root.live:
         raise UserError("fsynced pages are still waiting for their blocks' upload; flush first")
     changed, new_hashes = _changes(volume.maps, previous[-1].page_hashes if previous else None,
-                                   root.page_hashes)
+                                   root.page_hashes, progress)
+    new_bytes = _stored_bytes(volume, new_hashes, progress("sizing new blocks", len(new_hashes)))
     snapshot = records.write((root.epoch, root.seq), root.page_hashes, name=name, type=type, started=started,
-                             guard=volume.delete_guard,
-                             changed_blocks=changed, new_bytes=_stored_bytes(volume, new_hashes))
+                             guard=volume.delete_guard, changed_blocks=changed, new_bytes=new_bytes)
     return snapshot
 
 
@@ -52,15 +54,13 @@ def restore(volume: Volume, name: str, progress: Progress | None = None) -> tupl
     """Make the live disk what snapshot `name` keeps, after a `pre-restore`
     snapshot of the current state (so a restore can be undone).  Returns
     (the snapshot restored, the pre-restore one).  Raises UserError if
-    there is no such snapshot.  `progress` (sweep.py's) sees its two
-    steps: the snapshot of now, then the snapshot's map made live (its
-    pages read)."""
+    there is no such snapshot.  `progress` (sweep.py's) sees the snapshot
+    of now taken (as `take`), then the snapshot's map made live (its
+    pages read: one step)."""
     progress = progress or no_progress
     records = SnapshotRecords.of(volume.store, volume.record)
     kept = records.find(name)
-    step = progress("snapshotting the disk as it is", 1)
-    undo = take(volume, type="pre-restore")
-    step(1)
+    undo = take(volume, type="pre-restore", progress=progress)
     step = progress(f"restoring snapshot {kept.number}", 1)
     volume.restore(kept.page_hashes)
     step(1)
@@ -204,11 +204,13 @@ def mapped_blocks(maps: MapStore, snapshots: list[Snapshot]) -> int:
     return sum(counted[h] for s in snapshots for h in s.page_hashes)
 
 
-def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes]) -> tuple[int, set[bytes]]:
+def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes],
+             progress: Progress = no_progress) -> tuple[int, set[bytes]]:
     """(blocks whose entry differs between two maps given by their page
     hashes, the hashes the new map holds at those blocks); None: an empty map."""
     pairs = [(n, old_pages[n] if old_pages else ZERO_HASH, new) for n, new in enumerate(new_pages)
              if not old_pages or old_pages[n] != new]
+    step = progress("comparing changed map pages", len(pairs))
 
     def compare(pair) -> tuple[int, set[bytes]]:
         number, old, new = pair
@@ -221,6 +223,7 @@ def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[byte
         for count, found in pool.map(compare, pairs):
             changed += count
             hashes |= found
+            step(1)
     return changed, hashes
 
 
@@ -271,7 +274,12 @@ def _entries(maps: MapStore, page_hash: bytes, number: int) -> bytes:
     return maps.read_page(page_hash, number)
 
 
-def _stored_bytes(volume: Volume, hashes: set[bytes]) -> int:
-    """Stored bytes of these block objects (a HEAD each, in parallel)."""
+def _stored_bytes(volume: Volume, hashes: set[bytes], step: Callable[[int], None] = lambda n: None) -> int:
+    """Stored bytes of these block objects (a HEAD each, in parallel;
+    `step(1)` after each)."""
+    total = 0
     with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-        return sum(size or 0 for size in pool.map(lambda h: volume.store.head(layout.block_key(h)), hashes))
+        for size in pool.map(lambda h: volume.store.head(layout.block_key(h)), hashes):
+            total += size or 0
+            step(1)
+    return total
