@@ -3,8 +3,9 @@
 `Bars()` is a sweep's Progress (volume/sweep.py): one bar per phase, on
 stderr, shown only when stderr is a terminal, so scripts and --json
 output see nothing of it.  Commands that use it: gc, verify, fsck, prune,
-snapshot delete, restore, recover, and create --force (its wipe of the old
-volume); `with Bars() as bars:` closes the last bar however the block ends.
+snapshot create and delete (of a volume URL), restore, recover, and create
+--force (its wipe of the old volume); `with Bars() as bars:` closes the
+last bar however the block ends.
 """
 import sys
 from collections.abc import Callable
