@@ -54,6 +54,10 @@ def test_pip_wheel_builds_the_compiled_modules(tmp_path):
         z.extractall(tmp_path / "unpacked")
     for module in compiled_modules():
         assert [n for n in names if n.startswith(module + ".") and n.endswith(".so")], (module, names)
+    (hot,) = [n for n in names if n.startswith("bucketdisk/codec/_hot.") and n.endswith(".so")]
+    needed = subprocess.run(["readelf", "-d", str(tmp_path / "unpacked" / hot)], capture_output=True, text=True,
+                            check=True).stdout
+    assert "libxxhash" not in needed and "(NEEDED)" in needed, needed  # XXH3 comes from the xxhash package
     assert "bucketdisk/cli/main.py" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "ci/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

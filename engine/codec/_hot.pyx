@@ -251,6 +251,8 @@ cdef inline uint64_t _hash(const uint8_t* p, Py_ssize_t n) except? 0:
     """XXH3_64bits of n bytes at p (GIL held; the package lets it go above
     64 KiB).  The memoryview only points at the bytes: the caller keeps
     them alive and unchanged for the call."""
+    if n == 0:  # (an empty buffer's pointer may be NULL, which a memoryview may not hold)
+        return _xxh3(b"")
     return _xxh3(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
 
 
@@ -341,8 +343,6 @@ cdef void _write_header(uint8_t* dst, size_t n, uint64_t checksum,
     _put_le32(dst + 8, raw_len)
     _put_le32(dst + 12, <uint32_t>n)
     _put_le64(dst + 16, checksum)
-
-
 
 
 cdef _check_frame(long long flags, long long raw_len, Py_ssize_t payload_len):
