@@ -60,8 +60,7 @@ PACKAGES = {
 EXTENSIONS = [
     Extension(
         "bucketdisk.codec._hot",
-        ["engine/codec/_hot.pyx"],
-        libraries=["xxhash"],
+        ["engine/codec/_hot.pyx"],  # XXH3 from the xxhash package: no C library to link
         extra_compile_args=["-O3"],
     ),
     Extension(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything bucketdisk needs on a fresh Debian/Ubuntu machine:
-# system packages (libfuse 3 and its headers, fio, e2fsprogs, libxxhash headers, a compiler,
+# system packages (libfuse 3 and its headers, fio, e2fsprogs, a compiler and Python's headers,
 # samba with its vfs modules (vfs_fruit) and smbclient for the Time Machine share test)
 # and a virtualenv in .venv with bucketdisk and its test tools.
 set -euo pipefail
@@ -13,7 +13,7 @@ fi
 
 # fuse3 and libfuse3-3: fusermount3 and the library both FUSE adapters load (mfusepy through ctypes);
 # libfuse3-dev: the headers setup.py builds the low-level binding against
-PACKAGES=(fuse3 libfuse3-3 libfuse3-dev fio e2fsprogs util-linux mount systemd libxxhash-dev gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
+PACKAGES=(fuse3 libfuse3-3 libfuse3-dev fio e2fsprogs util-linux mount systemd gcc python3-dev python3-venv s3backer attr rsync samba samba-vfs-modules smbclient)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

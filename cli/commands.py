@@ -56,14 +56,23 @@ def create(args: argparse.Namespace) -> int:
     check_map_fits(args.size, args.block_size)
     if not args.encrypt and (args.passphrase_file or args.key_file):
         raise UserError("--passphrase-file and --key-file of create go with --encrypt")
+    from .progress import Bars
+
     store = open_store(args.url, create=True, s3=s3_options(args))
     try:
         compression, level = args.compress
         secret = (lambda: new_secret(args.passphrase_file, args.key_file, "create")) if args.encrypt else None
-        record = create_volume(store, args.size, args.block_size, force=args.force, compression=compression,
-                               level=level, secret=secret)
+        with Bars() as bars:  # (only --force has a long part: deleting the old volume)
+            record = create_volume(store, args.size, args.block_size, force=args.force, compression=compression,
+                                   level=level, secret=secret, progress=bars)
     finally:
         store.close()
+    if args.json:
+        print(json.dumps({"url": args.url, "uuid": record.uuid, "size": record.size, "block_size": record.block_size,
+                          "block_count": record.block_count, "compression": record.compression,
+                          "compression_level": record.compression_level, "encrypted": record.encrypted,
+                          "replaced": record.replaced}, indent=2))
+        return 0
     stored = "stored as they are" if record.compression == "none" else f"zstd level {record.compression_level}"
     sealed = ", encrypted (AES-256-GCM)" if record.encrypted else ""
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
@@ -190,11 +199,8 @@ def gc(args: argparse.Namespace) -> int:
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run, keys=key_source(args, args.url))
     try:
-        bars = Bars()
-        try:
+        with Bars() as bars:
             facts = {"url": args.url, **collect(volume, delete=not args.dry_run, progress=bars)}
-        finally:
-            bars.close()
     finally:
         volume.close()
     _print_facts(facts, args.json)

@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt and authenticate every object (AES-256-GCM); the passphrase (asked twice on a "
                         "terminal, or --passphrase-file, BUCKETDISK_PASSPHRASE) or --key-file opens it")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "that mount changed nothing on the disk: snapshots, gc)")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20, help="memory to use (default 256M)")
     p.add_argument("--threads", type=int, default=16, help="parallel uploads (default 16)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=mount.recover)
 
     p = _command(sub, "passwd", "change an encrypted volume's passphrase, or move it to a key file "

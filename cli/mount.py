@@ -2,6 +2,7 @@
 or served in the foreground)."""
 import argparse
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -136,15 +137,24 @@ def recover(args: argparse.Namespace) -> int:
     _check_cache_dir_options(args)
     from bucketdisk.device.recovery import recover_cache_dir
 
-    found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
-                                             keys=key_source(args, args.url), cache_size=args.cache_size,
-                                             threads=args.threads, discard=args.discard, force=args.force)
+    from .progress import Bars
+
+    with Bars() as bars:
+        found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
+                                                 keys=key_source(args, args.url), cache_size=args.cache_size,
+                                                 threads=args.threads, discard=args.discard, force=args.force,
+                                                 progress=bars)
+    damaged, torn = counters.get("cache_dir_damaged", 0), counters.get("recovered_torn_pages", 0)
+    status = 2 if damaged or torn else 0  # writes lost: exit 2, as verify and fsck say damage
+    if args.json:
+        print(json.dumps({"url": args.url, "cache_dir": args.cache_dir, "blocks": found, "done": how,
+                          "damaged_files": damaged, "torn_pages": torn, "exit": status}, indent=2))
+        return status
     if not found:
         print(f"{args.cache_dir}: no blocks left unsaved")
     else:
         print(f"{args.cache_dir}: {found} blocks a mount left unsaved were {how}")
-    damaged, torn = counters.get("cache_dir_damaged", 0), counters.get("recovered_torn_pages", 0)
-    if damaged or torn:  # writes lost: exit 2, as verify and fsck say damage
+    if status:
         print(f"{args.cache_dir}: {damaged} dirty files could not be used (moved to "
               f"{os.path.join(args.cache_dir, 'damaged')}) and {torn} pages were cut by a crash; "
               "those blocks keep what the store holds", file=sys.stderr)
