@@ -1,8 +1,51 @@
 """Build script: maps the repository folders onto the `bucketdisk` package and
 compiles the Cython hot paths.  A failed compile fails the install; there is
-deliberately no pure-Python fallback."""
+deliberately no pure-Python fallback for them.
+
+The libfuse 3 low-level binding (bucketdisk.fs._fuse, the Linux fast FUSE
+adapter) is built only where libfuse 3's headers are found (pkg-config
+fuse3, else /usr/include/fuse3/fuse_lowlevel.h); BUCKETDISK_FAST_FUSE=0
+leaves it out even then.  Without it, mounts are served through mfusepy
+(engine/fs/adapters.py)."""
+import os
+import shutil
+import subprocess
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+FUSE3_HEADER = "/usr/include/fuse3/fuse_lowlevel.h"
+
+
+def fuse3_include_dirs() -> list[str] | None:
+    """libfuse 3's include directories, or None when its headers are not here."""
+    if shutil.which("pkg-config"):
+        found = subprocess.run(["pkg-config", "--cflags-only-I", "fuse3"], capture_output=True, text=True)
+        if found.returncode == 0:
+            dirs = [flag[2:] for flag in found.stdout.split() if flag.startswith("-I")]
+            if any(os.path.exists(os.path.join(d, "fuse_lowlevel.h")) for d in dirs):
+                return dirs
+    return [os.path.dirname(FUSE3_HEADER)] if os.path.exists(FUSE3_HEADER) else None
+
+
+def fast_fuse() -> list[Extension]:
+    """The libfuse 3 binding's Extension, or none (saying why, in one line)."""
+    if os.environ.get("BUCKETDISK_FAST_FUSE", "1").strip().lower() in ("0", "no", "false", "off"):
+        print("bucketdisk: BUCKETDISK_FAST_FUSE=0: the libfuse 3 binding is skipped; mounts use mfusepy")
+        return []
+    include_dirs = fuse3_include_dirs()
+    if include_dirs is None:
+        print("bucketdisk: libfuse 3 headers not found (pkg-config fuse3, " + FUSE3_HEADER + "): the libfuse 3 "
+              "binding is skipped; mounts use mfusepy")
+        return []
+    return [Extension(
+        "bucketdisk.fs._fuse",
+        ["engine/fs/_fuse.pyx"],
+        include_dirs=include_dirs,
+        libraries=["fuse3"],
+        extra_compile_args=["-O3"],
+    )]
+
 
 PACKAGES = {
     "bucketdisk": "engine",
@@ -17,8 +60,7 @@ PACKAGES = {
 EXTENSIONS = [
     Extension(
         "bucketdisk.codec._hot",
-        ["engine/codec/_hot.pyx"],
-        libraries=["xxhash"],
+        ["engine/codec/_hot.pyx"],  # XXH3 from the xxhash package: no C library to link
         extra_compile_args=["-O3"],
     ),
     Extension(
@@ -31,14 +73,8 @@ EXTENSIONS = [
         ["engine/device/_table.pyx"],
         extra_compile_args=["-O3"],
     ),
-    Extension(
-        "bucketdisk.fs._fuse",
-        ["engine/fs/_fuse.pyx"],
-        include_dirs=["/usr/include/fuse3"],
-        libraries=["fuse3"],
-        extra_compile_args=["-O3"],
-    ),
 ]
+EXTENSIONS += fast_fuse()
 
 setup(
     packages=list(PACKAGES),

@@ -11,9 +11,10 @@ REPO = HERE.parent
 BUCKETDISK = Path(sys.executable).parent / "bucketdisk"
 MIB = 1 << 20
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W1t", "W2t", "W1e", "W2e", "W1n", "W1c", "W2c", "W6c",
-             "H1", "H2")
+             "W1m", "W2m", "W5m", "H1", "H2")
 CODEC = ("W1t", "W2t", "W1e", "W2e", "W1n")  # bucketdisk only: codec_cost.py
 CACHE_DIR = ("W1c", "W2c", "W6c")  # bucketdisk only: cachedir_cost.py
+ADAPTER = ("W1m", "W2m", "W5m")  # bucketdisk only, through --fuse mfusepy: adapter_cost.py
 HISTORY = ("H1", "H2")  # bucketdisk only, through the engine: s3backer has no snapshots
 SYSTEMS = ("bucketdisk", "s3backer", "raw")
 DISK_SIZE = "2G"

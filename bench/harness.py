@@ -14,12 +14,13 @@ from pathlib import Path
 
 import requests
 
+import adapter_cost
 import cachedir_cost
 import codec_cost
 import gentree
 import workloads
 from bucketdisk.store import S3Options
-from config import CACHE_DIR, CODEC, HISTORY, MIB, Config
+from config import ADAPTER, CACHE_DIR, CODEC, HISTORY, MIB, Config
 from report import Results, bucketdisk_fingerprint
 from s3access import S3, Place, Target
 from shell import BenchError, say, sh
@@ -95,7 +96,7 @@ class Harness:
         if {"W1t", "W2t"} & self.args.only:
             ratio = codec_cost.text_like(self.text_src, self.cfg.seq_mib, self.cfg.seed)
             say(f"text-like data: {self.cfg.seq_mib} MiB, zstd level 1 makes it {ratio:.1f}:1")
-        if self.needs_seq() or {"W1e", "W2e", "W1n", "W1c", "W2c", "W6c"} & self.args.only:
+        if self.needs_seq() or {"W1e", "W2e", "W1n", "W1c", "W2c", "W6c", *ADAPTER} & self.args.only:
             with open(self.src, "wb") as f:
                 for _ in range(self.cfg.seq_mib):
                     f.write(os.urandom(MIB))
@@ -155,6 +156,8 @@ class Harness:
                 codec_cost.codec_group(self, r)
             if set(CACHE_DIR) & self.args.only and "bucketdisk" in self.args.systems:
                 cachedir_cost.cache_dir_group(self, r)
+            if set(ADAPTER) & self.args.only and "bucketdisk" in self.args.systems:
+                adapter_cost.adapter_group(self, r)
             if self.needs_history():
                 workloads.snapshot_costs(self, r)
 

@@ -34,6 +34,9 @@ Workloads (W1-W6 through the mounted `file` of each system), medians of --runs:
        ~3:1), on an encrypted volume, with --compress none (bench/codec_cost.py)
   W1c, W2c, W6c   bucketdisk only: W1, W2 (from the warm cache dir) and W6
        with --cache-dir (bench/cachedir_cost.py)
+  W1m, W2m, W5m   bucketdisk only: W1, W2 and W5 warm through the portable
+       FUSE adapter, --fuse mfusepy (bench/adapter_cost.py); W1, W2, W5 run
+       through the default one, the libfuse 3 low-level binding
   H1   bucketdisk only (s3backer has no snapshots), through the engine, no
        mount: on a 20 GiB volume, a snapshot after 1% of its blocks changed,
        then one after 10% more; each one's time and bytes written

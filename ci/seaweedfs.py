@@ -11,10 +11,11 @@ else running here:
   convention, so even components that assume +10000 find the right one);
 * telemetry off, WebDAV off, the Iceberg (8181) and Lance (9101) ports off;
 * S3 authentication on: one identity with a random access key and secret
-  that may do everything, and two more for tests of refusals: `reader`,
-  which may read and list every bucket and write none (a read-only
-  bucket, to its eyes), and `stranger`, which may do nothing at all (a
-  forbidden bucket); `env(identity=...)` gives their keys;
+  that may do everything, `second-owner`, which may do the same under other
+  keys (credentials that rotate), and two more for tests of refusals:
+  `reader`, which may read and list every bucket and write none (a
+  read-only bucket, to its eyes), and `stranger`, which may do nothing at
+  all (a forbidden bucket); `env(identity=...)` gives their keys;
 * S3 behaves like AWS where it matters to a client: no bucket auto-creation on
   PUT, no deletion of a non-empty bucket;
 * 100 volumes of at most 64 MiB (collections are per bucket, so many buckets
@@ -79,10 +80,14 @@ STATE_FILE = "seaweedfs.json"  # pid, ports, endpoint, keys (for `stop --dir`)
 LOG_FILE = "weed.log"
 S3_CONFIG_FILE = "s3.json"
 OWNER = "bucketdisk-test"  # the identity that may do everything (the default keys)
-# Identities with fewer rights, for tests of refusals: name -> SeaweedFS actions.
+OWNER_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
+# More identities: name -> SeaweedFS actions.  `reader` and `stranger` have
+# fewer rights, for tests of refusals; `second-owner` may do all the owner
+# may, under other keys, for tests of credentials that rotate.
 LIMITED_IDENTITIES = {
     "reader": ["Read", "List"],  # every bucket is read-only to it
     "stranger": [],              # may do nothing: every bucket is forbidden to it
+    "second-owner": OWNER_ACTIONS,
 }
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -495,8 +500,7 @@ class SeaweedFS:
         doc = json.loads(config.read_text()) if config.exists() else {"identities": []}
         names = [identity["name"] for identity in doc["identities"]]
         if not names:
-            doc["identities"].append({"name": OWNER, "credentials": [_new_keys()],
-                                      "actions": ["Admin", "Read", "Write", "List", "Tagging"]})
+            doc["identities"].append({"name": OWNER, "credentials": [_new_keys()], "actions": OWNER_ACTIONS})
         for name, actions in LIMITED_IDENTITIES.items():
             if name not in names:
                 doc["identities"].append({"name": name, "credentials": [_new_keys()], "actions": actions})

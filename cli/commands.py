@@ -25,6 +25,7 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
             raise UserError(f"--{name.replace('_', '-')} must be positive and finite (seconds), not {seconds:g}")
     return S3Options(
         endpoint=args.endpoint, addressing=args.addressing, region=args.region, profile=args.profile,
+        ec2_role=args.ec2_role,
         credentials_file=args.credentials_file, ca_bundle=args.ca_bundle, insecure=args.insecure,
         storage_class=args.storage_class, sse=args.sse, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, retry_time=args.retry_time, pool_size=2 * threads + 8,
@@ -33,7 +34,7 @@ def s3_options(args: argparse.Namespace, threads: int = 8) -> "S3Options":
 
 
 # Options a background mount passes on to its daemon: never secrets, only where to find them.
-STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "credentials_file", "ca_bundle",
+STORE_FLAGS = ("endpoint", "addressing", "region", "profile", "ec2_role", "credentials_file", "ca_bundle",
                "storage_class", "sse", "connect_timeout", "read_timeout", "retry_time", "bwlimit", "bwlimit_down")
 
 
@@ -56,14 +57,23 @@ def create(args: argparse.Namespace) -> int:
     check_map_fits(args.size, args.block_size)
     if not args.encrypt and (args.passphrase_file or args.key_file):
         raise UserError("--passphrase-file and --key-file of create go with --encrypt")
+    from .progress import Bars
+
     store = open_store(args.url, create=True, s3=s3_options(args))
     try:
         compression, level = args.compress
         secret = (lambda: new_secret(args.passphrase_file, args.key_file, "create")) if args.encrypt else None
-        record = create_volume(store, args.size, args.block_size, force=args.force, compression=compression,
-                               level=level, secret=secret)
+        with Bars() as bars:  # (only --force has a long part: deleting the old volume)
+            record = create_volume(store, args.size, args.block_size, force=args.force, compression=compression,
+                                   level=level, secret=secret, progress=bars)
     finally:
         store.close()
+    if args.json:
+        print(json.dumps({"url": args.url, "uuid": record.uuid, "size": record.size, "block_size": record.block_size,
+                          "block_count": record.block_count, "compression": record.compression,
+                          "compression_level": record.compression_level, "encrypted": record.encrypted,
+                          "replaced": record.replaced}, indent=2))
+        return 0
     stored = "stored as they are" if record.compression == "none" else f"zstd level {record.compression_level}"
     sealed = ", encrypted (AES-256-GCM)" if record.encrypted else ""
     print(f"created {args.url}: {format_size(record.size)} in {record.block_count} blocks "
@@ -190,11 +200,8 @@ def gc(args: argparse.Namespace) -> int:
     # A dry run reads only; a real one takes the lease (refused while mounted).
     volume = Volume(store, writable=not args.dry_run, keys=key_source(args, args.url))
     try:
-        bars = Bars()
-        try:
+        with Bars() as bars:
             facts = {"url": args.url, **collect(volume, delete=not args.dry_run, progress=bars)}
-        finally:
-            bars.close()
     finally:
         volume.close()
     _print_facts(facts, args.json)
@@ -210,18 +217,20 @@ def _print_facts(facts: dict, as_json: bool) -> None:
 
 
 def read_stats(path: str) -> dict:
+    from bucketdisk.fs.metrics import parse_stats
+
     with open(os.path.join(path, "stats")) as f:
-        text = f.read()
-    values: dict = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        values[name] = int(value) if value.lstrip("-").isdigit() else value
-    return values
+        return parse_stats(f.read())
 
 
 def stats(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.mountpoint)
     if fstype_at(path) != FSTYPE:
         raise UserError(f"{path} is not a bucketdisk mount")
-    _print_facts(read_stats(path), args.json)
+    if args.prometheus:
+        from bucketdisk.fs.metrics import prometheus_text
+
+        print(prometheus_text(read_stats(path)), end="")
+    else:
+        _print_facts(read_stats(path), args.json)
     return 0

@@ -12,6 +12,7 @@ from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import is_bucketdisk_mount
 
 from .commands import read_stats, s3_options
+from .progress import Bars
 from .units import human_size
 
 
@@ -62,23 +63,27 @@ def _open(args: argparse.Namespace, *, writable: bool, damaged_snapshots: bool =
 
 def create(args: argparse.Namespace) -> int:
     from bucketdisk.volume import history
-    from bucketdisk.volume.snapshots import check_name
+    from bucketdisk.volume.snapshots import check_new_name
 
     if args.name is not None:
-        check_name(args.name)  # before the lease is taken or anything frozen
+        check_new_name(args.name)  # before the lease is taken or anything frozen
     control = _mounted(args)
     if control is None:
         if args.freeze:
             raise UserError("--freeze needs the volume mounted: give its mountpoint instead of its URL")
         volume = _open(args, writable=True, check=lambda records: _name_free(records, args.name))
         try:
-            made = history.take(volume, name=args.name, started=args.time).summary()
+            with Bars() as bars:
+                made = history.take(volume, name=args.name, started=args.time, progress=bars).summary()
         finally:
             volume.close()
     else:
         with _frozen(args.freeze):
             made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual",
                                   "started": args.time})["snapshot"]
+    if args.json:
+        print(json.dumps(made, indent=2))
+        return 0
     print(f"snapshot {made['number']} '{made['name']}': {made['changed_blocks']} blocks changed, "
           f"{human_size(made['new_bytes'])} new")
     return 0
@@ -152,12 +157,19 @@ def delete(args: argparse.Namespace) -> int:
         try:
             if args.name in map(str, volume.damaged_snapshots):
                 history.delete_damaged(volume, int(args.name))
+                if args.json:
+                    print(json.dumps({"number": int(args.name), "damaged": True}, indent=2))
+                    return 0
                 print(f"deleted the damaged snapshot record {args.name}; what only it kept is left for gc (or "
                       "fsck --repair) to remove once no damaged record is left")
                 return 0
-            gone = history.delete(volume, args.name).summary()
+            with Bars() as bars:
+                gone = history.delete(volume, args.name, progress=bars).summary()
         finally:
             volume.close()
+    if args.json:
+        print(json.dumps({**gone, "damaged": False}, indent=2))
+        return 0
     print(f"deleted snapshot {gone['number']} '{gone['name']}'")
     return 0
 
@@ -199,7 +211,9 @@ def prune(args: argparse.Namespace) -> int:
     else:
         volume = _open(args, writable=not args.dry_run)
         try:
-            decided = history.prune(volume, policy, named_too=args.named_too, dry_run=args.dry_run)
+            with Bars() as bars:
+                decided = history.prune(volume, policy, named_too=args.named_too, dry_run=args.dry_run,
+                                        progress=bars)
             rows = [history.decision_summary(s, d) for s, d in decided]
         finally:
             volume.close()
@@ -250,9 +264,13 @@ def restore(args: argparse.Namespace) -> int:
     # refused while a mount holds it writable; an unknown name before the lease is taken
     volume = _open(args, writable=True, check=lambda records: records.find(args.snapshot))
     try:
-        kept, undo = history.restore(volume, args.snapshot)
+        with Bars() as bars:
+            kept, undo = history.restore(volume, args.snapshot, progress=bars)
     finally:
         volume.close()
+    if args.json:
+        print(json.dumps({"url": args.url, "restored": kept.summary(), "pre_restore": undo.summary()}, indent=2))
+        return 0
     print(f"the disk is now snapshot {kept.number} '{kept.name}'; what it held before is snapshot "
           f"{undo.number} '{undo.name}' (restore that to undo)")
     return 0
@@ -292,6 +310,7 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
                    "loop-mounted from the disk) while the snapshot is taken, so it holds it clean")
     c.add_argument("--time", type=_utc_time, metavar="UTC", help="date it (its start time, and default "
                    "name) otherwise than now, e.g. 2026-11-30T09:00:00Z: for imports and thinning tests")
+    c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(run=create)
     c = command(verbs, "snapshot list", "list the volume's snapshots, oldest first", [store], name_in_parent="list")
     c.add_argument("url", metavar="URL|MOUNTPOINT")
@@ -300,6 +319,7 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
     c = command(verbs, "snapshot delete", "delete a snapshot and what only it kept", [store], name_in_parent="delete")
     c.add_argument("url", metavar="URL|MOUNTPOINT")
     c.add_argument("name", metavar="NAME", help="its name or number")
+    c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(run=delete)
     c = command(verbs, "snapshot diff", "the byte ranges of the disk that differ between two snapshots",
                 [store], name_in_parent="diff")
@@ -322,4 +342,5 @@ def add_commands(sub, store: argparse.ArgumentParser, command) -> None:
                 [store])
     p.add_argument("url", metavar="URL")
     p.add_argument("--snapshot", required=True, metavar="NAME", help="its name, number, or Latest")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=restore)

@@ -10,6 +10,7 @@ from bucketdisk import __version__
 from bucketdisk.errors import StoreError, UserError
 
 from . import commands, fsck, history, mount, unlock, unmount, verify
+from .failures import failure_line
 from .secrets import add_key_options
 from .units import join_negative_sizes, parse_compression, parse_duration, parse_level, parse_rate, parse_size
 
@@ -20,6 +21,7 @@ EXAMPLES = {
               "  bucketdisk create file:///srv/disk2 --size 100G --encrypt      # asks for a passphrase\n"
               "  bucketdisk create s3://my-bucket/disk1 --size 1T --endpoint http://127.0.0.1:8333",
     "mount": "bucketdisk mount file:///srv/disk1 /mnt/disk1 --cache-size 512M --threads 32\n"
+             "  bucketdisk mount file:///srv/disk1 /mnt/disk1 --stats-file /var/lib/node_exporter/disk1.prom\n"
              "  bucketdisk mount s3://my-bucket/disk1 /mnt/disk1 --region eu-west-1 --cache-dir /var/cache/disk1",
     "recover": "bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1\n"
                "  bucketdisk recover s3://my-bucket/disk1 --cache-dir /var/cache/disk1 --discard",
@@ -29,7 +31,8 @@ EXAMPLES = {
     "info": "bucketdisk info file:///srv/disk1 --json",
     "unlock": "bucketdisk unlock s3://my-bucket/disk1             # who holds it; cleared once it expired\n"
               "  bucketdisk unlock s3://my-bucket/disk1 --force     # its holder is gone for sure",
-    "stats": "bucketdisk stats /mnt/disk1",
+    "stats": "bucketdisk stats /mnt/disk1\n"
+             "  bucketdisk stats /mnt/disk1 --prometheus",
     "verify": "bucketdisk verify file:///srv/disk1 --all\n  bucketdisk verify s3://my-bucket/disk1 --json",
     "fsck": "bucketdisk fsck file:///srv/disk1               # reads only; exit 0 clean, 2 damage\n"
             "  bucketdisk fsck s3://my-bucket/disk1 --repair  # exit 1 repaired, 2 damage left, 8 could not check",
@@ -59,12 +62,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(self.usage_status, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
+class Version(argparse.Action):
+    """--version: the version and the FUSE adapter a mount uses by default
+    (the adapters are looked up only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from bucketdisk.fs.adapters import version_words
+
+        print(f"bucketdisk {__version__} ({version_words()})")
+        parser.exit(0)
+
+
 def _command(sub, name: str, help_text: str, parents=(), *, name_in_parent: str | None = None
              ) -> argparse.ArgumentParser:
     """A subcommand `name` (EXAMPLES names its example), added to its parent as `name_in_parent`."""
-    return sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
-                          parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name_in_parent or name, help=help_text, description=help_text,
+                       parents=list(parents), epilog=f"example:\n  {EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(command_parser=p)  # its usage errors name it: "bucketdisk fsck: error: ..."
+    return p
 
 
 def _checked(check: str, lead: str = ""):
@@ -86,8 +102,9 @@ def _checked(check: str, lead: str = ""):
 def _store_options() -> argparse.ArgumentParser:
     """Options of the s3:// store, shared by every command that opens a volume."""
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("s3:// store (credentials come from the environment, "
-                                      "AWS_PROFILE/~/.aws, or --credentials-file)")
+    group = parent.add_argument_group("s3:// store (credentials: --credentials-file, the environment, "
+                                      "the profile in ~/.aws, container credentials, the EC2 instance "
+                                      "role, ~/.s3backer_passwd)")
     endpoint_form = "must be scheme://host[:port], the scheme http or https: "
     group.add_argument("--endpoint", type=_checked("endpoint_parts", endpoint_form),
                        help="S3 endpoint, scheme://host[:port] (default AWS_ENDPOINT_URL, else AWS S3)")
@@ -95,7 +112,10 @@ def _store_options() -> argparse.ArgumentParser:
                        help="bucket in the path or in the host name (default auto)")
     group.add_argument("--region", help="region (default AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
     group.add_argument("--profile", help="profile in ~/.aws/credentials and ~/.aws/config")
-    group.add_argument("--credentials-file", help="an AWS-style credentials file, readable only by you")
+    group.add_argument("--credentials-file", help="an AWS credentials file, or s3backer's accessID:accessKey "
+                       "lines, readable only by you")
+    group.add_argument("--ec2-role", metavar="ROLE", type=_checked("check_role_name"),
+                       help="use this EC2 instance role's credentials (instance metadata, IMDSv2) and no others")
     group.add_argument("--ca-bundle", help="CA certificates to trust for HTTPS")
     group.add_argument("--insecure", action="store_true", help="do not check TLS certificates (warns)")
     group.add_argument("--storage-class", help="storage class of new objects, e.g. STANDARD_IA")
@@ -122,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"bucketdisk {__version__}")
+    parser.add_argument("--version", action=Version, nargs=0, help="show the version and the FUSE adapter, and exit")
     parser.add_argument("--debug", action="store_true", help="log in detail (and show tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -138,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt and authenticate every object (AES-256-GCM); the passphrase (asked twice on a "
                         "terminal, or --passphrase-file, BUCKETDISK_PASSPHRASE) or --key-file opens it")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=commands.create)
 
     p = _command(sub, "mount", "mount a volume; the mountpoint shows `file` and `stats`", [store])
@@ -169,8 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take a snapshot every INTERVAL (90s, 15min, 1h, 1d) and prune after each, by the "
                         "--keep-* options given (default: Time Machine's rule)")
     history.add_keep_options(p)
+    p.add_argument("--fuse", choices=("lowlevel", "mfusepy"),
+                   help="the FUSE adapter: lowlevel (libfuse 3's low-level API, the Linux fast path; the default "
+                        "where it was built) or mfusepy (libfuse's path API: macFUSE, FUSE-T, FreeBSD, libfuse 2)")
+    p.add_argument("--filename", default="file", metavar="NAME",
+                   help="the disk's name in the mount and in each snapshot's folder, e.g. backup.dmg "
+                        "(default file)")
     p.add_argument("--log", help="log file of the background daemon "
                                  "(default ~/.local/state/bucketdisk/MOUNTPOINT.log)")
+    p.add_argument("--stats-file", metavar="PATH.prom",
+                   help="write the mount's stats as Prometheus metrics to PATH.prom (replaced atomically, for "
+                        "node_exporter's textfile collector; removed at unmount)")
+    p.add_argument("--stats-every", type=parse_duration, metavar="INTERVAL",
+                   help="how often --stats-file is rewritten (default 15s)")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--key-fd", type=int, help=argparse.SUPPRESS)  # the data key, from the parent (secrets.py)
     p.set_defaults(run=mount.mount)
@@ -186,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "that mount changed nothing on the disk: snapshots, gc)")
     p.add_argument("--cache-size", type=parse_size, default=256 << 20, help="memory to use (default 256M)")
     p.add_argument("--threads", type=int, default=16, help="parallel uploads (default 16)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=mount.recover)
 
     p = _command(sub, "passwd", "change an encrypted volume's passphrase, or move it to a key file "
@@ -254,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "stats", "show a mounted volume's counters")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print JSON")
+    how.add_argument("--prometheus", action="store_true", help="print Prometheus' text exposition format")
     p.set_defaults(run=commands.stats)
 
     history.add_commands(sub, store, _command)
@@ -265,9 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = join_negative_sizes(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # (what parse_args does, with the command's own status: fsck's is 8)
-        parser.usage_status = getattr(args, "usage_status", parser.usage_status)
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # (what parse_args does, from the command's own parser: fsck's status is 8)
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     # A mount daemon (a foreground mount) logs warnings (retries, slow server)
     # to its log file; a one-shot command, and the command that starts a
     # daemon (it reads an encrypted volume's record first), keeps its stderr
@@ -279,21 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     status = getattr(args, "failure_status", 1)  # the exit status of a command that failed
     try:
         return args.run(args) or 0
-    except UserError as e:
-        return _fail(str(e), status)
-    except StoreError as e:
-        return _fail(f"storage error: {e}", status)
+    except (StoreError, UserError) as e:
+        return _fail(failure_line(e), status)
     except BrokenPipeError:  # `bucketdisk ... | head`: the reader has all it wanted, as with any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
         return 128 + signal.SIGPIPE
     except OSError as e:
-        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), status)
+        return _fail(failure_line(e), status)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if args.debug:
             raise
-        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)", status)
+        return _fail(failure_line(e), status)
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -2,6 +2,7 @@
 or served in the foreground)."""
 import argparse
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,11 @@ from bucketdisk.errors import UserError
 from bucketdisk.fs.mountpoints import FSTYPE, fstype_at
 
 from .commands import s3_options, store_argv
+from .failures import failure_line
+from .sdnotify import notify_ready
 from .secrets import daemon_environment, key_source, receive_key, send_key
+
+STATS_EVERY = 15.0  # seconds between rewrites of --stats-file
 
 def _check_mountpoint(path: str) -> None:
     kind = fstype_at(path)
@@ -34,6 +39,7 @@ def mount(args: argparse.Namespace) -> int:
         raise UserError("--threads must be from 1 to 256")
     if args.readahead < 0:
         raise UserError("--readahead cannot be negative")
+    _check_filename(args.filename)
     from .history import keep_options
 
     keep = keep_options(args)
@@ -59,14 +65,27 @@ def mount(args: argparse.Namespace) -> int:
         print("bucketdisk: warning: TLS certificate checks are off (--insecure)", file=sys.stderr)
     args.mountpoint = os.path.abspath(args.mountpoint)
     _check_cache_dir_options(args)
+    _check_stats_file_options(args)
     # The daemon runs from /, so files named relative to here must travel absolute.
     for name in ("credentials_file", "ca_bundle"):
         if getattr(args, name):
             setattr(args, name, os.path.abspath(getattr(args, name)))
     _check_mountpoint(args.mountpoint)
+    from bucketdisk.fs.adapters import check_adapter
+
+    args.fuse = check_adapter(args.fuse)  # before forking: a missing libfuse is said here, in one line
     if args.foreground:
         return _serve(args)
     return _spawn_daemon(args, _data_key(args))
+
+
+def _check_filename(name: str) -> None:
+    from bucketdisk.fs.operations import check_disk_name
+
+    try:
+        check_disk_name(name)
+    except ValueError as e:
+        raise UserError(f"--filename: {e}") from None
 
 
 def _check_cache_dir_options(args: argparse.Namespace) -> None:
@@ -98,6 +117,17 @@ def _inside(path: str, top: str) -> bool:
     return os.path.commonpath([real, top]) == top
 
 
+def _check_stats_file_options(args: argparse.Namespace) -> None:
+    if args.stats_every is not None and args.stats_file is None:
+        raise UserError("--stats-every goes with --stats-file")
+    if args.stats_file is not None:
+        from bucketdisk.fs.statsfile import check_stats_file
+
+        args.stats_file = check_stats_file(args.stats_file)  # absolute: the daemon runs from /
+        if _inside(args.stats_file, os.path.realpath(args.mountpoint)):
+            raise UserError(f"--stats-file {args.stats_file} is inside the mountpoint; put it elsewhere")
+
+
 def recover(args: argparse.Namespace) -> int:
     """`bucketdisk recover`: store (or with --discard drop) what a crashed
     mount left in its cache dir."""
@@ -107,15 +137,24 @@ def recover(args: argparse.Namespace) -> int:
     _check_cache_dir_options(args)
     from bucketdisk.device.recovery import recover_cache_dir
 
-    found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
-                                             keys=key_source(args, args.url), cache_size=args.cache_size,
-                                             threads=args.threads, discard=args.discard, force=args.force)
+    from .progress import Bars
+
+    with Bars() as bars:
+        found, how, counters = recover_cache_dir(args.url, args.cache_dir, s3=s3_options(args, args.threads),
+                                                 keys=key_source(args, args.url), cache_size=args.cache_size,
+                                                 threads=args.threads, discard=args.discard, force=args.force,
+                                                 progress=bars)
+    damaged, torn = counters.get("cache_dir_damaged", 0), counters.get("recovered_torn_pages", 0)
+    status = 2 if damaged or torn else 0  # writes lost: exit 2, as verify and fsck say damage
+    if args.json:
+        print(json.dumps({"url": args.url, "cache_dir": args.cache_dir, "blocks": found, "done": how,
+                          "damaged_files": damaged, "torn_pages": torn, "exit": status}, indent=2))
+        return status
     if not found:
         print(f"{args.cache_dir}: no blocks left unsaved")
     else:
         print(f"{args.cache_dir}: {found} blocks a mount left unsaved were {how}")
-    damaged, torn = counters.get("cache_dir_damaged", 0), counters.get("recovered_torn_pages", 0)
-    if damaged or torn:  # writes lost: exit 2, as verify and fsck say damage
+    if status:
         print(f"{args.cache_dir}: {damaged} dirty files could not be used (moved to "
               f"{os.path.join(args.cache_dir, 'damaged')}) and {torn} pages were cut by a crash; "
               "those blocks keep what the store holds", file=sys.stderr)
@@ -148,6 +187,8 @@ def _serve(args: argparse.Namespace) -> int:
     ready = args.ready_fd
 
     def on_ready() -> None:
+        if ready is None:  # the process systemd started (not a daemon `mount` spawned): Type=notify
+            notify_ready()
         if ready is not None:
             os.write(ready, b"ok\n")
             os.close(ready)
@@ -163,7 +204,9 @@ def _serve(args: argparse.Namespace) -> int:
                            snapshot=args.snapshot, snapshot_every=args.snapshot_every,
                            compress_level=args.compress_level, keys=_serve_keys(args),
                            cache_dir=args.cache_dir, cache_dir_size=args.cache_dir_size,
-                           keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log)
+                           keep=keep_options(args), s3=s3_options(args, args.threads), log=args.log,
+                           stats_file=args.stats_file, stats_every=args.stats_every or STATS_EVERY,
+                           fuse=args.fuse, filename=args.filename)
     try:
         serve(args.url, args.mountpoint, options, on_ready, on_warning)
     except BaseException as e:
@@ -186,9 +229,9 @@ def _serve_keys(args: argparse.Namespace):
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror + (f": {e.filename}" if e.filename else "")
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, Exception):
+        return failure_line(e).splitlines()[0]
+    return type(e).__name__  # SystemExit, KeyboardInterrupt
 
 
 def _default_log(mountpoint: str) -> str:
@@ -206,7 +249,7 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     command = [sys.executable, "-m", "bucketdisk.cli.main"] + (["--debug"] if args.debug else [])
     command += ["mount", args.url, args.mountpoint, "--foreground", "--ready-fd", str(write_end),
                 "--log", log_path, "--cache-size", str(args.cache_size), "--threads", str(args.threads),
-                "--readahead", str(args.readahead)]
+                "--readahead", str(args.readahead), "--fuse", args.fuse, f"--filename={args.filename}"]
     command += store_argv(args)
     command += ["--read-only"] if args.read_only else []
     command += [f"--snapshot={args.snapshot}"] if args.snapshot is not None else []  # a name may start with -
@@ -217,6 +260,8 @@ def _spawn_daemon(args: argparse.Namespace, data_key: bytes | None) -> int:
     command += ["--cache-dir", args.cache_dir] if args.cache_dir else []
     command += ["--cache-dir-size", str(args.cache_dir_size)] if args.cache_dir_size else []
     command += ["--compress-level", str(args.compress_level)] if args.compress_level is not None else []
+    command += ["--stats-file", args.stats_file] if args.stats_file else []
+    command += ["--stats-every", f"{int(args.stats_every)}s"] if args.stats_every else []
     passed = (write_end,)
     if data_key is not None:
         key_end = send_key(data_key)

@@ -2,7 +2,10 @@
 
 `Bars()` is a sweep's Progress (volume/sweep.py): one bar per phase, on
 stderr, shown only when stderr is a terminal, so scripts and --json
-output see nothing of it.
+output see nothing of it.  Commands that use it: gc, verify, fsck, prune,
+snapshot create and delete (of a volume URL), restore, recover, and create
+--force (its wipe of the old volume); `with Bars() as bars:` closes the
+last bar however the block ends.
 """
 import sys
 from collections.abc import Callable
@@ -19,7 +22,7 @@ class Bars:
         from tqdm import tqdm  # on use: imported with the CLI it cost every command ~30 ms at start
 
         self.close()
-        self._bar = tqdm(desc=phase, total=total, unit=" objects", file=sys.stderr, leave=False,
+        self._bar = tqdm(desc=phase, total=total, unit=" items", file=sys.stderr, leave=False,
                          disable=not self.enabled, dynamic_ncols=True)
         return self._bar.update
 
@@ -27,3 +30,9 @@ class Bars:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def __enter__(self) -> "Bars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -40,7 +40,7 @@ def unmount(args: argparse.Namespace) -> int:
         _wait_for_exit(stats.get("pid"))
         raise UserError(_fenced_words(path, stats))
     try:
-        _flush(path)
+        _flush(path, stats.get("disk_file", "file"))
     except DaemonDied:
         return _clean_dead_mount(path, stats)
     _fusermount(path, lazy=False)
@@ -48,11 +48,12 @@ def unmount(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flush(path: str) -> None:
-    """fsync through the mount, so failures are reported while data is safe;
+def _flush(path: str, disk_file: str) -> None:
+    """fsync the disk (named `disk_file` in the mount: its stats say it)
+    through the mount, so failures are reported while data is safe;
     raises DaemonDied if the daemon is gone."""
     try:
-        fd = os.open(os.path.join(path, "file"), os.O_RDONLY)
+        fd = os.open(os.path.join(path, disk_file), os.O_RDONLY)
     except OSError as e:
         if e.errno in DEAD:
             raise DaemonDied() from None

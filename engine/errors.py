@@ -25,7 +25,12 @@ class StoreFull(StoreError):
 
 
 class NotFound(StoreError):
-    """The object does not exist."""
+    """The object `key` does not exist.  Its text is `url` (the object's URL,
+    for messages) when the store gave it, else the key."""
+
+    def __init__(self, key: str, url: str | None = None) -> None:
+        super().__init__(url or key)
+        self.key = key
 
 
 class CorruptData(StoreError):

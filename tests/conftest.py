@@ -6,6 +6,11 @@ Every test that uses `bd` runs on both stores, `[file]` (file:///tmp-dir) and
 `[s3]` (s3://BUCKET/PREFIX on a real SeaweedFS with SigV4 authentication,
 started once per session and stopped by its PID at the end); a test or module
 narrows that with `@pytest.mark.stores("file")` or `STORES = (...)`.
+Mounts go through the daemon's default FUSE adapter, or the one
+BUCKETDISK_TEST_FUSE names (lowlevel, mfusepy); a test marked
+`@pytest.mark.fuse_adapters(mfusepy_on=STORES)` runs once more on those
+stores through mfusepy (ids `[file-mfusepy]`), its other runs through the
+low-level binding (ids unchanged).
 Every mount a test makes is registered with a per-test janitor that undoes it
 in reverse order even when the test fails: loop/tmpfs mounts are unmounted by
 path, bucketdisk mounts get `bucketdisk unmount`, then `fusermount3 -u -z` if
@@ -385,6 +390,9 @@ class FilePlace:
         (self.path / key).parent.mkdir(parents=True, exist_ok=True)
         (self.path / key).write_bytes(data)
 
+    def delete(self, key: str) -> None:
+        (self.path / key).unlink()
+
     def snapshot(self) -> dict[str, bytes | None]:
         """Everything in the directory, scratch dir included: relpath -> bytes, None for a directory."""
         dirs, files = self._walk()
@@ -467,6 +475,10 @@ class S3Place:
     def write(self, key: str, data: bytes) -> None:
         r = s3_request(self.server, "PUT", self.bucket, f"{self.prefix}/{key}", data=data)
         assert r.status_code == 200, f"PUT {self.url}/{key}: {r.status_code} {r.text[:300]}"
+
+    def delete(self, key: str) -> None:
+        r = s3_request(self.server, "DELETE", self.bucket, f"{self.prefix}/{key}")
+        assert r.status_code == 204, f"DELETE {self.url}/{key}: {r.status_code} {r.text[:300]}"
 
     def snapshot(self) -> dict[str, bytes | None]:
         """Every object under the prefix: key -> bytes."""
@@ -613,9 +625,11 @@ class S3StoreSpace:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment with the server's credentials (and no other AWS settings)."""
+        """The environment with the server's credentials (and no other AWS
+        settings); the instance metadata service off, so that no test ever
+        asks the machine it runs on for an EC2 role."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        return base | self.server.env()
+        return base | self.server.env() | {"AWS_EC2_METADATA_DISABLED": "true"}
 
     def place(self, n: int) -> S3Place:
         return S3Place(self.server, self.bucket, f"vol-{n:03d}")  # fixed width: no prefix is another's
@@ -637,10 +651,11 @@ class Mount:
     log: Path
     pid: int | None = None
     pids: set = field(default_factory=set)
+    filename: str = "file"  # the disk's name in the mount (mount --filename)
 
     @property
     def file(self) -> Path:
-        return self.path / "file"
+        return self.path / self.filename
 
     @property
     def stats_file(self) -> Path:
@@ -671,12 +686,20 @@ class Janitor:
 class BD:
     """The CLI driven for one test against one store; owns the cleanups of what it mounts."""
 
-    def __init__(self, tmp_path: Path, janitor: Janitor, store: FileStoreSpace | S3StoreSpace) -> None:
+    def __init__(self, tmp_path: Path, janitor: Janitor, store: FileStoreSpace | S3StoreSpace,
+                 fuse: str | None = None) -> None:
         self.tmp = tmp_path
         self.janitor = janitor
         self.store = store
+        self.fuse = fuse  # the FUSE adapter mounts ask for (None: the daemon's default)
         self.mounts: list[Mount] = []
         self._n = 0
+        self.env_override: dict[str, str] | None = None  # a test's own environment for every command
+
+    @property
+    def fuse_args(self) -> list[str]:
+        """`--fuse ADAPTER` when this test asks for one: for mounts made without `mount()`."""
+        return ["--fuse", self.fuse] if self.fuse else []
 
     def _next(self) -> int:
         self._n += 1
@@ -687,8 +710,9 @@ class BD:
 
     @property
     def env(self) -> dict[str, str] | None:
-        """Environment for every command: the store's credentials (s3), else the plain one."""
-        return self.store.env
+        """Environment for every command: env_override when a test set one,
+        else the store's credentials (s3), else the plain one."""
+        return self.env_override if self.env_override is not None else self.store.env
 
     # ---- raw commands
     def run(self, *args, timeout: float = 120, check: bool = False, cwd=None):
@@ -734,11 +758,12 @@ class BD:
 
     # ---- mounts
     def mount(self, volume: Volume, mountpoint: Path | None = None, *, read_only=False,
-              cache_size: str | None = "32M", threads: int | None = 4, extra=()) -> Mount:
+              cache_size: str | None = "32M", threads: int | None = 4, filename: str | None = None,
+              extra=()) -> Mount:
         mp = mountpoint or self._name("mnt")
         mp.mkdir(parents=True, exist_ok=True)
         log = self._name("daemon-log-").with_suffix(".txt")
-        m = Mount(volume=volume, path=mp, read_only=read_only, log=log)
+        m = Mount(volume=volume, path=mp, read_only=read_only, log=log, filename=filename or "file")
         self.mounts.append(m)
         # Registered before the attempt so that even a half-made mount is cleaned up.
         self.janitor.push(f"bucketdisk mount {mp}", lambda: self.cleanup_mount(m))
@@ -750,13 +775,17 @@ class BD:
             args += ["--threads", threads]
         if read_only:
             args.append("--read-only")
-        proc = self.run(*args, *extra, timeout=MOUNT_TIMEOUT)
+        if filename is not None:
+            args.append(f"--filename={filename}")
+        proc = self.run(*args, *self.fuse_args, *extra, timeout=MOUNT_TIMEOUT)
         assert proc.returncode == 0, (
             f"mount failed ({proc.returncode}): {proc.stderr}\n"
             f"--- daemon log ---\n{self._log_tail(log)}"
         )
         assert is_mounted(mp), "mount returned 0 but nothing is mounted there"
         st = self.stats(mp)
+        if self.fuse:
+            assert st["fuse_adapter"] == self.fuse, f"asked for --fuse {self.fuse}, served by {st['fuse_adapter']}"
         m.pid = int(st["pid"])
         m.pids.add(m.pid)
         return m
@@ -887,10 +916,17 @@ def cli() -> Path:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "stores(*kinds): the stores ('file', 's3') a test using `bd` runs on (default: all)")
+    config.addinivalue_line(
+        "markers", "fuse_adapters(mfusepy_on=STORES): run once more through --fuse mfusepy on those stores "
+                   "(its other runs: --fuse lowlevel)")
+
+
+TEST_FUSE = os.environ.get("BUCKETDISK_TEST_FUSE") or None  # the adapter of unmarked tests (None: default)
 
 
 def pytest_generate_tests(metafunc):
-    """Parametrize `store` (and so `bd`) over the stores: ids `[file]`, `[s3]`."""
+    """Parametrize `store` (and so `bd`) over the stores: ids `[file]`, `[s3]`;
+    with the fuse_adapters mark, `fuse_adapter` too (ids `[file-mfusepy]`)."""
     if "store" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("stores")
@@ -906,7 +942,14 @@ def pytest_generate_tests(metafunc):
         stores = STORES
     unknown = set(stores) - set(STORES)
     assert stores and not unknown, f"bad stores {stores!r} for {metafunc.definition.nodeid}"
-    metafunc.parametrize("store", list(stores), indirect=True)
+    adapters = metafunc.definition.get_closest_marker("fuse_adapters")
+    if adapters is None:
+        metafunc.parametrize("store", list(stores), indirect=True)
+        return
+    also = [s for s in stores if s in adapters.kwargs.get("mfusepy_on", STORES)]
+    runs = [(s, "lowlevel") for s in stores] + [(s, "mfusepy") for s in also]
+    metafunc.parametrize(("store", "fuse_adapter"), runs, indirect=True,
+                         ids=[s if a == "lowlevel" else f"{s}-{a}" for s, a in runs])
 
 
 @pytest.fixture(scope="session")
@@ -947,8 +990,15 @@ def store(request, tmp_path, janitor) -> FileStoreSpace | S3StoreSpace:
 
 
 @pytest.fixture
-def bd(request, cli, store, tmp_path, janitor) -> BD:
-    driver = BD(tmp_path, janitor, store)
+def fuse_adapter(request) -> str | None:
+    """The FUSE adapter this test's mounts use: its fuse_adapters run's, else
+    BUCKETDISK_TEST_FUSE's, else None (the daemon's default)."""
+    return getattr(request, "param", TEST_FUSE)
+
+
+@pytest.fixture
+def bd(request, cli, store, fuse_adapter, tmp_path, janitor) -> BD:
+    driver = BD(tmp_path, janitor, store, fuse_adapter)
     request.node._bd_driver = driver
     return driver
 

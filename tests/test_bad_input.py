@@ -122,7 +122,7 @@ OPTIONS = [
     opt("recover-cache-size-memory", "recover {url} --cache-dir {dir} --cache-size 1P", "memory"),
     # unmount
     opt("unmount-nothing", "unmount", "MOUNTPOINT"),
-    opt("unmount-option", "unmount {mp} --bogus", "--bogus"),
+    opt("unmount-option", "unmount {mp} --bogus", "--bogus", "bucketdisk unmount: error:"),
     # stats
     opt("stats-nothing", "stats", "MOUNTPOINT"),
     # passwd
@@ -132,7 +132,7 @@ OPTIONS = [
     # unlock
     opt("unlock-option", "unlock {url} --threads 2", "--threads"),
     # info
-    opt("info-option", "info {url} --bogus", "--bogus"),
+    opt("info-option", "info {url} --bogus", "--bogus", "bucketdisk info: error:"),
     opt("info-two-secrets", "info {enc} --passphrase-file {pp} --key-file {key}", "not both"),
     # gc
     opt("gc-option", "gc {url} --threads 3", "--threads"),
@@ -156,6 +156,7 @@ OPTIONS = [
     opt("snapshot-create-empty", "snapshot create {url} --name ''", "bad snapshot name ''"),
     opt("snapshot-create-long", "snapshot create {url} --name " + "a" * 65, "bad snapshot name", "1 to 64"),
     opt("snapshot-create-latest", "snapshot create {url} --name Latest", "'Latest' is reserved"),
+    opt("snapshot-create-digits", "snapshot create {url} --name 12", "bad snapshot name '12'", "snapshot's number"),
     opt("snapshot-create-live", "snapshot create {url} --name live", "'live' is reserved"),
     opt("snapshot-create-time-word", "snapshot create {url} --time yesterday", "--time", "'yesterday'"),
     opt("snapshot-create-time-range", "snapshot create {url} --time 2026-13-40T00:00:00Z", "--time"),

@@ -109,6 +109,26 @@ def test_a_damaged_object_is_named_by_every_command(bd):
     assert bd.info(vol)["mapped_blocks"] == 32
 
 
+def test_a_missing_map_page_is_named_by_every_command(bd):
+    """A map page that is gone (not damaged): each command names its URL,
+    says it is missing and points at fsck, and changes nothing."""
+    vol = volume_with_every_kind_of_object(bd)
+    key = keys_of(vol, "map/pages/")[-1]
+    original = vol.place.read(key)
+    vol.place.delete(key)
+    before = vol.snapshot()
+    missing = f"{vol.url}/{key} is missing; run 'bucketdisk fsck'"
+    for argv in (("info",), ("gc", "--dry-run"), ("gc",)):
+        line = assert_cli_error(bd.run(argv[0], vol.url, *argv[1:], *vol.store_args))
+        assert missing in line, f"{argv}: {line}"
+    for flags in (("--read-only",), ()):
+        line = refused_mount(bd, vol, *flags)
+        assert missing in line, f"mount {flags}: {line}"
+    assert without_leases(vol.snapshot()) == without_leases(before), "a refused command changed the volume"
+    vol.place.write(key, original)
+    assert bd.info(vol)["mapped_blocks"] == 32
+
+
 def test_a_damaged_block_reads_as_eio_and_the_log_names_it(bd):
     vol = volume_with_every_kind_of_object(bd)
     originals = {key: damage(vol, key) for key in keys_of(vol, "blocks/")}

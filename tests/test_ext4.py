@@ -79,6 +79,7 @@ def assert_tree(root: Path, expected: dict[str, str]) -> None:
     assert not bad, f"{len(bad)} files with wrong contents, e.g. {bad[:5]}"
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 @pytest.mark.timeout(480)
 def test_ext4_tree_survives_remount_and_fstrim_frees_objects(bd, tmp_path):
     src = tmp_path / "src"

@@ -13,6 +13,8 @@ import random
 import signal
 import time
 
+import pytest
+
 from conftest import KiB, MiB, assert_file_matches, wait_pid_gone
 from test_mount import open_rw, write_model
 
@@ -53,6 +55,7 @@ def small_writes(fd: int, model: bytearray, rng: random.Random, count: int, end:
         write_model(fd, model, off, rng.randbytes(rng.choice((1, 512, 3000, PAGE))))
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_small_fsyncs_are_logged_and_merged_after_kill9(bd):
     vol = bd.create(size="64M", block_size="1M")
     m = bd.mount(vol)

@@ -321,9 +321,11 @@ def bad_file(path: Path, kind: str) -> Path:
 
 
 def aws_env(bd, home: Path, **extra) -> dict[str, str]:
-    """The environment with no AWS credentials at all, HOME moved, plus `extra`."""
+    """The environment with no AWS credentials at all, HOME moved, the
+    instance metadata service off (no test asks this machine's), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = str(home)
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     return env | extra
 
 

@@ -23,6 +23,7 @@ from conftest import (
     CLI,
     MiB,
     KiB,
+    assert_cli_error,
     assert_file_matches,
     distinct_nonzero_blocks,
     is_mounted,
@@ -94,6 +95,7 @@ def open_rw(m) -> int:
 # tests
 # --------------------------------------------------------------------------
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_mount_shape_lock_and_clean_unmount(bd):
     vol = bd.create(size="96M", block_size="64K")
     m = bd.mount(vol)
@@ -119,6 +121,7 @@ def test_mount_shape_lock_and_clean_unmount(bd):
     assert not vol.has_lock(), "lock left behind after a clean unmount"
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_unaligned_io_matches_model_and_survives_remount(bd):
     bs = 64 * KiB
     vol = bd.create(size="64M", block_size="64K")
@@ -171,6 +174,7 @@ def test_unaligned_io_matches_model_and_survives_remount(bd):
     assert_file_matches(m.file, model)
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_fsynced_bytes_survive_kill9(bd):
     bs = 64 * KiB
     vol = bd.create(size="64M", block_size="64K")
@@ -277,6 +281,7 @@ def test_zero_blocks_have_no_objects_and_identical_blocks_dedup(bd):
     assert_range_matches(m.file, model, last * bs, vol.size)
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_punch_hole_zeroes_range_and_frees_objects(bd):
     bs = 64 * KiB
     vol = bd.create(size="64M", block_size="64K")
@@ -429,6 +434,7 @@ def test_info_json_figures_with_default_options(bd):
     assert info["uuid"] in proc.stdout
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_read_only_mount_reads_and_refuses_writes(bd):
     vol = bd.create(size="64M", block_size="64K")
     m = bd.mount(vol)
@@ -505,6 +511,7 @@ def test_fio_verify_and_reverify_after_remount(bd, tmp_path, bs, offset):
     assert_range_matches(m.file, model, offset + size, vol.size)
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_foreground_mount_runs_until_unmount(bd, tmp_path, janitor):
     vol = bd.create(size="16M", block_size="64K")
     mp = tmp_path / "fg"
@@ -512,7 +519,7 @@ def test_foreground_mount_runs_until_unmount(bd, tmp_path, janitor):
     out = open(tmp_path / "fg.out", "w")
     proc = subprocess.Popen(
         [str(CLI), "mount", vol.url, str(mp), "-f", "--cache-size", "32M", "--threads", "4",
-         *vol.store_args],
+         *vol.store_args, *bd.fuse_args],
         stdout=out, stderr=subprocess.STDOUT, env=bd.env,
     )
 
@@ -557,5 +564,48 @@ def test_foreground_mount_runs_until_unmount(bd, tmp_path, janitor):
     fd = os.open(m.file, os.O_RDONLY)
     try:
         assert os.pread(fd, len(payload), 70_000) == payload
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
+@pytest.mark.stores("file")  # a name in the mount: the store does not know it
+def test_filename_names_the_disk_in_the_mount_and_in_each_snapshot(bd):
+    vol = bd.create(size="16M", block_size="64K")
+    for bad in ("", ".", "..", "a/b", "/file", "stats", "snapshots", "x" * 256):
+        mp = bd._name("refused")
+        mp.mkdir()
+        line = assert_cli_error(bd.run("mount", vol.url, mp, f"--filename={bad}", *bd.fuse_args))
+        assert "--filename" in line, line
+        assert not is_mounted(mp)
+    assert not vol.has_lock(), "a refused mount took the lease"
+
+    m = bd.mount(vol, filename="backup.dmg")
+    assert sorted(os.listdir(m.path)) == ["backup.dmg", "snapshots", "stats"]
+    assert bd.stats(m.path)["disk_file"] == "backup.dmg"
+    payload = random.Random(2).randbytes(300_000)
+    fd = open_rw(m)
+    try:
+        pwrite_all(fd, payload, 12_345)
+    finally:
+        os.close(fd)
+    bd.ok("snapshot", "create", m.path, "--name", "one")
+    assert os.listdir(m.path / "snapshots" / "one") == ["backup.dmg"]
+    with open(m.path / "snapshots" / "Latest" / "backup.dmg", "rb") as f:
+        f.seek(12_345)
+        assert f.read(len(payload)) == payload
+    fd = open_rw(m)  # written again, never fsynced: the unmount stores it through the named disk
+    try:
+        pwrite_all(fd, payload[::-1], MiB)
+    finally:
+        os.close(fd)
+    bd.unmount(m)
+
+    m = bd.mount(vol)  # the name belongs to the mount, not the volume
+    assert sorted(os.listdir(m.path)) == ["file", "snapshots", "stats"]
+    fd = os.open(m.file, os.O_RDONLY)
+    try:
+        assert os.pread(fd, len(payload), 12_345) == payload
+        assert os.pread(fd, len(payload), MiB) == payload[::-1]
     finally:
         os.close(fd)

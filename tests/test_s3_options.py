@@ -3,11 +3,15 @@ CLI, real FUSE mounts.
 
 What is proved:
 - credentials are found in the documented order: an explicit
-  --credentials-file (refused when others may read it), then the
+  --credentials-file (refused when others may read it; AWS's format or
+  s3backer's accessID:accessKey lines), then the
   AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment, then the profile
   (--profile, else AWS_PROFILE, else "default") in ~/.aws/credentials, then
-  in ~/.aws/config's `[profile P]`; nothing found is one clear line; the
-  secret never shows on stdout or stderr;
+  in ~/.aws/config's `[profile P]`, then container credentials, then the EC2
+  instance role (a loopback IMDSv2 server; --ec2-role uses it alone), then
+  ~/.s3backer_passwd (also when the metadata service does not answer);
+  nothing found is one clear line; the secret never shows on stdout or
+  stderr;
 - HTTPS: a self-signed server is trusted with --ca-bundle, refused without it
   in one line about TLS/certificates, and accepted with --insecure (mount
   warns on stderr and still mounts);
@@ -44,6 +48,7 @@ from conftest import (
     wait_until_clean,
 )
 from faultproxy import _close, _header, _read_body, _read_head
+from metadataserver import CONTAINER_PATH, Answer, MetadataServer
 
 STORES = ("s3",)  # every test here runs against the session's SeaweedFS only
 SIZE, BLOCK = "32M", "64K"
@@ -212,10 +217,14 @@ def proxy_factory(store):
 # --------------------------------------------------------------------------
 
 def clean_env(home: Path, **aws) -> dict[str, str]:
-    """The test environment without any AWS_* or CA settings, HOME moved, plus `aws`."""
+    """The test environment without any AWS_* or CA settings, HOME moved, plus `aws`.
+
+    The instance metadata service is off unless `aws` turns it on: no test
+    asks the machine it runs on for an EC2 role."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AWS_") and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")}
     env["HOME"] = str(home)
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     env.update(aws)
     return env
 
@@ -344,6 +353,53 @@ def test_credentials_are_found_in_the_documented_order(bd, tmp_path):
     assert_cli_error(proc)
     assert_no_secret(proc, *secrets)
 
+    # --credentials-file also takes s3backer's accessID:accessKey lines (its --accessFile habit)
+    passwd_file = tmp_path / "s3backer-keys"
+    passwd_file.write_text(f"# s3backer's format\n{key}:{secret}\n")
+    passwd_file.chmod(0o600)
+    create_ok("cred-file-passwd", bad_env, "--credentials-file", passwd_file)
+
+    # after the profiles: container credentials, the EC2 instance role, then ~/.s3backer_passwd
+    passwd = home / ".s3backer_passwd"
+
+    def write_passwd(k: str, s: str) -> None:
+        passwd.write_text(f"{k}:{s}\n")
+        passwd.chmod(0o600)
+
+    with MetadataServer(container_token="container-token-1") as imds:
+        on = dict(AWS_EC2_METADATA_DISABLED="false", AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint)
+        container = dict(AWS_CONTAINER_CREDENTIALS_FULL_URI=imds.endpoint + CONTAINER_PATH,
+                         AWS_CONTAINER_AUTHORIZATION_TOKEN="container-token-1")
+        write_passwd(bad_key, bad_secret)
+        imds.answer = imds.keys(key, secret)
+        create_ok("container", clean_env(home, **container))
+        line = refused("container-bad-token", clean_env(home, **container | dict(
+            AWS_CONTAINER_AUTHORIZATION_TOKEN="wrong")))
+        assert "container credentials" in line and "403" in line, line
+        create_ok("imds-over-passwd", clean_env(home, **on))
+        assert imds.untokened_gets() == 0 and imds.handed(), "the instance role was not asked with a session token"
+        create_ok("ec2-role-over-env", clean_env(home, **on, AWS_ACCESS_KEY_ID=bad_key,
+                                                 AWS_SECRET_ACCESS_KEY=bad_secret), "--ec2-role", imds.role)
+        imds.answer = imds.keys(bad_key, bad_secret)
+        refused("imds-keys-used", clean_env(home, **on))  # proves the role's keys, not the passwd file's, are used
+        creds_ini(aws / "credentials", {"default": (key, secret)})
+        create_ok("profile-over-imds", clean_env(home, **on))
+        (aws / "credentials").unlink()
+        # the service answers but gives no keys for its role: on to ~/.s3backer_passwd
+        write_passwd(key, secret)
+        imds.answer = Answer(404, b"")
+        create_ok("passwd-after-imds-404", clean_env(home, **on))
+    create_ok("passwd-imds-off", clean_env(home))
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    create_ok("passwd-imds-unreachable", clean_env(home, AWS_EC2_METADATA_DISABLED="false",
+                                                   AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{port}"))
+    # ... and the keys in the environment, a profile, or --credentials-file come before it
+    write_passwd(bad_key, bad_secret)
+    create_ok("env-over-passwd", clean_env(home, **good_env))
+    cred_file.chmod(0o600)
+    create_ok("cred-file-over-passwd", clean_env(home), "--credentials-file", cred_file)
+
 
 # --------------------------------------------------------------------------
 # 2. TLS
@@ -425,6 +481,18 @@ def test_https_ca_bundle_and_insecure(bd, proxy_factory, tls_cert, tmp_path):
 # 3. the lock on a server that ignores If-None-Match
 # --------------------------------------------------------------------------
 
+def assert_only_the_holder_wrote(before: list[str], after: list[str]) -> None:
+    """Between the two listings the mount that holds the volume may have
+    written a journal or a checkpoint (a root and pages) of its own epoch;
+    a refused mount would have written a root of a new epoch."""
+    def epochs(keys):
+        return {k.rsplit("/", 1)[1].split("-")[0] for k in keys if k.startswith(("map/roots/", "map/journal/"))}
+    new = set(after) - set(before)
+    assert all(k.startswith(("map/roots/", "map/journal/", "map/pages/")) for k in new), \
+        f"the refused mount changed the volume's objects: {sorted(new)}"
+    assert epochs(new) <= epochs(before), f"a map object of a new epoch appeared: {sorted(new)}"
+
+
 def test_lock_holds_when_server_ignores_if_none_match(bd, proxy_factory):
     server, bucket = bd.store.server, bd.store.bucket
     proxy = proxy_factory(strip=("If-None-Match",))
@@ -458,7 +526,7 @@ def test_lock_holds_when_server_ignores_if_none_match(bd, proxy_factory):
     assert f"pid {m.pid}" in line and socket.gethostname() in line, f"the refusal does not name the holder: {line}"
     assert not is_mounted(other.path)
     assert vol.lock_bytes() == holder, "the refused mount changed the lock"
-    assert sorted(vol.keys()) == before, "the refused mount changed the volume's objects"
+    assert_only_the_holder_wrote(before, sorted(vol.keys()))
     assert bd.stats(m.path)["pid"] == m.pid, "the first mount no longer answers"
     assert_file_matches(m.file, model)
 

@@ -81,17 +81,20 @@ def foreground_mount(bd, vol) -> tuple[subprocess.Popen, Mount]:
     bd.janitor.push(f"foreground mount {mp}", lambda: bd.cleanup_mount(m))
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(CLI), "mount", vol.url, str(mp), "-f", "--log", str(log), "--cache-size", "32M",
-                                 "--threads", "4", *vol.store_args], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=out, env=bd.env)
+                                 "--threads", "4", *vol.store_args, *bd.fuse_args], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, env=bd.env)
     bd.janitor.push(f"daemon {proc.pid}", lambda: proc.poll() is not None or (proc.kill(), proc.wait()))
     assert wait_until(lambda: is_mounted(mp) or proc.poll() is not None, MOUNT_TIMEOUT), "the mount never came up"
     assert proc.poll() is None, f"the mount exited ({proc.returncode}):\n{bd._log_tail(log)}"
-    m.pid = int(bd.stats(mp)["pid"])
+    stats = bd.stats(mp)
+    m.pid = int(stats["pid"])
     m.pids.add(m.pid)
     assert m.pid == proc.pid
+    assert bd.fuse in (None, stats["fuse_adapter"]), stats["fuse_adapter"]
     return proc, m
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_flushes_and_unmounts_under_load(bd, signum):
     vol = bd.create(size="64M", block_size="64K")
@@ -122,6 +125,7 @@ def test_a_signal_flushes_and_unmounts_under_load(bd, signum):
     vol.assert_clean_layout()
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 @pytest.mark.stores("file")  # the log is the daemon's business, not the store's
 def test_sighup_reopens_the_log_and_the_mount_goes_on(bd):
     vol = bd.create(size="16M", block_size="64K")

@@ -68,6 +68,7 @@ class Writer(threading.Thread):
             self.error = e
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 def test_old_states_are_browsed_beside_the_live_disk(bd, tmp_path):
     vol = bd.create(size="128M", block_size="64K")
     m = bd.mount(vol)

@@ -21,6 +21,7 @@ def read_all(path) -> bytes:
         return f.read()
 
 
+@pytest.mark.fuse_adapters(mfusepy_on=("file",))
 @pytest.mark.stores("file")  # following is the device's, whatever the store
 def test_a_snapshot_mount_keeps_showing_its_snapshot(bd):
     vol = bd.create(size="4M", block_size="64K")

@@ -103,22 +103,29 @@ class CachedBlocks:
 
     # -- recovery -------------------------------------------------------------------------
 
-    def recover(self) -> int:
+    def recover(self, progress=None) -> int:
         """Store every block a crashed mount left in the cache dir's dirty
         files (each checked; pages a crash cut show the store's), before the
-        device serves anything; the number of blocks.  Raises StoreError if
-        they cannot be stored (they stay in the cache dir)."""
+        device serves anything; the number of blocks.  `progress(phase,
+        total)` (volume/sweep.py's Progress) sees the files read, then the
+        storing.  Raises StoreError if they cannot be stored (they stay in
+        the cache dir)."""
         if self._cache_dir is None or self.read_only:
             return 0
+        progress = progress or (lambda phase, total: lambda n: None)
         count = 0
+        step = progress("reading the cache dir", self._cache_dir.unsaved_blocks)
         for found in self._cache_dir.recover():
             if not found.zero_base and found.held != (1 << self._cache_dir.pages) - 1:
                 self._fill_from_store(found)
             self._adopt(found.index, found.data)
             count += 1
+            step(1)
         if count:
             log.warning("cache dir: %d blocks a mount left unsaved were found; storing them", count)
+            step = progress("storing blocks", count)
             self.fsync()
+            step(count)
             self._cache_dir.counters["recovered_blocks"] += count
         self._retire_cached()
         return count

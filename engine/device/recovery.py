@@ -12,14 +12,16 @@ from .device import BlockDevice
 
 
 def recover_cache_dir(url: str, path: str, *, s3: S3Options, keys: KeySource | None, cache_size: int,
-                      threads: int, discard: bool = False, force: bool = False) -> tuple[int, str, dict]:
+                      threads: int, discard: bool = False, force: bool = False,
+                      progress=None) -> tuple[int, str, dict]:
     """(blocks, "stored" or "dropped", the cache dir's counters: how many
     files were damaged, pages cut) for the dirty files of the cache dir
     at `path` (0 when it holds none).  Storing takes the volume's lease as
     a writable mount does.  `force` stores them even though another mount
     has written the volume since; `discard` deletes them instead.  Raises
     UserError (a refusal: nothing changed) or StoreError (the blocks stay
-    in the cache dir)."""
+    in the cache dir).  `progress` (volume/sweep.py's Progress) sees the
+    blocks read and stored."""
     store = open_store(url, s3=s3)
     try:
         record = open_record(store, keys)
@@ -47,7 +49,7 @@ def recover_cache_dir(url: str, path: str, *, s3: S3Options, keys: KeySource | N
     device = BlockDevice(volume, cache_size=cache_size, threads=threads, readahead=0, retry_time=s3.retry_time,
                          cache_dir=cache)
     try:
-        count = device.recover()
+        count = device.recover(progress)
         counters = cache.stats()
     except BaseException:
         device.abort()

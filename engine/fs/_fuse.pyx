@@ -37,7 +37,6 @@ import logging
 import os
 import signal
 import threading
-from typing import NamedTuple
 
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.memoryview cimport PyMemoryView_FromMemory
@@ -51,6 +50,8 @@ from posix.types cimport dev_t, mode_t, off_t
 
 include "../device/fast_read.pxi"
 
+from bucketdisk.fs.replies import FuseError  # what operations raise to fail a request
+
 log = logging.getLogger(__name__)
 
 include "libfuse.pxi"
@@ -58,32 +59,10 @@ include "libfuse.pxi"
 DEF STACK_READ = 128 * 1024  # reads up to this size use a buffer on the worker's stack
 
 
-class FuseError(OSError):
-    """Fail the current request with `errno` (not logged)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code, os.strerror(code))
-
-
-class Attr(NamedTuple):
-    ino: int
-    mode: int
-    nlink: int
-    size: int
-    uid: int
-    gid: int
-    time_ns: int
-    blksize: int
-    timeout: float  # seconds the kernel may cache these attributes
-
-
-class Statfs(NamedTuple):
-    block_size: int
-    blocks: int
-    free: int
-    files: int
-    free_files: int
-    name_max: int
+def libfuse_version() -> str:
+    """'MAJOR.MINOR' of the libfuse this process runs with."""
+    cdef int version = fuse_version()
+    return f"{version // 100}.{version % 100}" if version >= 100 else f"{version // 10}.{version % 10}"
 
 
 cdef struct State:

@@ -12,7 +12,7 @@ from ..errors import StoreError, UserError
 from ..volume import history
 from ..volume.history import decision_summary
 from ..volume.retention import policy_of
-from ..volume.snapshots import check_name
+from ..volume.snapshots import check_new_name
 from ..volume.sweep import collect
 from ..volume.volume import Volume
 
@@ -102,7 +102,7 @@ class HistoryService:
     def _take(self, request: dict):
         name = request.get("name")
         if name is not None:
-            check_name(str(name))  # before the flush
+            check_new_name(str(name))  # before the flush
         started = request.get("started")
         with self.device.quiesced():
             snapshot = history.take(self.volume, name=name, type=str(request.get("type", "manual")),

@@ -92,6 +92,7 @@ cdef extern from *:
                          size_t size, int flags) noexcept nogil
         void (*removexattr)(fuse_req_t req, fuse_ino_t ino, const char *name) noexcept nogil
 
+    int fuse_version() nogil
     void *fuse_req_userdata(fuse_req_t req) nogil
     int fuse_reply_err(fuse_req_t req, int err) nogil
     int fuse_reply_entry(fuse_req_t req, const fuse_entry_param *e) nogil

@@ -17,11 +17,12 @@ from ..volume.record import check_record_fits, read_record
 from ..volume.snapshotmaps import SnapshotCatalog
 from ..volume.snapshots import SnapshotRecords
 from ..volume.volume import Volume
-from ._fuse import Session
+from .adapters import LOWLEVEL, check_adapter
 from .control import ControlServer
 from .history import HistoryService
 from .mountpoints import FSTYPE, device_at
-from .operations import DISK, MAX_IO, MAX_READAHEAD, DiskOperations
+from .operations import DISK, DISK_NAME, MAX_IO, MAX_READAHEAD, DiskOperations
+from .statsfile import StatsFile
 from .signals import HangupReopensLog, log_file_of_stderr
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,27 @@ class MountOptions:
     cache_dir_size: int | None = None  # bytes it may hold (None: free_space_limit's default)
     s3: S3Options = S3Options()
     log: str | None = None  # the daemon's --log file, which SIGHUP reopens when stderr is it (signals.py)
+    stats_file: str | None = None  # the metrics for node_exporter, rewritten every stats_every seconds
+    stats_every: float = 15.0
+    fuse: str | None = None  # the FUSE adapter, adapters.py (None: its default)
+    filename: str = DISK_NAME  # the disk's name in the mount (operations.check_disk_name)
 
 
-def render_stats(device: BlockDevice, url: str, started: float, control: str, warning: str | None) -> str:
+@dataclass(frozen=True)
+class Served:
+    """What serves a mount, as its stats say it."""
+    url: str
+    control: str      # the control socket's path
+    adapter: str      # adapters.LOWLEVEL or MFUSEPY
+    libfuse: str      # 'MAJOR.MINOR' of the libfuse it runs with
+    disk_file: str    # the disk's name in the mount
+
+
+def render_stats(device: BlockDevice, served: Served, started: float, warning: str | None) -> str:
     values = {"pid": os.getpid(), "uptime_seconds": int(time.time() - started),
               "read_only": int(device.read_only), **device.counters()}
-    lines = [f"volume: {url}", f"control_socket: {control}"]
+    lines = [f"volume: {served.url}", f"control_socket: {served.control}", f"disk_file: {served.disk_file}",
+             f"fuse_adapter: {served.adapter}", f"libfuse: {served.libfuse}"]
     lines += [f"warning: {warning}"] if warning else []  # a rolled-back store (rollback.py)
     lines += [f"{name}: {value}" for name, value in sorted(values.items())]
     error = device.store_error()
@@ -131,6 +147,7 @@ def serve(url: str, mountpoint: str, options: MountOptions,
 
 def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[[], None] | None,
            on_warning: Callable[[str], None] | None) -> None:
+    adapter = check_adapter(options.fuse)  # a missing libfuse is said before the lease is taken
     store = open_store(url, s3=options.s3)
     try:
         record = read_record(store)
@@ -173,9 +190,18 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
         device.follow()  # fsynced pages not yet in their blocks are merged in memory
     started = time.time()
 
+    served = None  # what the stats name: set once the session is made, before it is ready
+
+    def stats() -> str:
+        return render_stats(device, served, started, volume.rollback)
+
+    stats_file: list[StatsFile] = []  # written from the moment the mount is live
+
     def ready() -> None:
         if options.readahead > 0:
             widen_kernel_readahead(mountpoint, MAX_READAHEAD)
+        if options.stats_file is not None:
+            stats_file.append(StatsFile(options.stats_file, stats, options.stats_every))
         if on_ready is not None:
             on_ready()
 
@@ -186,18 +212,24 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
     if options.snapshot_every:
         service.schedule(options.snapshot_every, options.keep or {})
     control = ControlServer(service.handle)
+
     def stop_history() -> None:
+        for writer in stats_file:
+            writer.close()
         service.close()
         control.close()
 
-    operations = DiskOperations(device, lambda: render_stats(device, url, started, control.path, volume.rollback),
-                                ready,
-                                stop_history, snapshots=catalog)
+    operations = DiskOperations(device, stats, ready, stop_history, snapshots=catalog, disk_name=options.filename)
     fuse_options = [f"fsname={url.replace(',', '_')}", f"subtype={FSTYPE.split('.', 1)[1]}",
                     "default_permissions"] + (["ro"] if options.read_only else [])
-    session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
-                      max_threads=FUSE_THREADS, fast_ino=DISK, fast_reader=device.fast_reader())
-    log.info("serving %s on %s", url, mountpoint)
+    try:
+        session, libfuse = _session(adapter, operations, mountpoint, fuse_options, device)
+    except BaseException:
+        stop_history()
+        device.close()
+        raise
+    served = Served(url, control.path, adapter, libfuse, options.filename)
+    log.info("serving %s on %s through %s (libfuse %s)", url, mountpoint, adapter, libfuse)
     try:
         session.run()
     except OSError:
@@ -210,3 +242,19 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
     if operations.close_error is not None:
         raise operations.close_error
     log.info("unmounted %s cleanly", mountpoint)
+
+
+def _session(adapter: str, operations: DiskOperations, mountpoint: str, fuse_options: list[str],
+             device: BlockDevice):
+    """(the session that serves `operations` through `adapter`, the libfuse version it runs with)."""
+    if adapter == LOWLEVEL:
+        from ._fuse import Session, libfuse_version
+
+        session = Session(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
+                          max_threads=FUSE_THREADS, fast_ino=DISK, fast_reader=device.fast_reader())
+        return session, libfuse_version()
+    from .mfusepy_adapter import MfusepySession
+
+    session = MfusepySession(operations, mountpoint, fuse_options, max_write=MAX_IO, max_readahead=MAX_READAHEAD,
+                             max_threads=FUSE_THREADS)
+    return session, session.library

@@ -1,9 +1,14 @@
-"""The FUSE adapter: a directory with `file` (the disk), `stats`, and
-`snapshots/` (snapshottree.py) on a mount of the live disk.
+"""What each name of a mount does: a directory with `file` (the disk;
+`mount --filename` names it otherwise), `stats`, and `snapshots/`
+(snapshottree.py) on a mount of the live disk.
 
-Translates read/write/fsync/fallocate/statfs on `file` into block-device
-calls; knows nothing about stores.  Errors below become EIO for the caller
-(and are counted in the stats); nothing is silently dropped.
+Both FUSE adapters serve these operations and only translate: the
+libfuse 3 low-level binding (_fuse.pyx) calls them by inode number, the
+mfusepy one (mfusepy_adapter.py) resolves its paths to inode numbers with
+`lookup` first.  Translates read/write/fsync/fallocate/statfs on the disk
+into block-device calls; knows nothing about stores.  Errors below become
+EIO for the caller (and are counted in the stats); nothing is silently
+dropped.
 """
 import errno
 import itertools
@@ -17,13 +22,15 @@ from collections.abc import Callable
 from ..device.device import BlockDevice
 from ..errors import StoreError, VolumeReplaced
 from ..volume.snapshotmaps import SnapshotCatalog
-from ._fuse import Attr, FuseError, Statfs
-from .snapshottree import SNAPSHOTS, SnapshotTree
+from .replies import Attr, FuseError, Statfs
+from .snapshottree import SNAPSHOTS, SNAPSHOTS_NAME, SnapshotTree
 
 log = logging.getLogger(__name__)
 
 ROOT, DISK, STATS = 1, 2, 3  # inode numbers (1 is the root by FUSE convention)
-NAMES = {"file": DISK, "stats": STATS}
+DISK_NAME = "file"  # the disk's name unless `mount --filename` gives another
+STATS_NAME = "stats"
+NAME_MAX = 255  # bytes in one name (NAME_MAX of limits.h)
 MAX_IO = 1 << 20
 MAX_READAHEAD = 4 * MAX_IO  # four requests of the largest size in flight
 ATTR_TIMEOUT = 1.0          # seconds the kernel may keep attributes that never change
@@ -33,13 +40,30 @@ FALLOC_FL_ZERO_RANGE = 0x10
 SET_ATTR_MODE, SET_ATTR_UID, SET_ATTR_GID, SET_ATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 
 
+def check_disk_name(name: str) -> None:
+    """Refuse a name the disk cannot have in the mount's directory (and in
+    each snapshot's folder): raises ValueError saying why.  One path
+    component of at most NAME_MAX bytes, none of the names beside it."""
+    if name in ("", ".", ".."):
+        raise ValueError(f"{name!r} is not a file name")
+    if "/" in name or "\0" in name:
+        raise ValueError(f"{name!r}: one file name, without '/'")
+    if name in (STATS_NAME, SNAPSHOTS_NAME):
+        raise ValueError(f"{name!r} is taken: the mount shows its own {name!r} beside the disk")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise ValueError(f"longer than {NAME_MAX} bytes")
+
+
 class DiskOperations:
-    """The operations _fuse.Session calls, by inode number."""
+    """The operations both FUSE adapters call, by inode number (see
+    _fuse.pyx's docstring for their shapes)."""
 
     def __init__(self, device: BlockDevice, render_stats: Callable[[], str],
                  on_ready: Callable[[], None] | None = None, on_close: Callable[[], None] | None = None,
-                 snapshots: SnapshotCatalog | None = None) -> None:
-        """`snapshots`: the catalog the `snapshots/` folder shows (None: no folder)."""
+                 snapshots: SnapshotCatalog | None = None, disk_name: str = DISK_NAME) -> None:
+        """`snapshots`: the catalog the `snapshots/` folder shows (None: no
+        folder); `disk_name`: the disk's name (check_disk_name's rules)."""
+        check_disk_name(disk_name)
         self.device = device
         self.render_stats = render_stats
         self.on_ready = on_ready
@@ -50,8 +74,9 @@ class DiskOperations:
         self._stats_snapshots: dict[int, bytes] = {}
         self._snapshots_lock = threading.Lock()
         self.close_error: BaseException | None = None
-        self.tree = None if snapshots is None else SnapshotTree(device, snapshots, self._attr)
-        self.names = dict(NAMES, **({"snapshots": SNAPSHOTS} if self.tree else {}))
+        self.disk_name = disk_name
+        self.tree = None if snapshots is None else SnapshotTree(device, snapshots, self._attr, disk_name)
+        self.names = {disk_name: DISK, STATS_NAME: STATS, **({SNAPSHOTS_NAME: SNAPSHOTS} if self.tree else {})}
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """A mount daemon's signals.
 
 SIGTERM and SIGINT end the FUSE session: libfuse's own handlers
-(fuse_set_signal_handlers, in _fuse.Session.run) make the session loop
-return; the requests being served are answered first, the mountpoint is
-unmounted, and the device's final flush stores every acknowledged write
-before the process exits (status 0).
+(fuse_set_signal_handlers, in _fuse.Session.run; fuse_main_real sets the
+same for the mfusepy adapter) make the session loop return; the requests
+being served are answered first, the mountpoint is unmounted, and the
+device's final flush stores every acknowledged write before the process
+exits (status 0).
 
 SIGHUP reopens the log file (after logrotate renamed it) and never
 unmounts.  libfuse claims only signals left at their default, so a

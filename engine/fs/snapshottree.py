@@ -1,5 +1,6 @@
 """The mountpoint's `snapshots/` folder, as Time Machine shows its backups:
-`snapshots/<name>/file` for each snapshot (read-only: the disk as it was),
+`snapshots/<name>/file` for each snapshot (the live disk's name: `mount
+--filename` names both) (read-only: the disk as it was),
 `snapshots/Latest`, a symbolic link to the newest, and each snapshot
 folder's metadata as extended attributes `user.bucketdisk.*`.
 
@@ -18,9 +19,10 @@ import time
 from ..device.device import BlockDevice
 from ..volume.snapshotmaps import SnapshotCatalog
 from ..volume.snapshots import Snapshot
-from ._fuse import Attr, FuseError
+from .replies import Attr, FuseError
 
 SNAPSHOTS, LATEST = 4, 5
+SNAPSHOTS_NAME = "snapshots"
 FIRST = 16
 LATEST_NAME = "Latest"
 XATTR_PREFIX = "user.bucketdisk."
@@ -49,10 +51,12 @@ def _seconds(utc_text: str) -> int:
 class SnapshotTree:
     """Lookups, attributes, listings and reads under `snapshots/`."""
 
-    def __init__(self, device: BlockDevice, catalog: SnapshotCatalog, attr) -> None:
+    def __init__(self, device: BlockDevice, catalog: SnapshotCatalog, attr, disk_name: str = "file") -> None:
         """`attr(ino, mode, nlink, size, time_ns, timeout) -> Attr` makes
-        attributes the way the rest of the mount does."""
+        attributes the way the rest of the mount does; `disk_name`: the
+        name of each snapshot's disk in its folder."""
         self.device, self.catalog, self._attr = device, catalog, attr
+        self.disk_name = disk_name
 
     def owns(self, ino: int) -> bool:
         return ino in (SNAPSHOTS, LATEST) or ino >= FIRST
@@ -72,7 +76,7 @@ class SnapshotTree:
         if parent < FIRST or is_file:
             raise FuseError(errno.ENOTDIR)
         self._snapshot(number)
-        if name != "file":
+        if name != self.disk_name:
             raise FuseError(errno.ENOENT)
         return file_of(number)
 
@@ -86,7 +90,7 @@ class SnapshotTree:
         if ino == LATEST or is_file:
             raise FuseError(errno.ENOTDIR)
         self._snapshot(number)
-        return dots + [("file", file_of(number), stat.S_IFREG)]
+        return dots + [(self.disk_name, file_of(number), stat.S_IFREG)]
 
     def readlink(self, ino: int) -> str:
         if ino != LATEST:

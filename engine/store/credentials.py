@@ -1,9 +1,31 @@
-"""AWS credentials and region, found in the order AWS tools use.
+"""AWS credentials and region, found in the order AWS tools use, then
+s3backer's access file.
 
-1. an explicit credentials file (refused when group- or world-readable);
+1. an explicit credentials file (--credentials-file; refused when group-
+   or world-readable): an AWS credentials file, or s3backer's
+   `accessID:accessKey` format (its --accessFile habit; passwdfile.py);
 2. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN;
-3. the profile AWS_PROFILE (or "default") in ~/.aws/credentials, then
-   ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE move them).
+3. the profile (--profile, else AWS_PROFILE, else "default") in
+   ~/.aws/credentials, then ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE /
+   AWS_CONFIG_FILE move them): its keys, or its credential_process
+   (process.py);
+4. container credentials: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or
+   _FULL_URI (metadata.py);
+5. the EC2 instance role, from the instance metadata service (IMDSv2;
+   metadata.py) unless AWS_EC2_METADATA_DISABLED=true: on a machine that
+   is no EC2 instance this costs at most about a second;
+6. ~/.s3backer_passwd, the first `accessID:accessKey` line (refused when
+   group- or world-readable).
+
+--ec2-role ROLE replaces the whole order: that instance role, from the
+instance metadata service, or one line saying why not.
+
+A source that is configured but fails (a profile's credential_process that
+fails, container settings that give nothing, an unusable file) is one
+line, not a step to the next source, as in the AWS SDKs; a named profile
+(--profile, AWS_PROFILE) that holds no credentials is one line too.  Only
+the default profile's absence, and an instance metadata service that
+does not answer or lists no role, pass on to the next source.
 
 Every file consulted must be readable UTF-8 text that parses as an INI
 file (userfiles.py): anything else is one line naming the file, never a
@@ -11,15 +33,16 @@ traceback.  A shared file that does not exist, or is empty, holds no
 profile, as for the AWS tools.
 
 Secrets live only in the returned object; its repr hides them.
+Credentials that expire (process, container, instance role) are renewed
+before they do (refreshing.py).
 """
 import configparser
 import os
-import stat
 from dataclasses import dataclass, field
 
 from ..errors import UserError
 from .names import shown
-from .userfiles import check_regular_file, read_text_file
+from .userfiles import read_text_file
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,11 @@ def _read_ini(path: str, what: str) -> configparser.ConfigParser:
     Raises UserError naming the file when it cannot be read (userfiles.py)
     or parsed; the message names lines, sections and option names, never a
     line's content (it may hold a secret)."""
-    text = read_text_file(path, what)
+    return _parse_ini(read_text_file(path, what), path, what)
+
+
+def _parse_ini(text: str, path: str, what: str) -> configparser.ConfigParser:
+    """`text` (of the file at `path`) parsed as INI; UserError as _read_ini."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=path)
@@ -98,16 +125,21 @@ def _from_section(section: dict | None, source: str) -> Credentials | None:
 
 
 def load_credentials_file(path: str, profile: str | None = None) -> Credentials:
-    """The credentials of `profile` (else AWS_PROFILE, else default) in
-    the file the user named with --credentials-file.  Raises UserError
-    naming the file when it is not a private, readable, non-empty INI file
-    with that profile's keys."""
-    mode = check_regular_file(path, "credentials file").st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UserError(f"credentials file {shown(path)} is readable by others; run chmod 600 {shown(path)}")
-    parser = _read_ini(path, "credentials file")
+    """The credentials in the file the user named with --credentials-file:
+    an AWS credentials file (the keys of `profile`, else AWS_PROFILE, else
+    default), or s3backer's accessID:accessKey format (its first entry).
+    Raises UserError naming the file when it is not a private, readable,
+    non-empty file of either kind with those keys."""
+    from .passwdfile import check_private, looks_like_passwd, parse_passwd
+
+    check_private(path, "credentials file")
+    text = read_text_file(path, "credentials file")
+    if looks_like_passwd(text):
+        return parse_passwd(text, path, "credentials file")
+    parser = _parse_ini(text, path, "credentials file")
     if not parser.sections():
-        raise UserError(f"credentials file {shown(path)} is empty (no [profile] sections)")
+        raise UserError(f"credentials file {shown(path)} is empty (no [profile] sections or accessID:accessKey "
+                        "lines)")
     profile = profile or os.environ.get("AWS_PROFILE") or "default"
     found = _from_section(_profile_section(parser, profile, False), path) or \
         _from_section(_profile_section(parser, profile, True), path)
@@ -117,32 +149,95 @@ def load_credentials_file(path: str, profile: str | None = None) -> Credentials:
     return found
 
 
-def resolve_credentials(credentials_file: str | None = None, profile: str | None = None) -> CredentialSource:
-    """The first source of credentials in the order of the module docstring.
-    Raises UserError when there is none, or a file consulted is unusable."""
-    return FixedCredentials(_find_credentials(credentials_file, profile))
-
-
-def _find_credentials(credentials_file: str | None, profile: str | None) -> Credentials:
+def resolve_credentials(credentials_file: str | None = None, profile: str | None = None,
+                        ec2_role: str | None = None) -> CredentialSource:
+    """The first source of credentials in the order of the module docstring
+    (`ec2_role`: that EC2 instance role only).  Raises UserError when there
+    is none, or a source consulted is unusable."""
+    if ec2_role:
+        if credentials_file:
+            raise UserError("give --ec2-role or --credentials-file, not both")
+        return _instance_role(ec2_role)
     if credentials_file:
-        return load_credentials_file(credentials_file, profile)
+        return FixedCredentials(load_credentials_file(credentials_file, profile))
     env = os.environ
     if not profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
-                           env.get("AWS_SESSION_TOKEN") or None, "environment")
-    profile = profile or env.get("AWS_PROFILE") or "default"
+        return FixedCredentials(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                                            env.get("AWS_SESSION_TOKEN") or None, "environment"))
+    named = profile or env.get("AWS_PROFILE")
+    profile = named or "default"
+    found, looked = _from_profile(profile)
+    if found is not None:
+        return found
+    if named:
+        where = f" in {' or '.join(looked)}" if looked else " (no ~/.aws/credentials or ~/.aws/config)"
+        raise UserError(f"no S3 credentials: profile {shown(repr(profile))} has no keys or credential_process"
+                        f"{where}")
+    return _after_profiles(looked)
+
+
+def _from_profile(profile: str) -> tuple[CredentialSource | None, list[str]]:
+    """The profile's keys or credential_process, in the credentials file,
+    then the config file; and the files looked in (for messages)."""
     looked = []
     for path, what, config_style in ((_shared_file(), "AWS credentials file", False),
                                      (_config_file(), "AWS config file", True)):
         if not os.path.lexists(path):
             continue
         looked.append(shown(path))
-        found = _from_section(_profile_section(_read_ini(path, what), profile, config_style), path)
+        section = _profile_section(_read_ini(path, what), profile, config_style)
+        found = _from_section(section, path)
         if found is not None:
-            return found
-    where = f"; no profile {shown(repr(profile))} with keys in {' or '.join(looked)}" if looked else ""
+            return FixedCredentials(found), looked
+        if section and section.get("credential_process", "").strip():
+            from .process import ProcessCredentials
+
+            return ProcessCredentials(section["credential_process"], profile, path), looked
+    return None, looked
+
+
+def _after_profiles(looked: list[str]) -> CredentialSource:
+    """Container credentials, the EC2 instance role, ~/.s3backer_passwd:
+    the rest of the order, when no profile had credentials."""
+    from . import metadata
+    from .passwdfile import default_path, load_passwd_file
+
+    if metadata.container_configured():
+        return metadata.ContainerCredentials()
+    imds_problem = ""
+    if not metadata.imds_disabled():
+        endpoint = metadata.imds_endpoint()  # a malformed setting is one line, not a step to the next source
+        try:
+            return metadata.InstanceRoleCredentials(endpoint=endpoint)
+        except metadata.Unreachable:
+            pass  # no EC2 instance: the usual case off AWS
+        except UserError as e:
+            imds_problem = f"; {e}"
+    passwd = default_path()
+    if os.path.lexists(passwd):
+        return FixedCredentials(load_passwd_file(passwd))
+    where = f"; no profile 'default' with keys in {' or '.join(looked)}" if looked else ""
     raise UserError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                    f"AWS_PROFILE, or --credentials-file{where}")
+                    f"AWS_PROFILE, --credentials-file or ~/.s3backer_passwd{where}{imds_problem}")
+
+
+def _instance_role(role: str) -> CredentialSource:
+    """--ec2-role: that role from the instance metadata service, or one line saying why not."""
+    from . import metadata
+    from .s3args import check_role_name
+
+    try:
+        check_role_name(role)
+    except ValueError as e:
+        raise UserError(f"--ec2-role: {e}") from None
+    if metadata.imds_disabled():
+        raise UserError("--ec2-role: the instance metadata service is turned off (AWS_EC2_METADATA_DISABLED=true)")
+    try:
+        return metadata.InstanceRoleCredentials(role)
+    except metadata.Unreachable as e:
+        raise UserError(f"--ec2-role {role}: {e}; is this an EC2 instance?") from None
+    except UserError as e:
+        raise UserError(f"--ec2-role {role}: {e}") from None
 
 
 def _shared_file() -> str:

@@ -88,7 +88,7 @@ class FileStore(ObjectStore):
             with open(self._path(key), "rb", buffering=0) as f:
                 return read(f)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # a directory holds keys; it is not one
-            raise NotFound(key) from None
+            raise NotFound(key, self.key_url(key)) from None
         except PermissionError as e:
             raise Forbidden(f"reading {key}: {e.strerror}") from None
         except OSError as e:

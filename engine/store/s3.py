@@ -77,7 +77,7 @@ class S3Store(ObjectStore):
         self._located = given is not None  # else check() asks the bucket for its region
         if isinstance(credentials, Credentials):
             credentials = FixedCredentials(credentials)
-        credentials = credentials or resolve_credentials(options.credentials_file, options.profile)
+        credentials = credentials or resolve_credentials(options.credentials_file, options.profile, options.ec2_role)
         if options.addressing not in ("path", "virtual", "auto"):
             raise UserError("--addressing must be path, virtual or auto")
         scheme, _ = endpoint_of(options.endpoint, given or DEFAULT_REGION)
@@ -190,7 +190,7 @@ class S3Store(ObjectStore):
             return self._request("GET", key, idempotent=True, into=sink)
         except S3Failure as e:
             if e.status == 404 and e.code in ("NoSuchKey", ""):
-                raise NotFound(key) from None
+                raise NotFound(key, self.key_url(key)) from None
             raise
 
     def _count_got(self, size: int) -> None:

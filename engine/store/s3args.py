@@ -24,6 +24,8 @@ SSE_FORMS = "AES256, aws:kms, aws:kms:KEYID, aws:kms:dsse or aws:kms:dsse:KEYID"
 # A KMS key id, key ARN, alias name (alias/...) or alias ARN: KMS allows
 # 1-2048 characters, and its ids and ARNs are made of these.
 _KMS_KEY_RE = re.compile(r"[A-Za-z0-9:/_-]{1,2048}")
+# An IAM role name: 1-64 letters, digits and +=,.@_- (IAM API Reference, CreateRole).
+ROLE_RE = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class S3Options:
     region: str | None = None
     credentials_file: str | None = None
     profile: str | None = None
+    ec2_role: str | None = None       # credentials of this EC2 instance role only (credentials.py)
     ca_bundle: str | None = None
     insecure: bool = False
     storage_class: str | None = None
@@ -103,6 +106,14 @@ def sse_parts(text: str) -> tuple[str, str | None]:
                                  f"':', '/', '_' and '-'), not '{shown(key[:80])}'")
             return algorithm, key
     raise ValueError(f"'{shown(text[:80])}' is not {SSE_FORMS}")
+
+
+def check_role_name(role: str) -> str:
+    """`role` if it can be an IAM role name (ROLE_RE); else ValueError
+    saying so (--ec2-role's check: the name goes into a metadata URL)."""
+    if not ROLE_RE.fullmatch(role):
+        raise ValueError(f"'{shown(role[:80])}' is not an IAM role name (1-64 letters, digits and +=,.@_-)")
+    return role
 
 
 def endpoint_of(endpoint: str | None, region: str) -> tuple[str, str]:

@@ -21,6 +21,7 @@ candidate record below the place until one proves to be a volume.
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..codec.keys import Secret, VolumeKeys
 from ..errors import Forbidden, NotFound, StoreError, UserError
@@ -33,15 +34,19 @@ from .record import VolumeRecord, check_map_fits, validate_geometry
 from .rollback import SeenState, remember_place
 from .unlock import sealed
 
+if TYPE_CHECKING:
+    from .sweep import Progress  # (not imported at run time: it brings in the whole Volume)
+
 RECORD_SUFFIX = "/" + layout.RECORD
+DELETE_CHUNK = 1000  # keys per progress step of a replacement's wipe (S3 DeleteObjects takes 1000)
 MAX_RECORD_BYTES = 64 << 10  # a volume record is a few hundred bytes; a larger `volume` is something else
 
 
 def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool = False,
                   compression: str = "zstd", level: int = 1,
-                  secret: Callable[[], Secret] | None = None) -> VolumeRecord:
+                  secret: Callable[[], Secret] | None = None, progress: "Progress | None" = None) -> VolumeRecord:
     """Write a new, empty volume into `store`'s place; with `force`, replace
-    the volume there.  `compression` ("zstd" or "none") and zstd's `level`
+    the volume there (`progress`, sweep.py's, sees its objects deleted).  `compression` ("zstd" or "none") and zstd's `level`
     go into its record.  With `secret`, the volume is encrypted (a new data
     key, wrapped for what `secret()` gives, asked once the place is known
     to be usable).  Raises UserError (having changed nothing) for the
@@ -78,7 +83,7 @@ def create_volume(store: ObjectStore, size: int, block_size: int, *, force: bool
         lease = Lease.acquire(store, min_epoch=_max_epoch(keys))
         try:
             _delete_volume_keys(store, [k for k in keys if k != layout.lease_key(lease.epoch)],
-                                lambda keys, attempt: lease.check())
+                                lambda keys, attempt: lease.check(), progress or _no_progress)
             # Its lease object stays (released), so the new volume's epochs
             # go on above the old one's; the record says that the old one's
             # deletes may still land (latedeletes.py).
@@ -120,6 +125,10 @@ def _write_record(store: ObjectStore, record: VolumeRecord, sealing: tuple | Non
         raise UserError(f"another create wrote a volume at {store.url()} at the same moment")
     _check_listed(store)
     return record
+
+
+def _no_progress(phase: str, total: int | None) -> Callable[[int], None]:
+    return lambda n: None
 
 
 def _max_epoch(keys: list[str]) -> int:
@@ -190,7 +199,7 @@ def _holds_record(store: ObjectStore, key: str) -> bool:
     return isinstance(fields, dict) and fields.get("format") == "bucketdisk"
 
 
-def _delete_volume_keys(store: ObjectStore, keys: list[str], guard: DeleteGuard) -> None:
+def _delete_volume_keys(store: ObjectStore, keys: list[str], guard: DeleteGuard, progress: "Progress") -> None:
     """Delete the volume's keys, the record first so that a half-wiped
     volume is never mistaken for one.  Only layout keys are passed in; the
     filter stays as the last guard.
@@ -207,8 +216,11 @@ def _delete_volume_keys(store: ObjectStore, keys: list[str], guard: DeleteGuard)
     snapshots = sorted((n, k) for k in doomed if (n := layout.number_of_snapshot_key(k)) is not None)
     if snapshots:
         store.put(snapshots[-1][1], b"")
-    store.delete([k for k in doomed if k != layout.RECORD and (not snapshots or k != snapshots[-1][1])],
-                 guard=guard)
+    rest = [k for k in doomed if k != layout.RECORD and (not snapshots or k != snapshots[-1][1])]
+    step = progress("deleting the old volume", len(rest))
+    for at in range(0, len(rest), DELETE_CHUNK):
+        store.delete(rest[at : at + DELETE_CHUNK], guard=guard)
+        step(len(rest[at : at + DELETE_CHUNK]))
 
 
 def _delete_record_once(store: ObjectStore, guard: DeleteGuard) -> None:

@@ -23,16 +23,19 @@ from .mapstore import FETCH_PARALLELISM, MapStore
 from .retention import Decision, Policy, decide
 from .retention import Snapshot as RetainedSnapshot
 from .snapshots import Snapshot, SnapshotRecords
+from .sweep import Progress, no_progress
 from .volume import Volume
 
 
 def take(volume: Volume, *, name: str | None = None, type: str = "manual",
-         started: float | None = None) -> Snapshot:
+         started: float | None = None, progress: Progress | None = None) -> Snapshot:
     """Snapshot the volume's map as of now; `started` (seconds since the
     epoch) dates it otherwise than now (tests of thinning, imports).
-    Raises UserError for a bad or taken name, or while fsync-logged pages
-    wait for their blocks' upload (a live mount's device must flush
-    first), StoreError if the store fails."""
+    `progress` (sweep.py's) sees the changed map pages compared and the
+    new block objects sized.  Raises UserError for a bad or taken name,
+    or while fsync-logged pages wait for their blocks' upload (a live
+    mount's device must flush first), StoreError if the store fails."""
+    progress = progress or no_progress
     started = time.time() if started is None else started
     records = SnapshotRecords.of(volume.store, volume.record)
     previous = records.list()
@@ -40,32 +43,37 @@ def take(volume: Volume, *, name: str | None = None, type: str = "manual",
     if root.live:
         raise UserError("fsynced pages are still waiting for their blocks' upload; flush first")
     changed, new_hashes = _changes(volume.maps, previous[-1].page_hashes if previous else None,
-                                   root.page_hashes)
+                                   root.page_hashes, progress)
+    new_bytes = _stored_bytes(volume, new_hashes, progress("sizing new blocks", len(new_hashes)))
     snapshot = records.write((root.epoch, root.seq), root.page_hashes, name=name, type=type, started=started,
-                             guard=volume.delete_guard,
-                             changed_blocks=changed, new_bytes=_stored_bytes(volume, new_hashes))
+                             guard=volume.delete_guard, changed_blocks=changed, new_bytes=new_bytes)
     return snapshot
 
 
-def restore(volume: Volume, name: str) -> tuple[Snapshot, Snapshot]:
+def restore(volume: Volume, name: str, progress: Progress | None = None) -> tuple[Snapshot, Snapshot]:
     """Make the live disk what snapshot `name` keeps, after a `pre-restore`
     snapshot of the current state (so a restore can be undone).  Returns
     (the snapshot restored, the pre-restore one).  Raises UserError if
-    there is no such snapshot."""
+    there is no such snapshot.  `progress` (sweep.py's) sees the snapshot
+    of now taken (as `take`), then the snapshot's map made live (its
+    pages read: one step)."""
+    progress = progress or no_progress
     records = SnapshotRecords.of(volume.store, volume.record)
     kept = records.find(name)
-    undo = take(volume, type="pre-restore")
+    undo = take(volume, type="pre-restore", progress=progress)
+    step = progress(f"restoring snapshot {kept.number}", 1)
     volume.restore(kept.page_hashes)
+    step(1)
     return kept, undo
 
 
-def delete(volume: Volume, name: str) -> Snapshot:
+def delete(volume: Volume, name: str, progress: Progress | None = None) -> Snapshot:
     """Delete the snapshot of that name (or number), then what only it
-    kept.  Raises UserError if there is none."""
+    kept (`progress`: as prune's).  Raises UserError if there is none."""
     records = SnapshotRecords.of(volume.store, volume.record)
     snapshot = records.find(name)
     records.delete(snapshot.number, guard=volume.delete_guard)
-    _free(volume, records, [snapshot])
+    _free(volume, records, [snapshot], progress or no_progress)
     return snapshot
 
 
@@ -76,20 +84,23 @@ def delete_damaged(volume: Volume, number: int) -> None:
     SnapshotRecords.of(volume.store, volume.record).delete(number, guard=volume.delete_guard)
 
 
-def _free(volume: Volume, records: SnapshotRecords, gone: list[Snapshot]) -> None:
+def _free(volume: Volume, records: SnapshotRecords, gone: list[Snapshot], progress: Progress) -> None:
     """Delete the blocks and pages only the deleted snapshots `gone` named:
     each distinct page of the live disk and of every snapshot is read once
-    to find them, and the store is not listed (gc finds the rest).  The
-    volume checks each against its live map before deleting it."""
+    to find them ("reading map pages", a step per page), and the store is
+    not listed (gc finds the rest).  The volume checks each against its
+    live map before deleting it ("deleting", one step at the end)."""
     kept = records.list()
     volume.keep_pages_of(kept)
     live = volume.maps.newest_root(volume.maps.listing()).page_hashes
     KEPT, GONE = 0, 1
     owners = [(KEPT, live)] + [(KEPT, s.page_hashes) for s in kept] + [(GONE, s.page_hashes) for s in gone]
-    blocks = _unique_blocks(volume.maps, owners).get(GONE, set())
+    blocks = _unique_blocks(volume.maps, owners, progress).get(GONE, set())
     pages = {h for s in gone for h in s.page_hashes} - set(live) - {h for s in kept for h in s.page_hashes}
-    volume.delete_unreferenced([layout.block_key(h) for h in blocks],
-                               [layout.page_key(h) for h in pages - {ZERO_HASH}])
+    doomed = ([layout.block_key(h) for h in blocks], [layout.page_key(h) for h in pages - {ZERO_HASH}])
+    step = progress("deleting", len(doomed[0]) + len(doomed[1]))
+    volume.delete_unreferenced(*doomed)
+    step(len(doomed[0]) + len(doomed[1]))
 
 
 @dataclass(frozen=True)
@@ -150,11 +161,12 @@ def _ranges(blocks: list[int], block_size: int) -> list[tuple[int, int]]:
     return [(first * block_size, count * block_size) for first, count in ranges]
 
 
-def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
-          dry_run: bool = False) -> list[tuple[Snapshot, Decision]]:
+def prune(volume: Volume, policy: Policy, *, named_too: bool = False, dry_run: bool = False,
+          progress: Progress | None = None) -> list[tuple[Snapshot, Decision]]:
     """Delete the snapshots `policy` does not keep (retention.py), then
-    delete what only they kept; a dry run deletes nothing.  Returns each
-    snapshot with its decision, newest first."""
+    delete what only they kept; a dry run deletes nothing.  `progress`
+    (sweep.py's) sees the pages read and the objects deleted.  Returns
+    each snapshot with its decision, newest first."""
     records = SnapshotRecords.of(volume.store, volume.record)
     by_number = {str(s.number): s for s in records.list()}
     decisions = decide([RetainedSnapshot(n, _parse_utc(s.started), s.named) for n, s in by_number.items()],
@@ -163,7 +175,7 @@ def prune(volume: Volume, policy: Policy, *, named_too: bool = False,
     if gone and not dry_run:
         for snapshot in gone:
             records.delete(snapshot.number, guard=volume.delete_guard)
-        _free(volume, records, gone)
+        _free(volume, records, gone, progress or no_progress)
     return [(by_number[d.snapshot.name], d) for d in decisions]
 
 
@@ -192,11 +204,13 @@ def mapped_blocks(maps: MapStore, snapshots: list[Snapshot]) -> int:
     return sum(counted[h] for s in snapshots for h in s.page_hashes)
 
 
-def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes]) -> tuple[int, set[bytes]]:
+def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[bytes],
+             progress: Progress = no_progress) -> tuple[int, set[bytes]]:
     """(blocks whose entry differs between two maps given by their page
     hashes, the hashes the new map holds at those blocks); None: an empty map."""
     pairs = [(n, old_pages[n] if old_pages else ZERO_HASH, new) for n, new in enumerate(new_pages)
              if not old_pages or old_pages[n] != new]
+    step = progress("comparing changed map pages", len(pairs))
 
     def compare(pair) -> tuple[int, set[bytes]]:
         number, old, new = pair
@@ -209,6 +223,7 @@ def _changes(maps: MapStore, old_pages: list[bytes] | None, new_pages: list[byte
         for count, found in pool.map(compare, pairs):
             changed += count
             hashes |= found
+            step(1)
     return changed, hashes
 
 
@@ -225,13 +240,15 @@ def listed(volume: Volume) -> list[dict]:
              "unique_bytes": _stored_bytes(volume, unique.get(s.number, set()))} for s in snapshots]
 
 
-def _unique_blocks(maps: MapStore, owners: list[tuple[int, list[bytes]]]) -> dict[int, set[bytes]]:
+def _unique_blocks(maps: MapStore, owners: list[tuple[int, list[bytes]]],
+                   progress: Progress = no_progress) -> dict[int, set[bytes]]:
     """For each owner (a number; its map's page hashes), the block hashes
     only its map names.  A page several owners share names nothing unique."""
     page_owners: dict[bytes, set[int]] = {}
     for owner, page_hashes in owners:
         for page_hash in page_hashes:
             page_owners.setdefault(page_hash, set()).add(owner)
+    step = progress("reading map pages", len(page_owners.keys() - {ZERO_HASH}))
     SHARED = -1
     block_owner: dict[bytes, int] = {}
     for page_hash, who in page_owners.items():
@@ -243,6 +260,7 @@ def _unique_blocks(maps: MapStore, owners: list[tuple[int, list[bytes]]]) -> dic
             block = bytes(page[i : i + HASH_SIZE])
             if block != ZERO_HASH:
                 block_owner[block] = owner if block_owner.get(block, owner) == owner else SHARED
+        step(1)
     unique: dict[int, set[bytes]] = {}
     for block, owner in block_owner.items():
         if owner != SHARED:
@@ -256,7 +274,12 @@ def _entries(maps: MapStore, page_hash: bytes, number: int) -> bytes:
     return maps.read_page(page_hash, number)
 
 
-def _stored_bytes(volume: Volume, hashes: set[bytes]) -> int:
-    """Stored bytes of these block objects (a HEAD each, in parallel)."""
+def _stored_bytes(volume: Volume, hashes: set[bytes], step: Callable[[int], None] = lambda n: None) -> int:
+    """Stored bytes of these block objects (a HEAD each, in parallel;
+    `step(1)` after each)."""
+    total = 0
     with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
-        return sum(size or 0 for size in pool.map(lambda h: volume.store.head(layout.block_key(h)), hashes))
+        for size in pool.map(lambda h: volume.store.head(layout.block_key(h)), hashes):
+            total += size or 0
+            step(1)
+    return total

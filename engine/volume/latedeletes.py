@@ -166,7 +166,7 @@ def find_alias(store: ObjectStore, plain: str) -> str:
     if there is none."""
     for key in aliases_of(store, plain):
         return key
-    raise NotFound(plain)
+    raise NotFound(plain, store.key_url(plain))
 
 
 def aliases_of(store: ObjectStore, plain: str) -> list[str]:

@@ -93,6 +93,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_new_name(name: str) -> str:
+    """`name` if a new snapshot may take it: check_name's rule, and not all
+    digits, which commands read as a snapshot's number (a snapshot named
+    12 could not be named).  Raises UserError.  Records stored before this
+    rule keep their names (decode uses check_name)."""
+    check_name(name)
+    if name.isdigit():
+        raise UserError(f"bad snapshot name {name!r}: all digits reads as a snapshot's number; "
+                        "add a letter or a '-'")
+    return name
+
+
 def encode(snapshot: Snapshot, volume_uuid: str) -> bytes:
     meta = json.dumps(snapshot.metadata(volume_uuid), sort_keys=True).encode()
     return HEADER.pack(b"BDKS", VERSION, len(meta)) + meta + b"".join(snapshot.page_hashes)
@@ -154,7 +166,7 @@ class SnapshotRecords:
         key = layout.snapshot_key(number)
         data = self.store.get(key)
         if not data:
-            raise NotFound(key)
+            raise NotFound(key, self.store.key_url(key))
         try:
             snapshot = decode(self.codec.unpack(data, key), self.uuid, self.page_count)
         except CorruptData as e:
@@ -227,7 +239,7 @@ class SnapshotRecords:
         taken = {s.name for s in self.list()}
         named = name is not None
         if named:
-            check_name(name)
+            check_new_name(name)
             if name in taken:
                 raise UserError(f"a snapshot named {name!r} exists already")
         else:  # the start time, and -2, -3... for more in the same second

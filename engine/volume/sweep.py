@@ -71,14 +71,19 @@ def sweep(volume: Volume, *, delete: bool, progress: Progress | None = None, map
     if delete and not volume.writable:
         raise ValueError("a sweep that deletes needs the volume open writable")
     progress = progress or no_progress
+    missing = set()
     for attempt in range(SURVEY_ATTEMPTS):
         try:
             found = _survey(volume, progress, maps_only)
             break
         except NotFound as e:
-            if attempt == SURVEY_ATTEMPTS - 1:
-                raise StoreError(f"the volume kept changing while it was read ({e} was deleted meanwhile "
-                                 f"{SURVEY_ATTEMPTS} times); try again") from None
+            missing.add(str(e))
+            if attempt < SURVEY_ATTEMPTS - 1:
+                continue
+            if len(missing) == 1:  # the same object every time: it is gone, not changing
+                raise
+            raise StoreError(f"the volume kept changing while it was read ({e} was deleted meanwhile "
+                             f"{SURVEY_ATTEMPTS} times); try again") from None
     if delete:
         garbage = found.pages + found.roots + found.journals
         step = progress("deleting", len(found.blocks) + len(garbage))
