@@ -32,6 +32,8 @@ Ordering rules that keep a crash harmless:
     no journal after that root names it, and no upload of it is in flight
     (see collection.py); the scan for that runs without the volume lock, and
     uploads of content being deleted wait for the delete;
+  * each journal names the map object this writer last knew stored, so
+    one lost from the middle is noticed (journalchain.py);
   * what a delete may remove is listed in the root written before it
     (`doomed`), the lease is checked before each delete request, and
     content whose plain object a late delete may still remove is uploaded
@@ -54,6 +56,7 @@ from .fsynclog import FsyncLog
 from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine
 from .lock import Fenced, Lease
+from .mapobjects import JOURNAL_KIND, ROOT_KIND
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, open_record
 from .snapshots import SnapshotRecords
@@ -140,6 +143,8 @@ class Volume(Collection, FsyncLog, Views):
                 # read before the lease: a map that cannot be read is refused with nothing written
                 Lease.refuse_if_held(store, force=force)
                 early = self.maps.load_latest(listing) if self.READS_EARLY else None
+                if early is not None and early.gaps:  # refused before the lease: nothing written
+                    raise self.maps.broken_chain(early.gaps)
                 self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
                 self.epoch = self._lease.epoch
             if snapshot is not None:
@@ -166,7 +171,19 @@ class Volume(Collection, FsyncLog, Views):
 
     def _open(self, loaded: Loaded) -> None:
         listing = loaded.listing
+        # A journal of the live map is gone: a writer would make its loss
+        # permanent; a reader shows what remains, and says so.
+        self.broken_chain: str | None = None  # read-only: the line saying what it lacks
+        if loaded.gaps and self.writable:
+            raise self.maps.broken_chain(loaded.gaps)
+        if loaded.gaps:
+            self.broken_chain = str(self.maps.broken_chain(loaded.gaps, writable=False))
+            log.warning("%s", self.broken_chain)
         self._map, self._root, self._seq = loaded.map, loaded.root, loaded.last_seq
+        # The map object this writer last knew stored: the next journal
+        # names it as its predecessor (journalchain.py).  Moved on only by
+        # a write that succeeded.
+        self._stored = (loaded.root.seq, ROOT_KIND)
         self._log = max(loaded.last_log, self.epoch << LOG_EPOCH_SHIFT)
         self._log_journals = dict(loaded.log_journals)
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
@@ -313,14 +330,15 @@ class Volume(Collection, FsyncLog, Views):
                     seq = self._seq
             if changes or runs:
                 journal = Journal(self.epoch, seq, [(i, h, w) for i, (h, w) in changes.items()],
-                                  log_number if runs else 0, runs)
+                                  log_number if runs else 0, runs, self._stored)
                 try:
                     self._write_map(self.maps.write_journal, journal)
                 except BaseException:
-                    self._restore_pending(changes)
+                    self._restore_pending(changes)  # the next journal holds them, and follows ours
                     raise
                 finally:
                     self._recorded()
+                self._stored = (seq, JOURNAL_KIND)
                 if runs:
                     with self._lock:
                         self._log_journals[log_number] = (self.epoch, seq)
@@ -377,6 +395,7 @@ class Volume(Collection, FsyncLog, Views):
                 root = Root(self.epoch, self._seq, list(page_hashes), self._log,
                             doomed_blocks=doomed[0], doomed_pages=doomed[1])
             self._write_map(self.maps.write_root, root)
+            self._stored = (root.seq, ROOT_KIND)
             with self._lock:
                 old_root, self._root, self._map = self._root, root, loaded.map
                 self._candidates, self._journals = set(), 0
@@ -411,6 +430,7 @@ class Volume(Collection, FsyncLog, Views):
             root.doomed_blocks = self._doomed(BLOCK, candidates)
             root.doomed_pages = self._doomed(PAGE, stale_pages | {h for h, _ in aliased})
             self._write_map(self.maps.write_root, root)
+            self._stored = (root.seq, ROOT_KIND)
             for page_hash, key in aliased:
                 self._quarantine.wrote_alias(PAGE, page_hash, key)
         except BaseException:
@@ -500,22 +520,3 @@ class Volume(Collection, FsyncLog, Views):
         if self._lease is not None:
             self._lease.release()
         self.store.close()
-
-    # -- reporting --------------------------------------------------------------
-
-    def mapped_count(self) -> int:
-        """Blocks that have an object (are not all zeros)."""
-        return self._map.mapped_count
-
-    def distinct_hashes(self) -> set[bytes]:
-        with self._lock:
-            return self._map.distinct()
-
-    def durable_root(self) -> Root:
-        """The newest root this volume wrote or loaded."""
-        return self._root
-
-    def hashes_in_use(self) -> set[bytes]:
-        """Every hash the live map names or an upload in flight carries."""
-        with self._lock:
-            return set(self._inflight) | self._map.distinct()

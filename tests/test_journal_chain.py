@@ -1,0 +1,145 @@
+"""The journal chain (journal version 4, FORMAT.md "The journal chain"):
+every journal names the map object it follows, so one lost from the
+middle is noticed.  On both stores, through the CLI and real mounts:
+
+  * a journal deleted from the middle: a writable mount refuses in one
+    line naming it and `fsck`; a read-only mount opens, shows what remains
+    and warns; `fsck` exits 2 naming it and the blocks its successors
+    change; `--repair` keeps the root, the journals before it and after
+    it, and the volume mounts writable again, fsck clean after;
+  * a journal PUT that failed after it landed (an injected failure, on
+    the real store): the next journal holds its changes and follows the
+    one before it, so the failed one is off the chain: a superseded
+    attempt, no damage, nothing lost;
+  * a kill -9 while fsyncs write journals: fsck (before any mount) is clean.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+from conftest import KiB, assert_file_matches, fsync_path, pwrite_fsync
+from crashpoints import CrashStore, InjectedFailure, Plan
+from badinput import engine_store
+from test_damage_found import remove
+from test_fsck import BLOCK, blocks_of, fsck, journals_after_a_kill, keys_of, kill, refused_mount
+
+from bucketdisk.volume.volume import Volume
+
+
+def test_a_journal_lost_from_the_middle_is_found_and_repaired(bd):
+    vol = bd.create(size="1M", block_size="4K")
+    older, rewrites, (first, second, third) = journals_after_a_kill(bd, vol)  # blocks 1, 3, 5: a journal each
+    remove(vol, second)
+    assert keys_of(vol, "journal") == [first, third]
+
+    before = vol.place.snapshot()
+    line = refused_mount(bd, vol)
+    assert f"{vol.url}/{second}" in line and "is missing" in line, line
+    assert f"bucketdisk fsck {vol.url}" in line, line
+    assert vol.place.snapshot() == before  # the refusal changed nothing
+
+    # What remains: the journal before the gap (block 1) and the one after it (block 5).
+    expected = bytearray(older)
+    for index in (1, 5):
+        expected[index * BLOCK : (index + 1) * BLOCK] = rewrites[index]
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, expected)
+    bd.unmount(m)
+    assert f"{vol.url}/{second} is missing" in m.log.read_text()  # the read-only mount said so
+
+    report = fsck(bd, vol, status=2)
+    (lost,) = report["problems"]
+    assert lost["object"] == f"{vol.url}/{second}" and lost["kind"] == "journal", lost
+    assert lost["problem"].startswith("missing") and f"{vol.url}/{third}" in lost["problem"], lost
+    assert lost["problem"].endswith("change block(s) 5"), lost["problem"]
+    assert "changes are lost" in lost["repair"], lost
+    human = bd.run("fsck", vol.url, *vol.store_args)
+    assert human.returncode == 2 and f"damaged journal: {vol.url}/{second}: missing" in human.stdout, human.stdout
+
+    report = fsck(bd, vol, "--repair", status=2)  # something was lost: 2, as cli/fsck.py says
+    assert any(second.split("/")[-1] in line and "are lost" in line for line in report["lost"]), report["lost"]
+    assert report["after"]["damaged"] == 0, report["after"]["problems"]
+
+    m = bd.mount(vol)  # writable again
+    assert_file_matches(m.file, expected)
+    pwrite_fsync(m.file, expected, 3 * BLOCK, blocks_of("after the repair", 1))
+    bd.unmount(m)
+    fsck(bd, vol, status=0)
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, expected)
+    bd.unmount(m)
+
+
+def test_a_journal_put_that_failed_after_landing_is_superseded_not_lost(bd):
+    vol = bd.create(size="1M", block_size="64K")
+    block = 64 * KiB
+    contents = {i: random.Random(i).randbytes(block) for i in range(6)}
+    crash = CrashStore(engine_store(vol.place), Plan())
+    volume = Volume(crash, writable=True)
+    volume.commit([(i, volume.store_block(contents[i], i), 0) for i in (0, 1)])
+    assert volume.sync()  # journal 1
+    volume.commit([(i, volume.store_block(contents[i], i), 0) for i in (2, 3)])
+    crash.plan = Plan(at=crash.calls + 1, when="after", action="fail")  # the journal lands, its PUT "fails"
+    try:
+        volume.sync()
+        raise AssertionError("the injected failure did not reach sync")
+    except InjectedFailure:
+        pass
+    volume.commit([(i, volume.store_block(contents[i], i), 0) for i in (4,)])
+    assert volume.sync()  # holds 2, 3 (the failed journal's) and 4; follows journal 1
+    volume.abort()  # stops as a crash would: no checkpoint
+    journals = keys_of(vol, "journal")
+    assert len(journals) == 3, journals
+
+    report = fsck(bd, vol, status=0)
+    assert report["problems"] == [], report["problems"]
+    assert report["leftovers"]["journals"] == [f"{vol.url}/{journals[1]}"], report["leftovers"]
+    expected = bytearray(vol.size)
+    for i, data in contents.items():
+        if i != 5:
+            expected[i * block : (i + 1) * block] = data
+    m = bd.mount(vol)
+    assert_file_matches(m.file, expected)
+    bd.unmount(m)
+    fsck(bd, vol, status=0)
+
+
+def test_fsck_is_clean_after_a_kill_during_fsyncs(bd):
+    vol = bd.create(size="8M", block_size="64K")
+    m = bd.mount(vol)
+    stop = threading.Event()
+
+    def write() -> None:
+        rng = random.Random(7)
+        try:
+            with open(m.file, "r+b", buffering=0) as f:
+                while not stop.is_set():
+                    f.seek(rng.randrange(vol.size // 4096) * 4096)
+                    f.write(rng.randbytes(4096 * rng.choice((1, 4, 16))))
+                    os.fsync(f.fileno())
+        except OSError:
+            pass  # the mount died under it
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert wait_journals(vol, 4)
+    finally:
+        kill(bd, m)
+        stop.set()
+        writer.join()
+    assert keys_of(vol, "journal")
+    report = fsck(bd, vol, status=0)
+    assert report["problems"] == [], report["problems"]
+    m = bd.mount(vol)
+    fsync_path(m.file)
+    bd.unmount(m)
+    fsck(bd, vol, status=0)
+
+
+def wait_journals(vol, count: int) -> bool:
+    from conftest import wait_until
+
+    return wait_until(lambda: len(keys_of(vol, "journal")) >= count, 60, 0.2)
