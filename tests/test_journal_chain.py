@@ -25,6 +25,7 @@ from badinput import engine_store
 from test_damage_found import remove
 from test_fsck import BLOCK, blocks_of, fsck, journals_after_a_kill, keys_of, kill, refused_mount
 
+from bucketdisk.volume.mapobjects import Run
 from bucketdisk.volume.volume import Volume
 
 
@@ -143,3 +144,40 @@ def wait_journals(vol, count: int) -> bool:
     from conftest import wait_until
 
     return wait_until(lambda: len(keys_of(vol, "journal")) >= count, 60, 0.2)
+
+
+def test_a_journal_of_fsynced_pages_a_root_needs_is_missed_when_gone(bd):
+    vol = bd.create(size="1M", block_size="64K")
+    block = 64 * KiB
+    base = random.Random(1).randbytes(block)
+    page = random.Random(2).randbytes(4096)
+    volume = Volume(engine_store(vol.place), writable=True)
+    volume.commit([(0, volume.store_block(base, 0), volume.log_number())])
+    volume.sync()
+    number = volume.next_log({0})
+    volume.sync([Run(number, 0, 1, page)], number)  # page 1 of block 0, logged
+    (logged,) = keys_of(vol, "journal")[-1:]
+    volume.checkpoint()  # the root lists the log as live and names its journal
+    volume.abort()
+    assert logged in keys_of(vol, "journal")
+    expected = bytearray(vol.size)
+    expected[:block] = base
+    expected[4096:8192] = page
+
+    fsck(bd, vol, status=0)
+    m = bd.mount(vol, read_only=True)  # merges the page in memory
+    assert_file_matches(m.file, expected)
+    bd.unmount(m)
+
+    remove(vol, logged)
+    line = refused_mount(bd, vol)
+    assert f"{vol.url}/{logged} is missing" in line and "fsynced pages" in line, line
+    report = fsck(bd, vol, status=2)
+    (lost,) = report["problems"]
+    assert lost["object"] == f"{vol.url}/{logged}" and "needs the fsynced pages" in lost["problem"], lost
+    fsck(bd, vol, "--repair", status=2)
+    m = bd.mount(vol)
+    expected[4096:8192] = base[4096:8192]  # the page is lost: the block as it was before it
+    assert_file_matches(m.file, expected)
+    bd.unmount(m)
+    fsck(bd, vol, status=0)

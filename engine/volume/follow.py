@@ -155,10 +155,13 @@ class Follower:
         self._read_new_journals(listing.journals)
         journals = own_journals({name: self.journals[name] for name in listing.journals})
         replay = self.maps.replay(journals, root)
+        broken = None
         if replay.chain.gaps:  # the writer's checkpoint between our listings, or a journal lost
             self.maps.recheck(listing, replay.chain.gaps)  # (NotFound: list again)
-            self.volume.broken_chain = str(self.maps.broken_chain(replay.chain.gaps, writable=False))
-            log.warning("%s", self.volume.broken_chain)
+            broken = str(self.maps.broken_chain(replay.chain.gaps, writable=False))
+            if broken != self.volume.broken_chain:
+                log.warning("%s", broken)
+        self.volume.broken_chain = broken
         blockmap = self._root_map(root)
         base = {index: blockmap.set(index, h) for index, h in replay.changes.items()}
         merges = self._merge(blockmap, replay.runs)

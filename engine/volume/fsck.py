@@ -34,12 +34,12 @@ from ..codec.block import LOST_HASH, ZERO_HASH
 from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
-from .checker import Checker, Damage, MapView, Progress, problem, runs
-from .journalchain import Gap, successors_blocks
+from .checker import Checker, Damage, MapView, Progress, problem
+from .fsckjournals import FsckJournals
 from .latedeletes import LATE_DELETE_SECONDS
 from .lock import read_leases
-from .mapobjects import LOG_PAGE, ForeignObject, Journal, Root
-from .mapstore import Listing, Replay, own_journals
+from .mapobjects import ForeignObject, Root
+from .mapstore import Listing, Replay
 from .snapshots import SnapshotRecords
 
 ATTEMPTS = 5  # looks at the volume while a live writer keeps replacing its newest root or journals
@@ -161,7 +161,7 @@ def check(store: ObjectStore, record, *, threads: int = 16, progress: Progress |
     raise StoreError(f"the volume kept changing while it was checked ({ATTEMPTS} looks); try again")
 
 
-class _Fsck(Checker):
+class _Fsck(Checker, FsckJournals):
     def __init__(self, store: ObjectStore, record, threads: int, progress: Progress | None, last: bool) -> None:
         super().__init__(store, record, threads, progress)
         self.records = SnapshotRecords.of(store, record)
@@ -263,83 +263,6 @@ class _Fsck(Checker):
             (d,) = [d for d in self.damage if d.object == state.went_back]
             d.repair += state.describe()
         return state
-
-    def _journals(self, state: LiveState, journals, read_journals) -> None:
-        root = state.root
-        after = [n for n in journals if n[0] == root.epoch and n[1] > root.seq]
-        bad: dict[tuple[int, int], str] = {}
-        for name in after:
-            found = read_journals[name]
-            if isinstance(found, NotFound):
-                self._changed()  # covered by a writer's newer root meanwhile (on the last look: damage)
-            problem_of = found if isinstance(found, (CorruptData, NotFound)) else self._journal_problem(found)
-            if problem_of is not None and not isinstance(problem_of, ForeignObject):
-                bad[name] = problem_of if isinstance(problem_of, str) else problem(problem_of)
-        readable = {n: j for n, j in read_journals.items() if isinstance(j, Journal) and self._journal_problem(j) is None}
-        # Roots after the base were listed yet cannot be read: a link to one is no gap (reported as a root).
-        listed = set(bad) | {n for n in self.report.listing.roots if n > (root.epoch, root.seq)}
-        state.replay = self.maps.replay(own_journals(readable), root, listed)
-        chain = state.replay.chain
-        state.journals = list(chain.used)
-        for name in chain.unreadable:
-            if name not in bad:
-                continue  # a root: reported as one
-            url = self.store.key_url(layout.journal_key(*name))
-            self.report.damaged_map_keys.append(layout.journal_key(*name))
-            state.lost_journals.append(name)
-            self.damage.append(Damage("journal", url, bad[name], [self.whole_disk("live")], name, "cannot: its "
-                                      "changes are lost; the live map keeps the state before it and the later "
-                                      "journals"))
-        for gap in chain.gaps:
-            self._gap(state, gap, chain, readable)
-        needed = set(state.journals) | set(state.replay.log_journals.values())
-        self._superseded_journals(journals, read_journals, needed | set(state.lost_journals))
-        pages = sum(len(r.data) for r in state.replay.runs) // LOG_PAGE
-        if pages:
-            blocks = len({r.block for r in state.replay.runs})
-            self.report.notes.append(f"{pages} fsynced 4 KiB page(s) of {blocks} block(s) wait to be merged into "
-                                     "their blocks (the next writable mount or fsck --repair merges them)")
-
-    def _gap(self, state: LiveState, gap: Gap, chain, readable) -> None:
-        """A journal (or root) of the live map that is not there: a link of
-        the chain names it (journalchain.py).  Its block numbers are
-        unknown: the journals after it tell only which blocks changed later."""
-        if self.store.head(gap.key) is not None:
-            self._changed()  # stored after the listing passed its name: look again
-        later = successors_blocks(chain, readable, gap)
-        ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs(later)) or "none"
-        successor = self.store.key_url(layout.journal_key(*gap.successor))
-        state.lost_journals.append(gap.missing)
-        self.damage.append(Damage(
-            "root" if gap.root else "journal", self.store.key_url(gap.key),
-            f"missing: the journal {successor} follows it; the journals after it change block(s) {ranges}",
-            [self.whole_disk("live")], gap.missing,
-            "cannot: its changes are lost (which blocks they were is unknown); the live map keeps the root, the "
-            "journals before it and those after it: any other block written since the root may read as older "
-            "content"))
-
-    def _superseded_journals(self, journals, read_journals, needed: set) -> None:
-        for name in journals:
-            found = read_journals[name]
-            if name in needed or isinstance(found, NotFound):
-                continue
-            url = self.store.key_url(layout.journal_key(*name))
-            if isinstance(found, CorruptData) and not isinstance(found, ForeignObject):
-                self.report.damaged_map_keys.append(layout.journal_key(*name))
-                self.damage.append(Damage("journal", url, problem(found), [], name, "removes it (superseded)"))
-            else:
-                self.report.leftovers.journals.append(layout.journal_key(*name))
-
-    def _journal_problem(self, journal) -> str | None:
-        """What makes a decoded journal unusable: blocks beyond the volume."""
-        if not isinstance(journal, Journal):
-            return None
-        count, size = self.record.block_count, self.record.block_size
-        if any(index >= count for index, _, _ in journal.changes):
-            return "it names a block beyond the volume"
-        if any(r.block >= count or r.first_page * LOG_PAGE + len(r.data) > size for r in journal.runs or []):
-            return "its logged pages lie beyond their block"
-        return None
 
     def _live_view(self, state: LiveState, snapshots) -> MapView:
         if state.snapshot is not None:

@@ -21,6 +21,11 @@ so what remains is used.  A version 3 journal names no predecessor: from
 one on down every journal after the root is used, in order, as before
 version 4 (nothing there is checked).
 
+A root names no predecessor: it holds the whole map.  It needs only the
+journals holding the fsync log's pages it lists as live, and a version 5
+root names those (by seq, in its own epoch) when they were stored before
+it: one that is not listed is a gap too (`pages`).
+
 What the chain cannot tell: the newest journals all gone (nothing after
 them names them), and a journal of an older epoch after the root (a
 superseded writer's: never read, lock.py).
@@ -42,6 +47,7 @@ class Gap:
     missing: Name
     successor: Name
     root: bool = False
+    pages: bool = False  # a journal holding fsynced pages that the root `successor` lists
 
     @property
     def key(self) -> str:
@@ -91,6 +97,13 @@ def follow(root: Name, journals: dict[Name, Journal], listed: set[Name]) -> Chai
     return chain
 
 
+def page_gaps(root, names: set[Name]) -> list[Gap]:
+    """The journals a root (mapobjects.Root) names as holding the pages of
+    its live logs that are not among `names` (those listed)."""
+    wanted = sorted({(root.epoch, seq) for seq in root.live_journals.values()})
+    return [Gap(name, (root.epoch, root.seq), pages=True) for name in wanted if name not in names]
+
+
 def _below(names: list[Name], name: Name) -> Name | None:
     """The highest of the sorted `names` below `name`, or None."""
     lower = [n for n in names if n < name]
@@ -107,6 +120,9 @@ def successors_blocks(chain: Chain, journals: dict[Name, Journal], gap: Gap) -> 
 
 def describe(gap: Gap, url_of) -> str:
     """One line: which object is missing and which names it."""
+    if gap.pages:
+        return (f"the map journal {url_of(gap.key)} is missing: the root {url_of(layout.root_key(*gap.successor))} "
+                "needs the fsynced pages it held, and they are lost")
     kind = "root" if gap.root else "journal"
     return (f"the map {kind} {url_of(gap.key)} is missing: the journal "
             f"{url_of(layout.journal_key(*gap.successor))} follows it, and the map changes it held are lost")

@@ -5,11 +5,12 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
   page     raw entries, 32 bytes each; named by its BLAKE3-256 (keyed, on an
            encrypted volume), stored once;
            an all-zero page has no object.
-  root     b"BDKR" u32 version (4), u64 seq, u64 block count, u32 page
+  root     b"BDKR" u32 version (5), u64 seq, u64 block count, u32 page
            entries, u32 page count, 16-byte volume UUID, u64 log high,
            u32 live count, u32 mark count, u64 epoch, u32 doomed block
            count, u32 doomed page count, then one 32-byte page hash per
-           page, live count x u64 log number, mark count x (u64 block
+           page, live count x (u64 log number, u64 seq of the journal
+           of its epoch holding its pages, 0 if not yet stored), mark count x (u64 block
            number, u64 watermark), then the 32-byte hashes of the doomed
            blocks and of the doomed pages (volume.py, "Late deletes").
   journal  b"BDKJ" u32 version (4), u64 seq, 16-byte volume UUID, u32 count,
@@ -20,7 +21,7 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
            count, page count x 4096 bytes).  The predecessor is the map
            object of the same epoch its writer last knew stored
            (journalchain.py).
-  (Root version 3 lacks the doomed lists; version 2 also the epoch (read
+  (Root version 4 lists live log numbers alone; version 3 also lacks the doomed lists; version 2 also the epoch (read
   as 0); version 1 also the log fields and the watermarks.  Journal
   version 3 lacks the predecessor (its chain is not checked); version 2
   also the epoch; version 1 also the log fields and the watermarks.)
@@ -37,6 +38,7 @@ ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
 ROOT_HEADER_V3 = struct.Struct("<4sIQQII16sQIIQ")
 ROOT_HEADER = struct.Struct("<4sIQQII16sQIIQII")
 MARK = struct.Struct("<QQ")
+LIVE = struct.Struct("<QQ")
 JOURNAL_HEADER_V1 = struct.Struct("<4sIQ16sI")
 JOURNAL_HEADER_V2 = struct.Struct("<4sIQ16sIQI")
 JOURNAL_HEADER_V3 = struct.Struct("<4sIQ16sIQIQ")
@@ -45,7 +47,7 @@ JOURNAL_ENTRY_V1 = struct.Struct(f"<Q{HASH_SIZE}s")
 JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}sQ")
 RUN_HEADER = struct.Struct("<QII")
 LOG_PAGE = 4096
-ROOT_VERSION = 4
+ROOT_VERSION = 5
 JOURNAL_VERSION = 4
 ROOT_KIND, JOURNAL_KIND = 1, 2  # a journal's predecessor is a root or a journal
 
@@ -71,6 +73,10 @@ class Root:
     # (volume.py, "Late deletes").
     doomed_blocks: list[bytes] = field(default_factory=list)
     doomed_pages: list[bytes] = field(default_factory=list)
+    # log number -> seq of the journal (of this root's epoch, before it)
+    # that holds its pages, for the live logs whose journal was stored when
+    # the root was written: that journal must be there (journalchain.py).
+    live_journals: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,7 +112,7 @@ def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: st
         uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks), root.epoch,
         len(root.doomed_blocks), len(root.doomed_pages),
     )
-    live = b"".join(struct.pack("<Q", n) for n in sorted(root.live))
+    live = b"".join(LIVE.pack(n, root.live_journals.get(n, 0)) for n in sorted(root.live))
     marks = b"".join(MARK.pack(b, w) for b, w in sorted(root.marks.items()))
     doomed = b"".join(sorted(root.doomed_blocks)) + b"".join(sorted(root.doomed_pages))
     return header + b"".join(root.page_hashes) + live + marks + doomed
@@ -116,7 +122,7 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     if len(data) < ROOT_HEADER_V1.size:
         raise CorruptData("map root is truncated")
     magic, version, seq, count, entries, pages, vol = ROOT_HEADER_V1.unpack_from(data)
-    if magic != b"BDKR" or version not in (1, 2, 3, 4):
+    if magic != b"BDKR" or version not in (1, 2, 3, 4, 5):
         raise CorruptData("not a map root of a known version")
     epoch, log_high, live_count, mark_count, header = 0, 0, 0, 0, ROOT_HEADER_V1
     doomed_blocks = doomed_pages = 0
@@ -133,18 +139,25 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     if count != block_count or entries != page_entries:
         raise CorruptData("map root does not match the volume geometry")
     body = data[header.size :]
-    if len(body) != (pages + doomed_blocks + doomed_pages) * HASH_SIZE + live_count * 8 \
+    live_size = LIVE.size if version >= 5 else 8
+    if len(body) != (pages + doomed_blocks + doomed_pages) * HASH_SIZE + live_count * live_size \
             + mark_count * MARK.size:
         raise CorruptData("map root is truncated")
     hashes = _hashes(body, 0, pages)
     at = pages * HASH_SIZE
-    live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
-    at += live_count * 8
+    if version >= 5:
+        live_journals = dict(LIVE.iter_unpack(body[at : at + live_count * LIVE.size]))
+        live = sorted(live_journals)
+        live_journals = {n: s for n, s in live_journals.items() if s}
+    else:
+        live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
+        live_journals = {}
+    at += live_count * live_size
     marks = dict(MARK.iter_unpack(body[at : at + mark_count * MARK.size]))
     at += mark_count * MARK.size
     blocks = _hashes(body, at, doomed_blocks)
     return Root(epoch, seq, hashes, log_high, live, marks, blocks,
-                _hashes(body, at + doomed_blocks * HASH_SIZE, doomed_pages))
+                _hashes(body, at + doomed_blocks * HASH_SIZE, doomed_pages), live_journals)
 
 
 def _hashes(data: bytes, at: int, count: int) -> list[bytes]:

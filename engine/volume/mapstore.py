@@ -19,7 +19,7 @@ from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
-from .journalchain import Chain, Gap, describe, follow
+from .journalchain import Chain, Gap, describe, follow, page_gaps
 from .latedeletes import find_alias
 from .mapobjects import (  # noqa: F401 - Root, Run, Journal, ForeignObject, LOG_PAGE: used through here too
     LOG_PAGE, ForeignObject, Journal, Root, Run, decode_journal, decode_root, encode_journal, encode_root,
@@ -227,6 +227,7 @@ class MapStore:
         log_journals: dict[int, tuple[int, int]] = {}
         last_log = root.log_high
         chain = follow((root.epoch, root.seq), {(j.epoch, j.seq): j for j in journals}, set(listed))
+        chain.gaps += page_gaps(root, {(j.epoch, j.seq) for j in journals} | set(listed))
         used = set(chain.used)
         for journal in journals:
             replayed = (journal.epoch, journal.seq) in used

@@ -53,6 +53,7 @@ from . import layout
 from .collection import LOG_EPOCH_SHIFT, Collection
 from .create import missing_volume
 from .fsynclog import FsyncLog
+from .keptroots import KeptRoots
 from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine
 from .lock import Fenced, Lease
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_JOURNALS = 64
 
 
-class Volume(Collection, FsyncLog, Views):
+class Volume(Collection, FsyncLog, Views, KeptRoots):
     READS_EARLY = True  # a writer reads its map before its lease (fsckrepair.py: only after)
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
@@ -366,41 +367,6 @@ class Volume(Collection, FsyncLog, Views):
         with self._sync_lock:
             self._checkpoint(start)
 
-    def snapshot_root(self) -> Root:
-        """A root of every change committed so far, from which on a snapshot
-        keeps it: its pages are never dropped, and no object that exists
-        now is deleted by a checkpoint (only gc, marking from snapshots)."""
-        with self._sync_lock:
-            with self._lock:
-                self._snapshotted = True
-                self._fresh.clear()
-            self._checkpoint(True)
-            with self._lock:
-                self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
-            return self._root
-
-    def restore(self, page_hashes: list[bytes]) -> None:
-        """Make the live map the one these pages hold (a snapshot's), in one
-        new root that names them: the cost follows the map's pages, not its
-        blocks.  Deletes nothing a snapshot keeps (take one of the current
-        state first).  Raises ValueError while changes wait for a journal."""
-        loaded = self.maps.load_root(Root(0, 0, list(page_hashes)))
-        with self._sync_lock:
-            self._check_lease_held()
-            doomed = self._doomed(BLOCK, set()), self._doomed(PAGE, set())
-            with self._lock:
-                if self._pending or self._map.dirty_pages() or any(self._live.values()):
-                    raise ValueError("restore needs every change checkpointed first")
-                self._seq += 1
-                root = Root(self.epoch, self._seq, list(page_hashes), self._log,
-                            doomed_blocks=doomed[0], doomed_pages=doomed[1])
-            self._write_map(self.maps.write_root, root)
-            self._stored = (root.seq, ROOT_KIND)
-            with self._lock:
-                old_root, self._root, self._map = self._root, root, loaded.map
-                self._candidates, self._journals = set(), 0
-            self._drop_superseded(old_root, root, set())
-
     def _checkpoint(self, start: bool) -> None:
         self._check_lease_held()
         with self._lock:
@@ -412,6 +378,8 @@ class Volume(Collection, FsyncLog, Views):
             self._seq += 1
             seq = self._seq
             live, dead = self._split_live_logs()
+            # The journals holding live logs' pages: the root names them (journalchain.py).
+            stored = {n: self._log_journals[n][1] for n in live if self._log_journals.get(n, (0,))[0] == self.epoch}
             marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
             log_high = self._log
             uploading = self._candidates & set(self._inflight)
@@ -423,7 +391,8 @@ class Volume(Collection, FsyncLog, Views):
         try:
             aliased: list[tuple[bytes, str]] = []
             page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
-            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
+            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks,
+                        live_journals=stored)
             for number, page_hash in page_hashes.items():
                 root.page_hashes[number] = page_hash
             stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
