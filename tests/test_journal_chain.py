@@ -4,13 +4,16 @@ middle is noticed.  On both stores, through the CLI and real mounts:
 
   * a journal deleted from the middle: a writable mount refuses in one
     line naming it and `fsck`; a read-only mount opens, shows what remains
-    and warns; `fsck` exits 2 naming it and the blocks its successors
-    change; `--repair` keeps the root, the journals before it and after
+    and warns; `verify` reports it; `fsck` exits 2 naming it and the
+    blocks its successors change; `--repair` keeps the root, the journals before it and after
     it, and the volume mounts writable again, fsck clean after;
   * a journal PUT that failed after it landed (an injected failure, on
     the real store): the next journal holds its changes and follows the
     one before it, so the failed one is off the chain: a superseded
     attempt, no damage, nothing lost;
+  * a journal of fsynced pages that a root names (root version 5) gone:
+    refused and reported the same way; --repair leaves the block without
+    those pages;
   * a kill -9 while fsyncs write journals: fsck (before any mount) is clean.
 """
 from __future__ import annotations
@@ -49,6 +52,10 @@ def test_a_journal_lost_from_the_middle_is_found_and_repaired(bd):
     assert_file_matches(m.file, expected)
     bd.unmount(m)
     assert f"{vol.url}/{second} is missing" in m.log.read_text()  # the read-only mount said so
+
+    verify = bd.run("verify", vol.url, *vol.store_args)
+    assert verify.returncode == 2, verify.stdout
+    assert f"{vol.url}/{second}: missing: the journal {vol.url}/{third}" in verify.stdout, verify.stdout
 
     report = fsck(bd, vol, status=2)
     (lost,) = report["problems"]
@@ -181,3 +188,55 @@ def test_a_journal_of_fsynced_pages_a_root_needs_is_missed_when_gone(bd):
     assert_file_matches(m.file, expected)
     bd.unmount(m)
     fsck(bd, vol, status=0)
+
+
+def as_version_3(vol, key: str) -> None:
+    """Rewrite the journal at `key` as older bucketdisk wrote it (version
+    3: no predecessor), through the engine's own codec."""
+    import struct
+    import uuid as uuidlib
+
+    from bucketdisk.volume import layout
+    from bucketdisk.volume.mapobjects import JOURNAL_ENTRY, JOURNAL_HEADER_V3
+    from bucketdisk.volume.mapstore import MapStore
+    from bucketdisk.volume.record import read_record
+
+    store = engine_store(vol.place)
+    record = read_record(store)
+    maps = MapStore.of(store, record)
+    journal = maps.read_journal(*layout.name_of(key, layout.JOURNAL))
+    assert journal.prev is not None and not journal.runs
+    data = JOURNAL_HEADER_V3.pack(b"BDKJ", 3, journal.seq, uuidlib.UUID(record.uuid).bytes, len(journal.changes),
+                                  journal.log, 0, journal.epoch)
+    data += b"".join(JOURNAL_ENTRY.pack(*change) for change in journal.changes)
+    assert struct.unpack_from("<I", data, 4) == (3,)
+    vol.place.write(key, record.codec().pack(data, key))
+    assert maps.read_journal(*layout.name_of(key, layout.JOURNAL)).prev is None
+    store.close()
+
+
+def test_version_3_journals_still_read_and_below_one_nothing_is_checked(bd):
+    """Journals 1-3 after a root, the second rewritten as version 3 (as a
+    volume older bucketdisk wrote, then this one): the third's link leads
+    to it, and from it on down every journal is replayed unchecked, as
+    before version 4; the first gone is not noticed (it could not be)."""
+    vol = bd.create(size="1M", block_size="64K")
+    block = 64 * KiB
+    m = bd.mount(vol)
+    model = bytearray(vol.size)
+    for index in (1, 3, 5):
+        pwrite_fsync(m.file, model, index * block, random.Random(index).randbytes(block))  # whole: no logged pages
+    kill(bd, m)
+    first, second, third = keys_of(vol, "journal")
+    as_version_3(vol, second)
+    fsck(bd, vol, status=0)
+    m = bd.mount(vol, read_only=True)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)
+
+    remove(vol, first)
+    fsck(bd, vol, status=0)
+    model[block : 2 * block] = bytes(block)  # what the first journal held
+    m = bd.mount(vol)
+    assert_file_matches(m.file, model)
+    bd.unmount(m)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import CorruptData, NotFound
 from . import layout
 from .checker import Damage, problem, runs
-from .journalchain import Gap, successors_blocks
+from .journalchain import Gap, problem_of, successors_blocks
 from .mapobjects import LOG_PAGE, ForeignObject, Journal
 from .mapstore import own_journals
 
@@ -31,10 +31,11 @@ class FsckJournals:
             found = read_journals[name]
             if isinstance(found, NotFound):
                 self._changed()  # covered by a writer's newer root meanwhile (on the last look: damage)
-            problem_of = found if isinstance(found, (CorruptData, NotFound)) else self._journal_problem(found)
-            if problem_of is not None and not isinstance(problem_of, ForeignObject):
-                bad[name] = problem_of if isinstance(problem_of, str) else problem(problem_of)
-        readable = {n: j for n, j in read_journals.items() if isinstance(j, Journal) and self._journal_problem(j) is None}
+            wrong = found if isinstance(found, (CorruptData, NotFound)) else self._journal_problem(found)
+            if wrong is not None and not isinstance(wrong, ForeignObject):
+                bad[name] = wrong if isinstance(wrong, str) else problem(wrong)
+        readable = {n: j for n, j in read_journals.items()
+                    if isinstance(j, Journal) and self._journal_problem(j) is None}
         # Roots after the base were listed yet cannot be read: a link to one is no gap (reported as a root).
         listed = {n for n in read_journals if n not in readable} | {n for n in self.report.listing.roots
                                                                      if n > (root.epoch, root.seq)}
@@ -69,16 +70,14 @@ class FsckJournals:
         state.lost_journals.append(gap.missing)
         if gap.pages:  # the root names it by its log number, not the blocks its pages are of
             self.damage.append(Damage(
-                "journal", self.store.key_url(gap.key), f"missing: the root "
-                f"{self.store.key_url(layout.root_key(*gap.successor))} needs the fsynced pages it held",
+                "journal", self.store.key_url(gap.key), problem_of(gap, self.store.key_url),
                 [self.whole_disk("live")], gap.missing, "cannot: those pages are lost (of which blocks is "
                 "unknown); their blocks keep the content they had before them"))
             return
         later = _ranges(successors_blocks(chain, readable, gap))
-        successor = self.store.key_url(layout.journal_key(*gap.successor))
         self.damage.append(Damage(
             "root" if gap.root else "journal", self.store.key_url(gap.key),
-            f"missing: the journal {successor} follows it; the journals after it change block(s) {later}",
+            f"{problem_of(gap, self.store.key_url)}; the journals after it change block(s) {later}",
             [self.whole_disk("live")], gap.missing,
             "cannot: its changes are lost (which blocks they were is unknown); the live map keeps the root, the "
             "journals before it and those after it: any other block written since the root may read as older "

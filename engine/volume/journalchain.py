@@ -126,3 +126,11 @@ def describe(gap: Gap, url_of) -> str:
     kind = "root" if gap.root else "journal"
     return (f"the map {kind} {url_of(gap.key)} is missing: the journal "
             f"{url_of(layout.journal_key(*gap.successor))} follows it, and the map changes it held are lost")
+
+
+def problem_of(gap: Gap, url_of) -> str:
+    """What a report says of the missing object: "missing: " and which
+    object names it."""
+    if gap.pages:
+        return f"missing: the root {url_of(layout.root_key(*gap.successor))} needs the fsynced pages it held"
+    return f"missing: the journal {url_of(layout.journal_key(*gap.successor))} follows it"
