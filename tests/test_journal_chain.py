@@ -22,7 +22,7 @@ import os
 import random
 import threading
 
-from conftest import KiB, assert_file_matches, fsync_path, pwrite_fsync
+from conftest import KiB, Mount, assert_file_matches, fsync_path, is_mounted, pwrite_fsync
 from crashpoints import CrashStore, InjectedFailure, Plan
 from badinput import engine_store
 from test_damage_found import remove
@@ -48,10 +48,12 @@ def test_a_journal_lost_from_the_middle_is_found_and_repaired(bd):
     expected = bytearray(older)
     for index in (1, 5):
         expected[index * BLOCK : (index + 1) * BLOCK] = rewrites[index]
-    m = bd.mount(vol, read_only=True)
+    m, warning = read_only_mount(bd, vol)
+    assert f"warning: the map journal {vol.url}/{second} is missing" in warning, warning  # on the terminal
+    assert "read-only mount shows the map without them" in warning and "bucketdisk fsck" in warning, warning
     assert_file_matches(m.file, expected)
     bd.unmount(m)
-    assert f"{vol.url}/{second} is missing" in m.log.read_text()  # the read-only mount said so
+    assert f"{vol.url}/{second} is missing" in m.log.read_text()  # and in its log
 
     verify = bd.run("verify", vol.url, *vol.store_args)
     assert verify.returncode == 2, verify.stdout
@@ -78,6 +80,19 @@ def test_a_journal_lost_from_the_middle_is_found_and_repaired(bd):
     m = bd.mount(vol, read_only=True)
     assert_file_matches(m.file, expected)
     bd.unmount(m)
+
+
+def read_only_mount(bd, vol) -> tuple[Mount, str]:
+    """`mount --read-only` run here, so that its stderr is seen: (the mount, stderr)."""
+    mp, log = bd._name("mnt"), bd._name("daemon-log-").with_suffix(".txt")
+    mp.mkdir()
+    m = Mount(vol, mp, True, log)
+    bd.janitor.push(f"read-only mount {mp}", lambda: bd.cleanup_mount(m))
+    proc = bd.run("mount", vol.url, mp, "--read-only", "--log", log, *vol.store_args)
+    assert proc.returncode == 0 and is_mounted(mp), proc.stderr
+    m.pid = int(bd.stats(mp)["pid"])
+    m.pids.add(m.pid)
+    return m, proc.stderr
 
 
 def test_a_journal_put_that_failed_after_landing_is_superseded_not_lost(bd):
