@@ -22,7 +22,7 @@ import os
 import random
 import threading
 
-from conftest import KiB, Mount, assert_file_matches, fsync_path, is_mounted, pwrite_fsync
+from conftest import KiB, Mount, assert_cli_error, assert_file_matches, fsync_path, is_mounted, pwrite_fsync
 from crashpoints import CrashStore, InjectedFailure, Plan
 from badinput import engine_store
 from test_damage_found import remove
@@ -42,7 +42,9 @@ def test_a_journal_lost_from_the_middle_is_found_and_repaired(bd):
     line = refused_mount(bd, vol)
     assert f"{vol.url}/{second}" in line and "is missing" in line, line
     assert f"bucketdisk fsck {vol.url}" in line, line
-    assert vol.place.snapshot() == before  # the refusal changed nothing
+    gc = assert_cli_error(bd.run("gc", vol.url, *vol.store_args))  # a writer too: it would delete what may help
+    assert f"{vol.url}/{second} is missing" in gc and "opening it writable" in gc, gc
+    assert vol.place.snapshot() == before  # the refusals changed nothing
 
     # What remains: the journal before the gap (block 1) and the one after it (block 5).
     expected = bytearray(older)

@@ -162,7 +162,7 @@ class MapStore:
     def broken_chain(self, gaps: list[Gap], writable: bool = True) -> BrokenChain:
         """The error a writable open raises for these gaps (`writable`
         False: the warning of a read-only one): one line."""
-        doing = "a writable mount would make that loss permanent" if writable else \
+        doing = "opening it writable would make that loss permanent" if writable else \
             "this read-only mount shows the map without them"
         error = BrokenChain(f"{describe(gaps[0], self.store.key_url)}; {doing}: run "
                             f"'bucketdisk fsck {self.store.url()}'")
