@@ -7,9 +7,11 @@ mount.  It lists the whole place once, then reads:
     damaged newest one sends the live map back to the newest readable older
     root (and its journals), else to the newest readable snapshot's pages,
     else to nothing (every block lost); older roots are superseded;
-  * every journal: those of the base root's epoch after it are the live
-    map's changes (a damaged one: its changes are lost), and so are those
-    holding fsynced pages the root still needs; the rest are superseded;
+  * every journal: those of the base root's epoch after it on their chain
+    are the live map's changes (fsckjournals.py: a damaged one, or one
+    missing from the chain: its changes are lost; one off the chain is a
+    superseded attempt), and so are those holding fsynced pages the root
+    still needs; the rest are superseded;
   * every snapshot record, every page the live map and the snapshots name,
     and every block object they name (checker.py: frame, seal, length,
     content hash), each distinct object once;
