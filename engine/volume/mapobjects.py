@@ -10,9 +10,10 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
            u32 live count, u32 mark count, u64 epoch, u32 doomed block
            count, u32 doomed page count, then one 32-byte page hash per
            page, live count x (u64 log number, u64 seq of the journal
-           of its epoch holding its pages, 0 if not yet stored), mark count x (u64 block
-           number, u64 watermark), then the 32-byte hashes of the doomed
-           blocks and of the doomed pages (volume.py, "Late deletes").
+           of its epoch holding its pages, 0 if not yet stored), mark
+           count x (u64 block number, u64 watermark), then the 32-byte
+           hashes of the doomed blocks and of the doomed pages (volume.py,
+           "Late deletes").
   journal  b"BDKJ" u32 version (4), u64 seq, 16-byte volume UUID, u32 count,
            u64 log number (0: no pages), u32 run count, u64 epoch, u64
            predecessor seq, u32 predecessor kind (1 root, 2 journal), then
@@ -21,8 +22,9 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
            count, page count x 4096 bytes).  The predecessor is the map
            object of the same epoch its writer last knew stored
            (journalchain.py).
-  (Root version 4 lists live log numbers alone; version 3 also lacks the doomed lists; version 2 also the epoch (read
-  as 0); version 1 also the log fields and the watermarks.  Journal
+  (Root version 4 lists live log numbers alone; version 3 also lacks the
+  doomed lists; version 2 also the epoch (read as 0); version 1 also the
+  log fields and the watermarks.  Journal
   version 3 lacks the predecessor (its chain is not checked); version 2
   also the epoch; version 1 also the log fields and the watermarks.)
 """
@@ -149,6 +151,8 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
         live_journals = dict(LIVE.iter_unpack(body[at : at + live_count * LIVE.size]))
         live = sorted(live_journals)
         live_journals = {n: s for n, s in live_journals.items() if s}
+        if any(s >= seq for s in live_journals.values()):
+            raise CorruptData("map root names a journal of fsynced pages that does not precede it")
     else:
         live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
         live_journals = {}

@@ -4,7 +4,8 @@
 Roots and journals are named by (epoch, seq) (layout.py).  The newest root
 is the one with the highest (epoch, seq); it contains every change of every
 journal before it.  Mounting loads it and replays, in order, the journals
-of its own epoch with a higher sequence: journals of older epochs after it
+of its own epoch with a higher sequence that are on their chain (each
+names the one it follows, journalchain.py): journals of older epochs after it
 were written by a writer that had already been superseded, and were never
 acknowledged (lock.py).  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
 "fsync log"): a change's watermark is the log number current when its block
