@@ -174,5 +174,8 @@ def test_journals_deleted_after_a_crash_are_warned_of(bd):
     assert len(journals) >= 4, journals
     remove(vol, journals[1])  # an acknowledged fsync gone, the newest journal kept
     status, report = verify(bd, vol)
-    assert status == 2 and [d["kind"] for d in report["damage"]] == ["rollback"], report
+    # this machine saw it (rollback.py), and the journal after it names it (the journal chain)
+    assert status == 2 and [d["kind"] for d in report["damage"]] == ["rollback", "journal"], report
     assert "seen after its newest checkpoint is gone" in report["damage"][0]["problem"]
+    gap = report["damage"][1]
+    assert gap["object"] == f"{vol.url}/{journals[1]}" and gap["problem"].startswith("missing: the journal "), gap

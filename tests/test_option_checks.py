@@ -69,7 +69,7 @@ USAGE_ERRORS = [
     (("frobnicate",), "bucketdisk", "frobnicate"),
     (("create", "file:///srv/x"), "bucketdisk create", "--size"),
     (("create", "file:///srv/x", "--size", "12Q"), "bucketdisk create", "12Q"),
-    (("info", "file:///srv/x", "--bogus"), "bucketdisk", "--bogus"),
+    (("info", "file:///srv/x", "--bogus"), "bucketdisk info", "--bogus"),
     (("mount", "file:///srv/x", "/mnt", "--threads", "many"), "bucketdisk mount", "many"),
     (("gc", "file:///srv/x", "--addressing", "sideways"), "bucketdisk gc", "sideways"),
     (("unmount",), "bucketdisk unmount", "MOUNTPOINT"),

@@ -173,6 +173,8 @@ def _serve(url: str, mountpoint: str, options: MountOptions, on_ready: Callable[
         raise
     if volume.rollback and on_warning is not None:
         on_warning(volume.rollback)
+    if volume.broken_chain and on_warning is not None:  # (a read-only mount: a writable one refuses)
+        on_warning(volume.broken_chain)
     if not options.read_only:  # temporary files a killed writer left (file://): ours to tidy now
         removed = store.tidy_scratch()
         if removed:

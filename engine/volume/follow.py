@@ -35,6 +35,7 @@ another volume's blocks) is not the disk the mount showed.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from .blockmap import BlockMap
 from .mapstore import FETCH_PARALLELISM, LOG_PAGE, Journal, Listing, Loaded, Root, Run, own_journals
 from .record import read_record
 from .volume import Volume
+
+log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 10.0
 REFRESH_ATTEMPTS = 5  # listings tried when the writer keeps deleting what a refresh is reading
@@ -152,6 +155,13 @@ class Follower:
         self._read_new_journals(listing.journals)
         journals = own_journals({name: self.journals[name] for name in listing.journals})
         replay = self.maps.replay(journals, root)
+        broken = None
+        if replay.chain.gaps:  # the writer's checkpoint between our listings, or a journal lost
+            self.maps.recheck(listing, replay.chain.gaps)  # (NotFound: list again)
+            broken = str(self.maps.broken_chain(replay.chain.gaps, writable=False))
+            if broken != self.volume.broken_chain:
+                log.warning("%s", broken)
+        self.volume.broken_chain = broken
         blockmap = self._root_map(root)
         base = {index: blockmap.set(index, h) for index, h in replay.changes.items()}
         merges = self._merge(blockmap, replay.runs)

@@ -7,9 +7,11 @@ mount.  It lists the whole place once, then reads:
     damaged newest one sends the live map back to the newest readable older
     root (and its journals), else to the newest readable snapshot's pages,
     else to nothing (every block lost); older roots are superseded;
-  * every journal: those of the base root's epoch after it are the live
-    map's changes (a damaged one: its changes are lost), and so are those
-    holding fsynced pages the root still needs; the rest are superseded;
+  * every journal: those of the base root's epoch after it on their chain
+    are the live map's changes (fsckjournals.py: a damaged one, or one
+    missing from the chain: its changes are lost; one off the chain is a
+    superseded attempt), and so are those holding fsynced pages the root
+    still needs; the rest are superseded;
   * every snapshot record, every page the live map and the snapshots name,
     and every block object they name (checker.py: frame, seal, length,
     content hash), each distinct object once;
@@ -35,10 +37,11 @@ from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .checker import Checker, Damage, MapView, Progress, problem
+from .fsckjournals import FsckJournals
 from .latedeletes import LATE_DELETE_SECONDS
 from .lock import read_leases
-from .mapobjects import LOG_PAGE, ForeignObject, Journal, Root
-from .mapstore import Listing, Replay, own_journals
+from .mapobjects import ForeignObject, Root
+from .mapstore import Listing, Replay
 from .snapshots import SnapshotRecords
 
 ATTEMPTS = 5  # looks at the volume while a live writer keeps replacing its newest root or journals
@@ -160,7 +163,7 @@ def check(store: ObjectStore, record, *, threads: int = 16, progress: Progress |
     raise StoreError(f"the volume kept changing while it was checked ({ATTEMPTS} looks); try again")
 
 
-class _Fsck(Checker):
+class _Fsck(Checker, FsckJournals):
     def __init__(self, store: ObjectStore, record, threads: int, progress: Progress | None, last: bool) -> None:
         super().__init__(store, record, threads, progress)
         self.records = SnapshotRecords.of(store, record)
@@ -262,57 +265,6 @@ class _Fsck(Checker):
             (d,) = [d for d in self.damage if d.object == state.went_back]
             d.repair += state.describe()
         return state
-
-    def _journals(self, state: LiveState, journals, read_journals) -> None:
-        root = state.root
-        live = [n for n in journals if n[0] == root.epoch and n[1] > root.seq]
-        for name in live:
-            found = read_journals[name]
-            if isinstance(found, NotFound):
-                self._changed()  # covered by a writer's newer root meanwhile (on the last look: damage)
-            bad = found if isinstance(found, (CorruptData, NotFound)) else self._journal_problem(found)
-            if bad is not None and not isinstance(bad, ForeignObject):
-                url = self.store.key_url(layout.journal_key(*name))
-                self.report.damaged_map_keys.append(layout.journal_key(*name))
-                state.lost_journals.append(name)
-                self.damage.append(Damage("journal", url, bad if isinstance(bad, str) else problem(bad),
-                                          [self.whole_disk("live")], name, "cannot: its changes are lost; the "
-                                          "live map keeps the state before it and the later journals"))
-            elif bad is None:
-                state.journals.append(name)
-        own = own_journals({n: j for n, j in read_journals.items()
-                            if isinstance(j, Journal) and self._journal_problem(j) is None})
-        state.replay = self.maps.replay(own, root)
-        needed = set(state.journals) | set(state.replay.log_journals.values())
-        self._superseded_journals(journals, read_journals, needed | set(state.lost_journals))
-        pages = sum(len(r.data) for r in state.replay.runs) // LOG_PAGE
-        if pages:
-            blocks = len({r.block for r in state.replay.runs})
-            self.report.notes.append(f"{pages} fsynced 4 KiB page(s) of {blocks} block(s) wait to be merged into "
-                                     "their blocks (the next writable mount or fsck --repair merges them)")
-
-    def _superseded_journals(self, journals, read_journals, needed: set) -> None:
-        for name in journals:
-            found = read_journals[name]
-            if name in needed or isinstance(found, NotFound):
-                continue
-            url = self.store.key_url(layout.journal_key(*name))
-            if isinstance(found, CorruptData) and not isinstance(found, ForeignObject):
-                self.report.damaged_map_keys.append(layout.journal_key(*name))
-                self.damage.append(Damage("journal", url, problem(found), [], name, "removes it (superseded)"))
-            else:
-                self.report.leftovers.journals.append(layout.journal_key(*name))
-
-    def _journal_problem(self, journal) -> str | None:
-        """What makes a decoded journal unusable: blocks beyond the volume."""
-        if not isinstance(journal, Journal):
-            return None
-        count, size = self.record.block_count, self.record.block_size
-        if any(index >= count for index, _, _ in journal.changes):
-            return "it names a block beyond the volume"
-        if any(r.block >= count or r.first_page * LOG_PAGE + len(r.data) > size for r in journal.runs or []):
-            return "its logged pages lie beyond their block"
-        return None
 
     def _live_view(self, state: LiveState, snapshots) -> MapView:
         if state.snapshot is not None:

@@ -8,8 +8,10 @@ epoch: the map built from the newest readable root and the readable
 journals after it (or a snapshot's pages, or nothing, when no root reads).
 What that map cannot know is marked, never guessed:
 
-  * a journal of the live map that cannot be read: its changes are lost;
-    the live map keeps the state before it plus the later journals;
+  * a journal of the live map that cannot be read, or is missing from
+    its chain (journalchain.py): its changes are lost; the live map keeps
+    the state before it plus the later journals, and marks nothing (which
+    blocks a missing one changed is unknown: FORMAT.md);
   * a page of the live map that cannot be read: each block of its range
     gets the LOST entry (codec.block.LOST_HASH: reads fail, EIO, until the
     block is written whole), but those a later journal set;

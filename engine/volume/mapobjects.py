@@ -5,20 +5,28 @@ Binary layouts (all little-endian, each wrapped by the codec's framing):
   page     raw entries, 32 bytes each; named by its BLAKE3-256 (keyed, on an
            encrypted volume), stored once;
            an all-zero page has no object.
-  root     b"BDKR" u32 version (4), u64 seq, u64 block count, u32 page
+  root     b"BDKR" u32 version (5), u64 seq, u64 block count, u32 page
            entries, u32 page count, 16-byte volume UUID, u64 log high,
            u32 live count, u32 mark count, u64 epoch, u32 doomed block
            count, u32 doomed page count, then one 32-byte page hash per
-           page, live count x u64 log number, mark count x (u64 block
-           number, u64 watermark), then the 32-byte hashes of the doomed
-           blocks and of the doomed pages (volume.py, "Late deletes").
-  journal  b"BDKJ" u32 version (3), u64 seq, 16-byte volume UUID, u32 count,
-           u64 log number (0: no pages), u32 run count, u64 epoch, then count
-           x (u64 block number, 32-byte content hash, u64 watermark), then run
-           count x (u64 block number, u32 first page, u32 page count, page
-           count x 4096 bytes).
-  (Root version 3 lacks the doomed lists; version 2 also the epoch (read
-  as 0); version 1 also the log fields and the watermarks.)
+           page, live count x (u64 log number, u64 seq of the journal
+           of its epoch holding its pages, 0 if not yet stored), mark
+           count x (u64 block number, u64 watermark), then the 32-byte
+           hashes of the doomed blocks and of the doomed pages (volume.py,
+           "Late deletes").
+  journal  b"BDKJ" u32 version (4), u64 seq, 16-byte volume UUID, u32 count,
+           u64 log number (0: no pages), u32 run count, u64 epoch, u64
+           predecessor seq, u32 predecessor kind (1 root, 2 journal), then
+           count x (u64 block number, 32-byte content hash, u64 watermark),
+           then run count x (u64 block number, u32 first page, u32 page
+           count, page count x 4096 bytes).  The predecessor is the map
+           object of the same epoch its writer last knew stored
+           (journalchain.py).
+  (Root version 4 lists live log numbers alone; version 3 also lacks the
+  doomed lists; version 2 also the epoch (read as 0); version 1 also the
+  log fields and the watermarks.  Journal
+  version 3 lacks the predecessor (its chain is not checked); version 2
+  also the epoch; version 1 also the log fields and the watermarks.)
 """
 import struct
 import uuid
@@ -32,15 +40,18 @@ ROOT_HEADER_V2 = struct.Struct("<4sIQQII16sQII")
 ROOT_HEADER_V3 = struct.Struct("<4sIQQII16sQIIQ")
 ROOT_HEADER = struct.Struct("<4sIQQII16sQIIQII")
 MARK = struct.Struct("<QQ")
+LIVE = struct.Struct("<QQ")
 JOURNAL_HEADER_V1 = struct.Struct("<4sIQ16sI")
 JOURNAL_HEADER_V2 = struct.Struct("<4sIQ16sIQI")
-JOURNAL_HEADER = struct.Struct("<4sIQ16sIQIQ")
+JOURNAL_HEADER_V3 = struct.Struct("<4sIQ16sIQIQ")
+JOURNAL_HEADER = struct.Struct("<4sIQ16sIQIQQI")
 JOURNAL_ENTRY_V1 = struct.Struct(f"<Q{HASH_SIZE}s")
 JOURNAL_ENTRY = struct.Struct(f"<Q{HASH_SIZE}sQ")
 RUN_HEADER = struct.Struct("<QII")
 LOG_PAGE = 4096
-ROOT_VERSION = 4
-JOURNAL_VERSION = 3
+ROOT_VERSION = 5
+JOURNAL_VERSION = 4
+ROOT_KIND, JOURNAL_KIND = 1, 2  # a journal's predecessor is a root or a journal
 
 
 class ForeignObject(CorruptData):
@@ -64,6 +75,10 @@ class Root:
     # (volume.py, "Late deletes").
     doomed_blocks: list[bytes] = field(default_factory=list)
     doomed_pages: list[bytes] = field(default_factory=list)
+    # log number -> seq of the journal (of this root's epoch, before it)
+    # that holds its pages, for the live logs whose journal was stored when
+    # the root was written: that journal must be there (journalchain.py).
+    live_journals: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +97,15 @@ class Journal:
     changes: list[tuple[int, bytes, int]]  # (block, content hash, watermark)
     log: int = 0
     runs: list[Run] | None = None
+    # The (seq, kind) of the map object of its epoch this journal follows
+    # (ROOT_KIND or JOURNAL_KIND): the last its writer knew stored.  None:
+    # a version 3 or older journal, which names none.
+    prev: tuple[int, int] | None = None
+
+    @property
+    def predecessor(self) -> tuple[int, int] | None:
+        """The (epoch, seq) of the object it follows, or None (not named)."""
+        return None if self.prev is None else (self.epoch, self.prev[0])
 
 
 def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: str) -> bytes:
@@ -90,7 +114,7 @@ def encode_root(root: Root, block_count: int, page_entries: int, volume_uuid: st
         uuid.UUID(volume_uuid).bytes, root.log_high, len(root.live), len(root.marks), root.epoch,
         len(root.doomed_blocks), len(root.doomed_pages),
     )
-    live = b"".join(struct.pack("<Q", n) for n in sorted(root.live))
+    live = b"".join(LIVE.pack(n, root.live_journals.get(n, 0)) for n in sorted(root.live))
     marks = b"".join(MARK.pack(b, w) for b, w in sorted(root.marks.items()))
     doomed = b"".join(sorted(root.doomed_blocks)) + b"".join(sorted(root.doomed_pages))
     return header + b"".join(root.page_hashes) + live + marks + doomed
@@ -100,7 +124,7 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     if len(data) < ROOT_HEADER_V1.size:
         raise CorruptData("map root is truncated")
     magic, version, seq, count, entries, pages, vol = ROOT_HEADER_V1.unpack_from(data)
-    if magic != b"BDKR" or version not in (1, 2, 3, 4):
+    if magic != b"BDKR" or version not in (1, 2, 3, 4, 5):
         raise CorruptData("not a map root of a known version")
     epoch, log_high, live_count, mark_count, header = 0, 0, 0, 0, ROOT_HEADER_V1
     doomed_blocks = doomed_pages = 0
@@ -117,18 +141,27 @@ def decode_root(data: bytes, block_count: int, page_entries: int, volume_uuid: s
     if count != block_count or entries != page_entries:
         raise CorruptData("map root does not match the volume geometry")
     body = data[header.size :]
-    if len(body) != (pages + doomed_blocks + doomed_pages) * HASH_SIZE + live_count * 8 \
+    live_size = LIVE.size if version >= 5 else 8
+    if len(body) != (pages + doomed_blocks + doomed_pages) * HASH_SIZE + live_count * live_size \
             + mark_count * MARK.size:
         raise CorruptData("map root is truncated")
     hashes = _hashes(body, 0, pages)
     at = pages * HASH_SIZE
-    live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
-    at += live_count * 8
+    if version >= 5:
+        live_journals = dict(LIVE.iter_unpack(body[at : at + live_count * LIVE.size]))
+        live = sorted(live_journals)
+        live_journals = {n: s for n, s in live_journals.items() if s}
+        if any(s >= seq for s in live_journals.values()):
+            raise CorruptData("map root names a journal of fsynced pages that does not precede it")
+    else:
+        live = [n for (n,) in struct.iter_unpack("<Q", body[at : at + live_count * 8])]
+        live_journals = {}
+    at += live_count * live_size
     marks = dict(MARK.iter_unpack(body[at : at + mark_count * MARK.size]))
     at += mark_count * MARK.size
     blocks = _hashes(body, at, doomed_blocks)
     return Root(epoch, seq, hashes, log_high, live, marks, blocks,
-                _hashes(body, at + doomed_blocks * HASH_SIZE, doomed_pages))
+                _hashes(body, at + doomed_blocks * HASH_SIZE, doomed_pages), live_journals)
 
 
 def _hashes(data: bytes, at: int, count: int) -> list[bytes]:
@@ -137,8 +170,10 @@ def _hashes(data: bytes, at: int, count: int) -> list[bytes]:
 
 def encode_journal(journal: Journal, volume_uuid: str) -> bytes:
     runs = journal.runs or []
+    if journal.prev is None or journal.prev[0] >= journal.seq:
+        raise ValueError("a journal follows an object of its epoch with a lower sequence")
     header = JOURNAL_HEADER.pack(b"BDKJ", JOURNAL_VERSION, journal.seq, uuid.UUID(volume_uuid).bytes,
-                                 len(journal.changes), journal.log, len(runs), journal.epoch)
+                                 len(journal.changes), journal.log, len(runs), journal.epoch, *journal.prev)
     parts = [header]
     parts += [JOURNAL_ENTRY.pack(i, h, w) for i, h, w in sorted(journal.changes)]
     for run in runs:
@@ -151,7 +186,7 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
     if len(data) < JOURNAL_HEADER_V1.size:
         raise CorruptData("journal entry is truncated")
     magic, version, seq, vol, count = JOURNAL_HEADER_V1.unpack_from(data)
-    if magic != b"BDKJ" or version not in (1, 2, 3):
+    if magic != b"BDKJ" or version not in (1, 2, 3, 4):
         raise CorruptData("not a journal entry of a known version")
     if vol != uuid.UUID(volume_uuid).bytes:
         raise ForeignObject("journal entry belongs to another volume")
@@ -160,12 +195,15 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
             raise CorruptData("journal entry is truncated")
         changes = [(i, h, 0) for i, h in JOURNAL_ENTRY_V1.iter_unpack(data[JOURNAL_HEADER_V1.size :])]
         return Journal(0, seq, changes)
-    header = JOURNAL_HEADER_V2 if version == 2 else JOURNAL_HEADER
+    header = {2: JOURNAL_HEADER_V2, 3: JOURNAL_HEADER_V3}.get(version, JOURNAL_HEADER)
     if len(data) < header.size:
         raise CorruptData("journal entry is truncated")
     fields = header.unpack_from(data)
     log, run_count = fields[5:7]
-    epoch = fields[7] if version == 3 else 0
+    epoch = fields[7] if version >= 3 else 0
+    prev = tuple(fields[8:10]) if version >= 4 else None
+    if prev is not None and (prev[0] >= seq or prev[1] not in (ROOT_KIND, JOURNAL_KIND)):
+        raise CorruptData(f"journal names a predecessor ({prev[0]:x}, kind {prev[1]}) that cannot precede it")
     at = header.size + count * JOURNAL_ENTRY.size
     if len(data) < at:
         raise CorruptData("journal entry is truncated")
@@ -182,4 +220,4 @@ def decode_journal(data: bytes, volume_uuid: str) -> Journal:
         at += pages * LOG_PAGE
     if at != len(data):
         raise CorruptData("journal entry has trailing bytes")
-    return Journal(epoch, seq, changes, log, runs)
+    return Journal(epoch, seq, changes, log, runs, prev)

@@ -4,7 +4,8 @@
 Roots and journals are named by (epoch, seq) (layout.py).  The newest root
 is the one with the highest (epoch, seq); it contains every change of every
 journal before it.  Mounting loads it and replays, in order, the journals
-of its own epoch with a higher sequence: journals of older epochs after it
+of its own epoch with a higher sequence that are on their chain (each
+names the one it follows, journalchain.py): journals of older epochs after it
 were written by a writer that had already been superseded, and were never
 acknowledged (lock.py).  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
 "fsync log"): a change's watermark is the log number current when its block
@@ -19,6 +20,7 @@ from ..errors import CorruptData, NotFound, StoreError
 from ..store.base import ObjectStore
 from . import layout
 from .blockmap import BlockMap
+from .journalchain import Chain, Gap, describe, follow, page_gaps
 from .latedeletes import find_alias
 from .mapobjects import (  # noqa: F401 - Root, Run, Journal, ForeignObject, LOG_PAGE: used through here too
     LOG_PAGE, ForeignObject, Journal, Root, Run, decode_journal, decode_root, encode_journal, encode_root,
@@ -62,6 +64,9 @@ class Loaded:
     # the journals changed, so the root's own map can be had back from `map`.
     journals: dict[tuple[int, int], "Journal | None"] = field(default_factory=dict)
     base: dict[int, bytes] = field(default_factory=dict)
+    # Links of the journal chain that are missing (journalchain.py), newest
+    # first: the map holds what remains, without their changes.
+    gaps: list[Gap] = field(default_factory=list)
 
 
 @dataclass
@@ -70,10 +75,17 @@ class Replay:
     runs: list[Run]                          # logged pages newer than their block, oldest first
     log_journals: dict[int, tuple[int, int]]
     last_log: int
+    chain: Chain = field(default_factory=Chain)  # which journals after the root were replayed (journalchain.py)
 
 
 class KeyTaken(StoreError):
     """A create-only map write found its name taken by different content."""
+
+
+class BrokenChain(CorruptData):
+    """A journal (or root) of the live map is missing: a link of the
+    journal chain names it (journalchain.py).  The message is one line:
+    which object, and to run fsck."""
 
 
 class MapStore:
@@ -131,10 +143,32 @@ class MapStore:
             self._load_pages(blockmap, root)
         journals = self.read_journals(listing.journals)
         replay = self.replay(own_journals(journals), root)
+        if replay.chain.gaps:
+            self.recheck(listing, replay.chain.gaps)
         base = {index: blockmap.set(index, content) for index, content in replay.changes.items()}
         last_seq = max([s for _, s in listing.roots + listing.journals], default=0)
         return Loaded(blockmap, root, last_seq, replay.last_log, replay.runs, replay.log_journals, listing,
-                      journals, base)
+                      journals, base, replay.chain.gaps)
+
+    def recheck(self, listing: Listing, gaps: list[Gap]) -> None:
+        """Raise NotFound (list again) if the gaps may be a live writer's
+        doing: the newest root changed since `listing` (it deleted the
+        journals it covers between the listing of roots and of journals),
+        or a missing object reads now (listed past before it was stored)."""
+        if self.listing().newest_root != listing.newest_root:
+            raise NotFound("the map changed while it was read")
+        if any(self.store.head(gap.key) is not None for gap in gaps):
+            raise NotFound("the map changed while it was read")
+
+    def broken_chain(self, gaps: list[Gap], writable: bool = True) -> BrokenChain:
+        """The error a writable open raises for these gaps (`writable`
+        False: the warning of a read-only one): one line."""
+        doing = "opening it writable would make that loss permanent" if writable else \
+            "this read-only mount shows the map without them"
+        error = BrokenChain(f"{describe(gaps[0], self.store.key_url)}; {doing}: run "
+                            f"'bucketdisk fsck {self.store.url()}'")
+        error.where = self.store.key_url(gaps[0].key)
+        return error
 
     def load_root(self, root: Root) -> "Loaded":
         """The map `root` holds alone (a snapshot's: no journals apply)."""
@@ -182,17 +216,22 @@ class MapStore:
         with ThreadPoolExecutor(FETCH_PARALLELISM) as pool:
             return dict(zip(names, pool.map(self.read_journal_if_own, names)))
 
-    def replay(self, journals: list[Journal], root: Root) -> "Replay":
+    def replay(self, journals: list[Journal], root: Root, listed: set[tuple[int, int]] = frozenset()) -> "Replay":
         """What the journals (in name order) add to `root`: the changes of
-        those of its epoch after it (in order), and the logged pages newer
-        than their block.  Reads nothing."""
+        the chain of those of its epoch after it (journalchain.py: a gap
+        is in `chain.gaps`, what remains is replayed), in order, and the
+        logged pages newer than their block.  `listed`: names listed but
+        not readable (journalchain.follow).  Reads nothing."""
         changes: dict[int, bytes] = {}
         marks = dict(root.marks)
         runs: list[Run] = []
         log_journals: dict[int, tuple[int, int]] = {}
         last_log = root.log_high
+        chain = follow((root.epoch, root.seq), {(j.epoch, j.seq): j for j in journals}, set(listed))
+        chain.gaps += page_gaps(root, {(j.epoch, j.seq) for j in journals} | set(listed))
+        used = set(chain.used)
         for journal in journals:
-            replayed = journal.epoch == root.epoch and journal.seq > root.seq
+            replayed = (journal.epoch, journal.seq) in used
             if replayed:
                 last_log = max(last_log, journal.log)
                 for index, content, watermark in journal.changes:
@@ -216,7 +255,7 @@ class MapStore:
                 raise CorruptData(f"its logged pages of block {run.block} lie beyond it").at(
                     self.store.key_url(layout.journal_key(*log_journals[run.log])))
         newer.sort(key=lambda r: r.log)
-        return Replay(changes, newer, log_journals, last_log)
+        return Replay(changes, newer, log_journals, last_log, chain)
 
     def _count_mapped(self, root: Root, changes: dict[int, bytes]) -> int:
         def count_page(item) -> int:

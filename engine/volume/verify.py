@@ -1,6 +1,7 @@
 """`verify`: read every object a volume's maps refer to and check it.
 
-What is checked: the newest root and the journals after it (the live map),
+What is checked: the newest root and the journals after it (the live map:
+their chain, journalchain.py, whose missing links are reported too),
 the chosen snapshots' records, every map page they name, and every block
 object those maps refer to: its frame and xxh3, its seal on an encrypted
 volume (sealing.py: damaged, swapped, moved or foreign objects fail), its
@@ -26,6 +27,7 @@ from ..errors import CorruptData, NotFound, UserError
 from ..store.base import ObjectStore
 from . import layout
 from .checker import Checker, Damage, MapView, Progress, problem
+from .journalchain import problem_of
 from .mapstore import ForeignObject
 from .snapshots import SnapshotRecords
 
@@ -107,14 +109,24 @@ class _Verify(Checker):
                                  [self.whole_disk("live")], newest))
             return None
         live = MapView("live", root.page_hashes)
+        journals, unreadable = [], set()
         for name in sorted(n for n in listing.journals if n > newest):
             try:
-                journal = self.maps.read_journal(*name)
+                journals.append(self.maps.read_journal(*name))
             except (CorruptData, NotFound) as e:
+                unreadable.add(name)
                 damage.append(Damage("journal", self.store.key_url(layout.journal_key(*name)), problem(e),
                                      [self.whole_disk("live")], name))
-                continue
-            live.changes.update((index, h) for index, h, _ in journal.changes)
+        replay = self.maps.replay(journals, root, unreadable)  # their chain (journalchain.py)
+        for gap in replay.chain.gaps:
+            try:
+                self.maps.recheck(listing, [gap])
+            except NotFound:
+                continue  # a writer's checkpoint superseded it meanwhile
+            damage.append(Damage("root" if gap.root else "journal", self.store.key_url(gap.key),
+                                 problem_of(gap, self.store.key_url), [self.whole_disk("live")],
+                                 gap.missing))
+        live.changes.update(replay.changes)
         return live
 
     def _record(self, number: int, damage: list[Damage]):

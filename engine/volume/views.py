@@ -2,7 +2,8 @@
 following its writer (follow.py) and comparisons of maps (history.py).
 
 Mixed into Volume (volume.py); works on its `_lock`, `_map`, `_root`,
-`_merged`, `_opened`, `replaced`, `unmerged_pages` and `writable`.
+`_merged`, `_opened`, `_inflight`, `replaced`, `unmerged_pages` and
+`writable`.
 """
 from .blockmap import BlockMap
 from .mapstore import Loaded, Root
@@ -51,3 +52,22 @@ class Views:
             self._map, self._root, self._merged = blockmap, root, merged
             self.unmerged_pages = unmerged_pages
         return blockmap.changed_from(old)  # neither changes any more: no lock, no copies
+
+    # -- reporting --------------------------------------------------------------
+
+    def mapped_count(self) -> int:
+        """Blocks that have an object (are not all zeros)."""
+        return self._map.mapped_count
+
+    def distinct_hashes(self) -> set[bytes]:
+        with self._lock:
+            return self._map.distinct()
+
+    def durable_root(self) -> Root:
+        """The newest root this volume wrote or loaded."""
+        return self._root
+
+    def hashes_in_use(self) -> set[bytes]:
+        """Every hash the live map names or an upload in flight carries."""
+        with self._lock:
+            return set(self._inflight) | self._map.distinct()

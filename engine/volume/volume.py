@@ -32,6 +32,8 @@ Ordering rules that keep a crash harmless:
     no journal after that root names it, and no upload of it is in flight
     (see collection.py); the scan for that runs without the volume lock, and
     uploads of content being deleted wait for the delete;
+  * each journal names the map object this writer last knew stored, so
+    one lost from the middle is noticed (journalchain.py);
   * what a delete may remove is listed in the root written before it
     (`doomed`), the lease is checked before each delete request, and
     content whose plain object a late delete may still remove is uploaded
@@ -51,9 +53,11 @@ from . import layout
 from .collection import LOG_EPOCH_SHIFT, Collection
 from .create import missing_volume
 from .fsynclog import FsyncLog
+from .keptroots import KeptRoots
 from .views import Views
 from .latedeletes import BLOCK, LATE_DELETE_SECONDS, PAGE, Quarantine
 from .lock import Fenced, Lease
+from .mapobjects import JOURNAL_KIND, ROOT_KIND
 from .mapstore import LOG_PAGE, Journal, KeyTaken, Loaded, MapStore, Root, Run
 from .record import FORMAT_VERSION, open_record
 from .snapshots import SnapshotRecords
@@ -65,7 +69,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_JOURNALS = 64
 
 
-class Volume(Collection, FsyncLog, Views):
+class Volume(Collection, FsyncLog, Views, KeptRoots):
     READS_EARLY = True  # a writer reads its map before its lease (fsckrepair.py: only after)
     def __init__(self, store: ObjectStore, *, writable: bool, force: bool = False, stats: Stats | None = None,
                  late_delete_seconds: float = LATE_DELETE_SECONDS, snapshot: str | None = None,
@@ -140,6 +144,8 @@ class Volume(Collection, FsyncLog, Views):
                 # read before the lease: a map that cannot be read is refused with nothing written
                 Lease.refuse_if_held(store, force=force)
                 early = self.maps.load_latest(listing) if self.READS_EARLY else None
+                if early is not None and early.gaps:  # refused before the lease: nothing written
+                    raise self.maps.broken_chain(early.gaps)
                 self._lease = Lease.acquire(store, min_epoch=min_epoch, force=force, volume_uuid=record.uuid)
                 self.epoch = self._lease.epoch
             if snapshot is not None:
@@ -166,7 +172,19 @@ class Volume(Collection, FsyncLog, Views):
 
     def _open(self, loaded: Loaded) -> None:
         listing = loaded.listing
+        # A journal of the live map is gone: a writer would make its loss
+        # permanent; a reader shows what remains, and says so.
+        self.broken_chain: str | None = None  # read-only: the line saying what it lacks
+        if loaded.gaps and self.writable:
+            raise self.maps.broken_chain(loaded.gaps)
+        if loaded.gaps:
+            self.broken_chain = str(self.maps.broken_chain(loaded.gaps, writable=False))
+            log.warning("%s", self.broken_chain)
         self._map, self._root, self._seq = loaded.map, loaded.root, loaded.last_seq
+        # The map object this writer last knew stored: the next journal
+        # names it as its predecessor (journalchain.py).  Moved on only by
+        # a write that succeeded.
+        self._stored = (loaded.root.seq, ROOT_KIND)
         self._log = max(loaded.last_log, self.epoch << LOG_EPOCH_SHIFT)
         self._log_journals = dict(loaded.log_journals)
         self._journals = sum(1 for e, s in listing.journals if e == self._root.epoch and s > self._root.seq)
@@ -313,14 +331,15 @@ class Volume(Collection, FsyncLog, Views):
                     seq = self._seq
             if changes or runs:
                 journal = Journal(self.epoch, seq, [(i, h, w) for i, (h, w) in changes.items()],
-                                  log_number if runs else 0, runs)
+                                  log_number if runs else 0, runs, self._stored)
                 try:
                     self._write_map(self.maps.write_journal, journal)
                 except BaseException:
-                    self._restore_pending(changes)
+                    self._restore_pending(changes)  # the next journal holds them, and follows ours
                     raise
                 finally:
                     self._recorded()
+                self._stored = (seq, JOURNAL_KIND)
                 if runs:
                     with self._lock:
                         self._log_journals[log_number] = (self.epoch, seq)
@@ -348,40 +367,6 @@ class Volume(Collection, FsyncLog, Views):
         with self._sync_lock:
             self._checkpoint(start)
 
-    def snapshot_root(self) -> Root:
-        """A root of every change committed so far, from which on a snapshot
-        keeps it: its pages are never dropped, and no object that exists
-        now is deleted by a checkpoint (only gc, marking from snapshots)."""
-        with self._sync_lock:
-            with self._lock:
-                self._snapshotted = True
-                self._fresh.clear()
-            self._checkpoint(True)
-            with self._lock:
-                self._kept_pages |= set(self._root.page_hashes) - {ZERO_HASH}
-            return self._root
-
-    def restore(self, page_hashes: list[bytes]) -> None:
-        """Make the live map the one these pages hold (a snapshot's), in one
-        new root that names them: the cost follows the map's pages, not its
-        blocks.  Deletes nothing a snapshot keeps (take one of the current
-        state first).  Raises ValueError while changes wait for a journal."""
-        loaded = self.maps.load_root(Root(0, 0, list(page_hashes)))
-        with self._sync_lock:
-            self._check_lease_held()
-            doomed = self._doomed(BLOCK, set()), self._doomed(PAGE, set())
-            with self._lock:
-                if self._pending or self._map.dirty_pages() or any(self._live.values()):
-                    raise ValueError("restore needs every change checkpointed first")
-                self._seq += 1
-                root = Root(self.epoch, self._seq, list(page_hashes), self._log,
-                            doomed_blocks=doomed[0], doomed_pages=doomed[1])
-            self._write_map(self.maps.write_root, root)
-            with self._lock:
-                old_root, self._root, self._map = self._root, root, loaded.map
-                self._candidates, self._journals = set(), 0
-            self._drop_superseded(old_root, root, set())
-
     def _checkpoint(self, start: bool) -> None:
         self._check_lease_held()
         with self._lock:
@@ -393,6 +378,8 @@ class Volume(Collection, FsyncLog, Views):
             self._seq += 1
             seq = self._seq
             live, dead = self._split_live_logs()
+            # The journals holding live logs' pages: the root names them (journalchain.py).
+            stored = {n: self._log_journals[n][1] for n in live if self._log_journals.get(n, (0,))[0] == self.epoch}
             marks = {b: self._marks[b] for blocks in live.values() for b in blocks if b in self._marks}
             log_high = self._log
             uploading = self._candidates & set(self._inflight)
@@ -404,13 +391,15 @@ class Volume(Collection, FsyncLog, Views):
         try:
             aliased: list[tuple[bytes, str]] = []
             page_hashes = self.maps.write_pages(contents, alias=lambda h: self._page_alias(h, aliased))
-            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks)
+            root = Root(self.epoch, seq, list(self._root.page_hashes), log_high, sorted(live), marks,
+                        live_journals=stored)
             for number, page_hash in page_hashes.items():
                 root.page_hashes[number] = page_hash
             stale_pages = set(self._root.page_hashes) - set(root.page_hashes) - {ZERO_HASH}
             root.doomed_blocks = self._doomed(BLOCK, candidates)
             root.doomed_pages = self._doomed(PAGE, stale_pages | {h for h, _ in aliased})
             self._write_map(self.maps.write_root, root)
+            self._stored = (root.seq, ROOT_KIND)
             for page_hash, key in aliased:
                 self._quarantine.wrote_alias(PAGE, page_hash, key)
         except BaseException:
@@ -500,22 +489,3 @@ class Volume(Collection, FsyncLog, Views):
         if self._lease is not None:
             self._lease.release()
         self.store.close()
-
-    # -- reporting --------------------------------------------------------------
-
-    def mapped_count(self) -> int:
-        """Blocks that have an object (are not all zeros)."""
-        return self._map.mapped_count
-
-    def distinct_hashes(self) -> set[bytes]:
-        with self._lock:
-            return self._map.distinct()
-
-    def durable_root(self) -> Root:
-        """The newest root this volume wrote or loaded."""
-        return self._root
-
-    def hashes_in_use(self) -> set[bytes]:
-        """Every hash the live map names or an upload in flight carries."""
-        with self._lock:
-            return set(self._inflight) | self._map.distinct()
