@@ -93,9 +93,10 @@ class RefreshingCredentials(CredentialSource):
         a refresh fails."""
         credentials, expires, next_try = self._state  # one tuple: a consistent triple
         now = time.time()
-        if now < next_try:
+        usable = now < expires - EXPIRY_MARGIN
+        if usable and now < next_try:
             return credentials
-        if now < expires - EXPIRY_MARGIN:
+        if usable:
             if self._lock.acquire(blocking=False):  # else another thread is refreshing
                 try:
                     self._refresh(still_valid=True)
