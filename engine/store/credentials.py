@@ -248,7 +248,11 @@ def _config_file() -> str:
     return os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
 
 
-def resolve_region(region: str | None = None, profile: str | None = None) -> str:
+def configured_region(region: str | None = None, profile: str | None = None) -> str | None:
+    """The region the user gave: `region` (--region), else AWS_REGION, else
+    AWS_DEFAULT_REGION, else `profile`'s (or AWS_PROFILE's, or default's)
+    in the AWS config file; None when none is (the s3:// store then asks
+    the bucket).  Raises UserError for an AWS config file that cannot be read."""
     if region:
         return region
     env = os.environ
@@ -260,4 +264,4 @@ def resolve_region(region: str | None = None, profile: str | None = None) -> str
                                    profile or env.get("AWS_PROFILE") or "default", True)
         if section and section.get("region"):
             return section["region"]
-    return "us-east-1"
+    return None

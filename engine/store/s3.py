@@ -34,8 +34,7 @@ import urllib3
 from ..errors import NotFound, StoreError, UserError
 from ..stats import Stats
 from .base import Body, DeleteGuard, ObjectStore, Sink, body_length, body_pieces
-from .credentials import (CredentialSource, Credentials, FixedCredentials, _config_file, _profile_section,
-                          _read_ini, resolve_credentials)
+from .credentials import CredentialSource, Credentials, FixedCredentials, configured_region, resolve_credentials
 from .names import check_bucket, check_prefix, is_plain_key, shown
 from .s3args import S3Options, endpoint_of, sse_headers  # noqa: F401 - S3Options: imported from here too
 from .s3http import (  # noqa: F401 - the failures and Stragglers: imported from here too
@@ -73,7 +72,7 @@ class S3Store(ObjectStore):
         self.prefix = prefix + "/" if prefix else ""  # every key is self.prefix + key
         self.options = options
         self._owns_pool = True
-        given = given_region(options)
+        given = configured_region(options.region, options.profile)
         self._located = given is not None  # else check() asks the bucket for its region
         if isinstance(credentials, Credentials):
             credentials = FixedCredentials(credentials)
@@ -298,25 +297,6 @@ class S3Store(ObjectStore):
     def close(self) -> None:
         if self._owns_pool:
             self._http.close()
-
-
-def given_region(options: S3Options) -> str | None:
-    """The region the user gave: --region, else AWS_REGION, else
-    AWS_DEFAULT_REGION, else the profile's in the AWS config file; None
-    when none is (the store then asks the bucket).  Raises UserError for
-    an AWS config file that cannot be read."""
-    if options.region:
-        return options.region
-    env = os.environ
-    if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"):
-        return env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
-    config = _config_file()
-    if os.path.lexists(config):
-        section = _profile_section(_read_ini(config, "AWS config file"),
-                                   options.profile or env.get("AWS_PROFILE") or "default", True)
-        if section and section.get("region"):
-            return section["region"]
-    return None
 
 
 def _http_date(reply: Reply, header: str):

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from ..codec.block import ZERO_HASH
 from ..errors import CorruptData, NotFound, StoreError, UserError, VolumeReplaced
 from .blockmap import BlockMap
-from .mapstore import FETCH_PARALLELISM, LOG_PAGE, Journal, Listing, Loaded, Root, Run, own_journals
+from .mapstore import FETCH_PARALLELISM, LOG_PAGE, Journal, Listing, Root, Run, own_journals
 from .record import read_record
 from .volume import Volume
 
