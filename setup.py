@@ -7,6 +7,7 @@ adapter) is built only where libfuse 3's headers are found (pkg-config
 fuse3, else /usr/include/fuse3/fuse_lowlevel.h); BUCKETDISK_FAST_FUSE=0
 leaves it out even then.  Without it, mounts are served through mfusepy
 (engine/fs/adapters.py)."""
+import glob
 import os
 import shutil
 import subprocess
@@ -28,15 +29,26 @@ def fuse3_include_dirs() -> list[str] | None:
     return [os.path.dirname(FUSE3_HEADER)] if os.path.exists(FUSE3_HEADER) else None
 
 
+def forget_built_binding() -> None:
+    """Delete a binding an earlier build of this checkout left in build/:
+    setuptools installs everything under build/lib*, so it would be
+    installed though this build skips it."""
+    for built in glob.glob("build/lib*/bucketdisk/fs/_fuse*.so"):
+        os.remove(built)
+        print(f"bucketdisk: removed {built}, left by an earlier build")
+
+
 def fast_fuse() -> list[Extension]:
     """The libfuse 3 binding's Extension, or none (saying why, in one line)."""
     if os.environ.get("BUCKETDISK_FAST_FUSE", "1").strip().lower() in ("0", "no", "false", "off"):
         print("bucketdisk: BUCKETDISK_FAST_FUSE=0: the libfuse 3 binding is skipped; mounts use mfusepy")
+        forget_built_binding()
         return []
     include_dirs = fuse3_include_dirs()
     if include_dirs is None:
         print("bucketdisk: libfuse 3 headers not found (pkg-config fuse3, " + FUSE3_HEADER + "): the libfuse 3 "
               "binding is skipped; mounts use mfusepy")
+        forget_built_binding()
         return []
     return [Extension(
         "bucketdisk.fs._fuse",

@@ -15,4 +15,4 @@ def failure_line(e: BaseException) -> str:
         return f"storage error: {e}"
     if isinstance(e, OSError):
         return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
-    return f"internal error: {type(e).__name__}: {e} (run with --debug for details)"
+    return f"internal error: {type(e).__name__}: {e} (run 'bucketdisk --debug COMMAND ...' for details)"

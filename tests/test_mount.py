@@ -572,7 +572,7 @@ def test_foreground_mount_runs_until_unmount(bd, tmp_path, janitor):
 @pytest.mark.stores("file")  # a name in the mount: the store does not know it
 def test_filename_names_the_disk_in_the_mount_and_in_each_snapshot(bd):
     vol = bd.create(size="16M", block_size="64K")
-    for bad in ("", ".", "..", "a/b", "/file", "stats", "snapshots", "x" * 256):
+    for bad in ("", ".", "..", "a/b", "/file", "stats", "snapshots", "x" * 256, "a\nb", "tab\there", "del\x7f"):
         mp = bd._name("refused")
         mp.mkdir()
         line = assert_cli_error(bd.run("mount", vol.url, mp, f"--filename={bad}", *bd.fuse_args))

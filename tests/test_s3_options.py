@@ -315,6 +315,10 @@ def test_credentials_are_found_in_the_documented_order(bd, tmp_path):
     line = refused("none", clean_env(home))
     assert "credentials" in line.lower(), line
 
+    # half a key pair in the environment: named, not skipped for the next source
+    line = refused("half", clean_env(home, AWS_ACCESS_KEY_ID=key))
+    assert "AWS_SECRET_ACCESS_KEY is not set" in line, line
+
     # the environment's keys win over the default profile and over AWS_PROFILE
     creds_ini(aws / "credentials", {"default": (bad_key, bad_secret), "p": (bad_key, bad_secret)})
     good_env = dict(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)

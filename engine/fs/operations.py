@@ -43,11 +43,16 @@ SET_ATTR_MODE, SET_ATTR_UID, SET_ATTR_GID, SET_ATTR_SIZE = 1 << 0, 1 << 1, 1 << 
 def check_disk_name(name: str) -> None:
     """Refuse a name the disk cannot have in the mount's directory (and in
     each snapshot's folder): raises ValueError saying why.  One path
-    component of at most NAME_MAX bytes, none of the names beside it."""
+    component of at most NAME_MAX bytes, without control characters, none
+    of the names beside it."""
     if name in ("", ".", ".."):
         raise ValueError(f"{name!r} is not a file name")
     if "/" in name or "\0" in name:
         raise ValueError(f"{name!r}: one file name, without '/'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        # A line break would split the stats file's disk_file line (and the
+        # name unmount and the metrics read back from it).
+        raise ValueError(f"{name!r} holds a control character")
     if name in (STATS_NAME, SNAPSHOTS_NAME):
         raise ValueError(f"{name!r} is taken: the mount shows its own {name!r} beside the disk")
     if len(os.fsencode(name)) > NAME_MAX:

@@ -161,7 +161,10 @@ def resolve_credentials(credentials_file: str | None = None, profile: str | None
     if credentials_file:
         return FixedCredentials(load_credentials_file(credentials_file, profile))
     env = os.environ
-    if not profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+    half = [name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(name)]
+    if not profile and len(half) == 1:  # as the AWS SDKs do: half a key pair is a mistake, not "none"
+        raise UserError(f"{half[0]} is not set, but the other half of the key pair is; set both or neither")
+    if not profile and not half:
         return FixedCredentials(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
                                             env.get("AWS_SESSION_TOKEN") or None, "environment"))
     named = profile or env.get("AWS_PROFILE")

@@ -129,7 +129,7 @@ def credentials_from_json(body: bytes, what: str, source: str, token_field: str 
         try:
             expires = parse_expiration(doc["Expiration"])
         except ValueError as e:
-            raise UserError(f"{what} answered an {e}") from None
+            raise UserError(f"{what} answered an Expiration that is {e}") from None
     return Credentials(doc["AccessKeyId"], doc["SecretAccessKey"], token or None, source), expires
 
 
@@ -251,15 +251,15 @@ class ContainerCredentials(RefreshingCredentials):
         super().__init__()
 
     def fetch(self) -> tuple[Credentials, float | None]:
-        what = f"the container credentials endpoint at {url_base(self._url)}"
+        what = "the container credentials endpoint"
         headers = {}
         token = _container_token(self._token_setting)
         if token:
             headers["Authorization"] = token
         reply = _request(self._http, "GET", self._url, what, CONTAINER_TIMEOUT, headers)
         if reply.status_code != 200:
-            raise UserError(f"{what} answered HTTP {reply.status_code}")
-        return credentials_from_json(reply.content, what, self.source)
+            raise UserError(f"{what} at {url_base(self._url)} answered HTTP {reply.status_code}")
+        return credentials_from_json(reply.content, f"{what} at {url_base(self._url)}", self.source)
 
 
 def _container_settings() -> tuple[str, str | None]:

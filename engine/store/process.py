@@ -74,9 +74,12 @@ class ProcessCredentials(RefreshingCredentials):
             raise UserError(f"{what} printed JSON that is not an object")
         if doc.get("Version") != 1 or isinstance(doc.get("Version"), bool):
             raise UserError(f"{what} printed credentials that are not Version 1")
-        missing = [k for k in ("AccessKeyId", "SecretAccessKey") if not isinstance(doc.get(k), str) or not doc[k]]
+        missing = [k for k in ("AccessKeyId", "SecretAccessKey") if not doc.get(k)]
         if missing:
             raise UserError(f"{what} printed no {' or '.join(missing)}")
+        for name in ("AccessKeyId", "SecretAccessKey"):
+            if not isinstance(doc[name], str):
+                raise UserError(f"{what} printed an {name} that is not a string")
         token = doc.get("SessionToken")
         if token is not None and not isinstance(token, str):
             raise UserError(f"{what} printed a SessionToken that is not a string")
@@ -85,5 +88,5 @@ class ProcessCredentials(RefreshingCredentials):
             try:
                 expires = parse_expiration(doc["Expiration"])
             except ValueError as e:
-                raise UserError(f"{what} printed an {e}") from None
+                raise UserError(f"{what} printed an Expiration that is {e}") from None
         return Credentials(doc["AccessKeyId"], doc["SecretAccessKey"], token or None, self.source), expires

@@ -47,11 +47,11 @@ def parse_expiration(text) -> float:
     2026-11-30T13:20:00Z (fractions and offsets allowed; no offset means
     UTC).  Raises ValueError for anything else; the message quotes nothing."""
     if not isinstance(text, str):
-        raise ValueError("Expiration is not a string")
+        raise ValueError("not a string")
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError("Expiration is not an RFC 3339 time") from None
+        raise ValueError("not an RFC 3339 time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()
