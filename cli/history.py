@@ -78,6 +78,8 @@ def create(args: argparse.Namespace) -> int:
         finally:
             volume.close()
     else:
+        if args.freeze:
+            _check_freeze(args.freeze, args.url)
         with _frozen(args.freeze):
             made = _ask(control, {"op": "snapshot", "name": args.name, "type": "manual",
                                   "started": args.time})["snapshot"]
@@ -92,6 +94,20 @@ def create(args: argparse.Namespace) -> int:
 def _name_free(records, name: str | None) -> None:
     if name is not None and name in {s.name for s in records.list()}:
         raise UserError(f"a snapshot named {name!r} exists already")
+
+
+def _check_freeze(path: str, mountpoint: str) -> None:
+    """Refuse to freeze anything but a filesystem loop-mounted from a file
+    of the bucketdisk mount at `mountpoint`: a path that is not mounted
+    would freeze the filesystem it lies on (/, say, after a reboot)."""
+    from bucketdisk.fs.mountpoints import loop_backing_file
+
+    backing = loop_backing_file(path)
+    if backing is None:
+        raise UserError(f"--freeze {path}: no filesystem is loop-mounted exactly there (mount the disk's "
+                        "filesystem there first, or leave --freeze out)")
+    if not backing.startswith(os.path.realpath(mountpoint) + "/"):
+        raise UserError(f"--freeze {path}: the filesystem there is on {backing}, not on the disk of {mountpoint}")
 
 
 class _frozen:

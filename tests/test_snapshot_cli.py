@@ -119,6 +119,23 @@ def test_a_live_mount_takes_a_clean_snapshot_of_its_frozen_filesystem(bd, tmp_pa
     line = assert_cli_error(bd.run("snapshot", "create", str(m.path), "--freeze", str(ext), "--name", "one"))
     assert "exists already" in line
     (ext / "b").write_text("still thawed after a refusal")
+    # --freeze takes only a filesystem loop-mounted from this mount's disk:
+    # a plain directory (it lies on another filesystem, / say), a filesystem
+    # of another image, the bucketdisk mount itself
+    other = tmp_path / "other.img"
+    with open(other, "wb") as f:
+        f.truncate(16 * MiB)
+    run("mkfs.ext4", "-q", "-F", other, timeout=180, check=True)
+    unrelated = bd.loop_mount(other, tmp_path / "unrelated")
+    for path, said in ((ext / "sub-dir-not-a-mount", "no filesystem is loop-mounted exactly there"),
+                       (unrelated, f"is on {other}, not on the disk of {m.path}"),
+                       (m.path, "no filesystem is loop-mounted exactly there")):
+        if path.name == "sub-dir-not-a-mount":
+            path.mkdir()
+        line = assert_cli_error(bd.run("snapshot", "create", str(m.path), "--freeze", str(path), "--name", "two"))
+        assert said in line, line
+    (unrelated / "x").write_text("never frozen")
+    bd.loop_umount(unrelated, other)
     os.sync()
     listed = json.loads(bd.ok("snapshot", "list", str(m.path), "--json").stdout)
     assert [s["name"] for s in listed] == ["one"]

@@ -4,6 +4,7 @@ stat() on a mount whose daemon died fails with ENOTCONN, so mountpoints
 are looked up by path in the kernel's table instead.
 """
 import os
+import re
 
 FSTYPE = "fuse.bucketdisk"
 
@@ -48,3 +49,21 @@ def device_at(path: str) -> str | None:
 
 def is_bucketdisk_mount(path: str) -> bool:
     return fstype_at(path) == FSTYPE
+
+
+def loop_backing_file(path: str) -> str | None:
+    """The file behind the loop device (or a partition of one) mounted
+    exactly at `path`, as the kernel names it (/sys/block/loopN/loop/
+    backing_file, loop(4)); None when nothing is mounted there or its
+    source is not a loop device."""
+    entry = _entry_at(path)
+    if entry is None or len(entry[1]) < 2:
+        return None
+    match = re.fullmatch(r"/dev/loop(\d+)(?:p\d+)?", _unescape(entry[1][1]))
+    if match is None:
+        return None
+    try:
+        with open(f"/sys/block/loop{match.group(1)}/loop/backing_file") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
