@@ -5,7 +5,7 @@ import os
 import shutil
 
 from ..volume import layout
-from .cachedir import CacheDir, CacheDirError
+from .cachedir import STATE, CacheDir, CacheDirError
 
 
 def open_cache_dir(path: str, store, record, *, limit: int, writable: bool, stale_ok: bool = False,
@@ -16,10 +16,13 @@ def open_cache_dir(path: str, store, record, *, limit: int, writable: bool, stal
     writable one when another mount has written the volume since
     (applying them could mix two histories), unless `stale_ok`; a writable
     one must take a write (a full disk is refused here, before the volume
-    is opened).  `create`: make the directory if there is none.  Raises
+    is opened).  `create`: make the directory if there is none (else
+    refuse one that is not a cache dir).  Raises
     CacheDirError (one line)."""
     if not create and not os.path.isdir(path):
         raise CacheDirError(f"no cache dir at {os.path.abspath(path)}")
+    if not create and not os.path.lexists(os.path.join(path, STATE)):  # nothing is made in it
+        raise CacheDirError(f"{os.path.abspath(path)} is not a cache dir (no {STATE}): nothing to recover")
     cache = CacheDir(path, volume_uuid=record.uuid, url=store.url(), block_size=record.block_size, limit=limit)
     try:
         if writable:
