@@ -110,9 +110,14 @@ def missing_volume(store: ObjectStore) -> UserError:
                              "create volumes in an empty place")
         leftover = True
     if leftover:
-        return UserError(f"no bucketdisk volume at {url}, only what is left of one (its record is gone: a "
-                         f"'create --force' cut short?); replace it with 'bucketdisk create {url} --size SIZE "
-                         "--force'")
+        # Also what a lost record leaves (deleted by hand, a lifecycle rule):
+        # then the map and blocks are all here, and create --force would
+        # delete them, so the hint says both.
+        return UserError(f"no bucketdisk volume at {url}, only what is left of one: its record "
+                         f"({layout.RECORD}) is gone. If a 'create --force' was cut short, finish it with "
+                         f"'bucketdisk create {url} --size SIZE --force'; if not, the volume's data is still "
+                         f"there and that would delete it: put {layout.RECORD} back (a backup, the bucket's "
+                         "versioning) instead")
     return UserError(f"no bucketdisk volume at {url}; create one with 'bucketdisk create {url} --size SIZE'")
 
 
