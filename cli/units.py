@@ -25,15 +25,25 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+# Bytes per second: the lowest --bwlimit accepted.  Below it a 1 MiB block
+# takes over a minute to send, and a mount with a few MiB to upload stalls
+# fsync for many minutes.
+MIN_RATE = 16 << 10
+
+
 def parse_rate(text: str) -> int:
     """Bytes per second for a rate such as '16M' (16 MiB/s) or '500K';
-    argparse turns ArgumentTypeError into one line.  Zero, negative, nan
-    and fractions of a byte are refused."""
+    argparse turns ArgumentTypeError into one line.  Zero, negative, nan,
+    fractions of a byte and rates under MIN_RATE are refused."""
     try:
-        return parse_size(text.removesuffix("/s"))
+        rate = parse_size(text.removesuffix("/s"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (bytes per second, a positive number with K, M "
                                          "or G, e.g. 16M)") from None
+    if rate < MIN_RATE:
+        raise argparse.ArgumentTypeError(f"rate too low: {text!r} (at least {format_size(MIN_RATE)}: below that "
+                                         "a 1 MiB block would take over a minute to send)")
+    return rate
 
 
 def format_size(n: int) -> str:

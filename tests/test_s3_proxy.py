@@ -8,7 +8,10 @@ What is proved:
   block requests;
 - NO_PROXY naming the server bypasses it (the proxy's log does not grow);
 - a dead proxy is one line naming it (host:port, never a password given
-  in its URL), not the S3 endpoint, and nothing is made.
+  in its URL), not the S3 endpoint, and nothing is made;
+- a proxy setting that cannot work (socks, another scheme, unparseable, no
+  host) is refused at once in one line naming the variable, never the
+  password, before any request, and nothing is made.
 """
 from __future__ import annotations
 
@@ -130,4 +133,31 @@ def test_a_dead_proxy_is_one_line_naming_it(bd, tinyproxy, monkeypatch):
     assert bd.store.server.endpoint not in line, line
     assert time.monotonic() - started < 30, "a dead proxy took the whole retry time to report"
     monkeypatch.delenv("HTTP_PROXY")
+    assert bd.run("info", place.url, *place.args).returncode != 0, "the refused create made a volume"
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("ALL_PROXY", "socks5://someone:pr0xy-secret@127.0.0.1:1", "socks proxies are not supported"),
+    ("http_proxy", "socks5h://someone:pr0xy-secret@127.0.0.1:1", "socks proxies are not supported"),
+    ("HTTP_PROXY", "http://someone:pr0xy-secret@[::1", "cannot be parsed"),
+    ("HTTP_PROXY", "::::", "cannot be parsed"),
+    ("HTTP_PROXY", "http://someone:pr0xy-secret@127.0.0.1:99999", "cannot be parsed"),
+    ("all_proxy", "ftp://someone:pr0xy-secret@127.0.0.1:21", "scheme 'ftp'"),
+    ("HTTP_PROXY", "http://someone:pr0xy-secret@:3128", "without a host"),
+])
+def test_a_proxy_that_cannot_work_is_refused_at_once(bd, monkeypatch, variable, value, says):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    place = bd.new_place()
+    started = time.monotonic()
+    proc = bd.run("create", place.url, "--size", "8M", *place.args)
+    line = assert_cli_error(proc)
+    assert line.startswith(f"bucketdisk: error: {variable} ") and says in line, line
+    if "socks" in says:
+        assert "127.0.0.1:1" in line, line
+    assert "pr0xy-secret" not in proc.stderr + proc.stdout and "someone" not in line, line
+    assert bd.store.server.endpoint not in line, line
+    assert time.monotonic() - started < 10, "a proxy that cannot work was retried"
+    monkeypatch.delenv(variable)
     assert bd.run("info", place.url, *place.args).returncode != 0, "the refused create made a volume"

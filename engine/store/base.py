@@ -148,6 +148,13 @@ class ObjectStore(ABC):
         """The URL of one object of this place, for messages (no secrets)."""
         return f"{self.url()}/{key}"
 
+    def unthrottled(self) -> "ObjectStore":
+        """This store without a bandwidth cap (--bwlimit): the same store,
+        connections and stats, for the few small requests that must never
+        queue behind bulk traffic (a lease's renewal).  Itself for a store
+        that has no cap; close the original, never this one."""
+        return self
+
     def parent(self) -> "ObjectStore | None":
         """The store of the place that encloses this one (the directory or
         prefix one level up), sharing this store's connections, or None at

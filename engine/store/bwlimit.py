@@ -125,6 +125,11 @@ class RateLimited(ObjectStore):
     def key_url(self, key: str) -> str:
         return self.inner.key_url(key)
 
+    def unthrottled(self) -> ObjectStore:
+        """The inner store, uncapped: a lease renewal waiting behind a debt
+        of megabytes at a low rate could outlast the lease itself."""
+        return self.inner.unthrottled()
+
     def parent(self) -> "ObjectStore | None":
         """The inner store's parent, under the same caps (the same buckets)."""
         up = self.inner.parent()

@@ -36,13 +36,13 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies, select_proxy
 from requests_aws4auth import AWS4Auth, AWS4SigningKey
 
 from ..errors import Forbidden, StoreError, StoreFull, without_traceback
 from ..stats import Stats
 from .bodies import read_body_into
 from .credentials import CredentialSource
+from .proxies import environ_proxies
 from .s3args import S3Options
 
 log = logging.getLogger(__name__)
@@ -206,12 +206,11 @@ class Transport:
     def aim(self, base: str, endpoint: str, region: str) -> None:
         """Send requests to `base` (scheme://host[:port], the bucket's host
         with virtual-host addressing), signed for `region`; `endpoint` is
-        the server as messages name it.  Decides the proxy for `base`."""
+        the server as messages name it.  Decides the proxy for `base`
+        (proxies.py; raises UserError for one that cannot work)."""
         self.base, self.endpoint, self.region = base, endpoint, region
         self._auth = (None, "", None)
-        self._proxies = get_environ_proxies(base + "/")  # {} when NO_PROXY covers it
-        chosen = select_proxy(base + "/", self._proxies)
-        self.proxy = _proxy_name(chosen) if chosen else None
+        self._proxies, self.proxy = environ_proxies(base)  # UserError for a proxy requests cannot use
 
     def request(self, method: str, path: str, *, query: str = "", data: "bytes | Pieces | None" = None,
                 headers: dict | None = None, accept: tuple[int, ...] = (200,), budget: float | None = None,
@@ -399,17 +398,6 @@ def _trust(options: S3Options) -> bool | str:
     if paths.capath and os.path.isdir(paths.capath):
         return paths.capath
     return True
-
-
-def _proxy_name(url: str) -> str:
-    """host:port of a proxy URL, never its user or password."""
-    parts = urlsplit(url if "://" in url else "http://" + url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "?"
-    return f"{host}:{port}" if port else host
 
 
 def _chain(e: BaseException):

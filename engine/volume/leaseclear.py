@@ -132,6 +132,7 @@ def clear_lease(store: ObjectStore, record, view: LeaseView, *, force: bool = Fa
                         "unmount it (or stop it) instead")
     if state == "held" and not force:
         raise UserError(f"the volume is held by {holder.describe()}, whose lease is live; nothing cleared")
+    store = store.unthrottled()  # lease objects go past --bwlimit, as a mount's (lock.Lease)
     leases = read_leases(store)
     newest = newest_holder(store, leases)
     if newest is None or _identity(newest) != _identity(holder):

@@ -149,6 +149,7 @@ class Holder:
 def read_leases(store: ObjectStore) -> list[Holder]:
     """Every lease object, oldest epoch first.  An unreadable one counts as
     expired (its holder wrote nothing we can trust)."""
+    store = store.unthrottled()  # a lease is read past --bwlimit (Lease)
     holders = []
     for key in store.list(layout.LEASES):
         epoch = layout.epoch_of_lease_key(key)
@@ -184,6 +185,7 @@ def current_holder(store: ObjectStore) -> Holder | None:
 
 def _legacy_holder(store: ObjectStore) -> Holder | None:
     """The lock object of record version 1, read as a lease of epoch 0."""
+    store = store.unthrottled()
     try:
         fields = json.loads(store.get(layout.LEGACY_LOCK))
     except NotFound:
@@ -194,10 +196,14 @@ def _legacy_holder(store: ObjectStore) -> Holder | None:
 
 
 class Lease:
-    """A writable mount's hold on its volume (see the module docstring)."""
+    """A writable mount's hold on its volume (see the module docstring).
+
+    Its objects are read and written past any bandwidth cap of the store
+    (ObjectStore.unthrottled): at --bwlimit 64K a renewal queued behind a
+    few MiB of blocks would wait longer than the lease lasts."""
 
     def __init__(self, store: ObjectStore, epoch: int, fences: bool, volume_uuid: str | None = None) -> None:
-        self.store = store
+        self.store = store.unthrottled()
         self.volume_uuid = volume_uuid
         self.epoch = epoch
         self.token = uuid.uuid4().hex
@@ -227,6 +233,7 @@ class Lease:
         `volume_uuid`: the record's, so that a holder whose lease ran out
         notices a volume created anew in its place.
         """
+        store = store.unthrottled()
         leases, newest, state = cls.refuse_if_held(store, force=force)
         # A predecessor that may still be running must find our lease object.
         fences = state in ("held", "expired")
