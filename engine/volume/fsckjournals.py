@@ -25,7 +25,8 @@ class FsckJournals:
 
     def _journals(self, state: LiveState, journals, read_journals) -> None:
         root = state.root
-        after = [n for n in journals if n[0] == root.epoch and n[1] > root.seq]
+        # A newer epoch's journals too: their root is missing (journalchain.py), they make the live map
+        after = [n for n in journals if n[0] > root.epoch or (n[0] == root.epoch and n[1] > root.seq)]
         bad: dict[tuple[int, int], str] = {}
         for name in after:
             found = read_journals[name]

@@ -8,10 +8,10 @@ epoch: the map built from the newest readable root and the readable
 journals after it (or a snapshot's pages, or nothing, when no root reads).
 What that map cannot know is marked, never guessed:
 
-  * a journal of the live map that cannot be read, or is missing from
-    its chain (journalchain.py): its changes are lost; the live map keeps
-    the state before it plus the later journals, and marks nothing (which
-    blocks a missing one changed is unknown: FORMAT.md);
+  * a journal of the live map that cannot be read, or a journal or root
+    missing from its chain (journalchain.py): its changes are lost; the
+    live map keeps the state before it plus the later journals, and marks
+    nothing (which blocks a missing one changed is unknown: FORMAT.md);
   * a page of the live map that cannot be read: each block of its range
     gets the LOST entry (codec.block.LOST_HASH: reads fail, EIO, until the
     block is written whole), but those a later journal set;
@@ -191,8 +191,10 @@ class RepairVolume(Volume):
         if state.went_back:
             self.lost.append(f"the newest root {state.went_back} cannot be read: the live map went back to "
                              f"{state.describe()}")
+        roots = {d.ref for d in found.damage if d.kind == "root"}  # a missing root a journal follows
         for name in state.lost_journals:
-            self.lost.append(f"the changes of the journal {name[0]:016x}-{name[1]:016x} are lost")
+            kind = "root" if name in roots else "journal"
+            self.lost.append(f"the changes of the {kind} {name[0]:016x}-{name[1]:016x} are lost")
         if state.all_lost:
             self.lost.append("every block marked lost: no root nor snapshot could be read")
         elif lost_pages:

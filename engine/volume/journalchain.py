@@ -26,6 +26,11 @@ journals holding the fsync log's pages it lists as live, and a version 5
 root names those (by seq, in its own epoch) when they were stored before
 it: one that is not listed is a gap too (`pages`).
 
+A writer's first act is a root of its epoch, before any journal: so
+version 4 journals of an epoch newer than `root`'s follow a root that is
+missing, and their chain (the newest such epoch's) is followed down to it,
+a gap, and replayed after `root`'s own (FORMAT.md).
+
 What the chain cannot tell: the newest journals all gone (nothing after
 them names them), and a journal of an older epoch after the root (a
 superseded writer's: never read, lock.py).
@@ -64,7 +69,8 @@ class Chain:
 
 
 def follow(root: Name, journals: dict[Name, Journal], listed: set[Name]) -> Chain:
-    """The chain of the journals of `root`'s epoch after it.  `journals`:
+    """The chain of the journals of `root`'s epoch after it, then of the
+    newest epoch above it (whose root is missing: `_newer_epoch`).  `journals`:
     those that were read (readable, of this volume), by name; `listed`:
     every name listed after `root` in its epoch, roots too (one listed but
     not in `journals` cannot be read, and is not a gap: the caller says
@@ -94,7 +100,31 @@ def follow(root: Name, journals: dict[Name, Journal], listed: set[Name]) -> Chai
         current = _below(after, prev)
     chain.used = sorted(on_chain)
     chain.superseded = [n for n in after if n in journals and n not in on_chain]
+    _newer_epoch(root, journals, listed, chain)
     return chain
+
+
+def _newer_epoch(root: Name, journals: dict[Name, Journal], listed: set[Name], chain: Chain) -> None:
+    """Add to `chain` the journals of the newest epoch above `root`'s, when
+    its newest is of version 4.  A writer's first act is a root of its
+    epoch, before any journal (volume.py), and a root of a newer epoch
+    would be the base: so such journals mean their epoch's roots are gone.
+    Their chain is followed down to the missing root (a gap), and what
+    remains is replayed after `root`'s own chain (FORMAT.md: a missing
+    root).  Journals of epochs between are a superseded writer's: that
+    epoch's first root deleted every journal before it (collection.py)."""
+    newer = [n for n in journals if n[0] > root[0]]
+    if not newer:
+        return
+    epoch = max(e for e, _ in newer)
+    own = {n: j for n, j in journals.items() if n[0] == epoch}
+    if own[max(own)].prev is None:  # version 3: names no root, unchecked as before
+        return
+    later = follow((epoch, -1), own, {n for n in listed if n[0] == epoch})
+    chain.used += later.used
+    chain.superseded += later.superseded
+    chain.gaps = later.gaps + chain.gaps
+    chain.unreadable += later.unreadable
 
 
 def page_gaps(root, names: set[Name]) -> list[Gap]:

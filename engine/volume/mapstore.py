@@ -7,7 +7,9 @@ journal before it.  Mounting loads it and replays, in order, the journals
 of its own epoch with a higher sequence that are on their chain (each
 names the one it follows, journalchain.py): journals of older epochs after it
 were written by a writer that had already been superseded, and were never
-acknowledged (lock.py).  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
+acknowledged (lock.py); journals of a newer epoch than every root follow
+a root that is missing (journalchain.py), and are replayed after it as
+what remains.  Journals may also carry 4 KiB pages an fsync wrote (see volume.py,
 "fsync log"): a change's watermark is the log number current when its block
 was read for upload, so pages with a higher log number are newer than it.
 """
