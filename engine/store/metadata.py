@@ -40,7 +40,7 @@ import requests
 
 from ..errors import UserError
 from .credentials import Credentials
-from .refreshing import RefreshingCredentials, parse_expiration
+from .refreshing import RefreshingCredentials, credentials_in
 from .s3args import ROLE_RE, endpoint_parts
 
 IMDS_ENDPOINT = "http://169.254.169.254"
@@ -118,19 +118,7 @@ def credentials_from_json(body: bytes, what: str, source: str, token_field: str 
     if "Code" in doc and doc["Code"] != "Success":
         code = doc["Code"] if isinstance(doc["Code"], str) and re.fullmatch(r"\w{1,40}", doc["Code"]) else "?"
         raise UserError(f"{what} answered Code {code}, not Success")
-    missing = [k for k in ("AccessKeyId", "SecretAccessKey") if not isinstance(doc.get(k), str) or not doc[k]]
-    if missing:
-        raise UserError(f"{what} answered JSON without {' or '.join(missing)}")
-    token = doc.get(token_field)
-    if token is not None and not isinstance(token, str):
-        raise UserError(f"{what} answered a {token_field} that is not a string")
-    expires = None
-    if doc.get("Expiration") is not None:
-        try:
-            expires = parse_expiration(doc["Expiration"])
-        except ValueError as e:
-            raise UserError(f"{what} answered an Expiration that is {e}") from None
-    return Credentials(doc["AccessKeyId"], doc["SecretAccessKey"], token or None, source), expires
+    return credentials_in(doc, what, "answered", source, token_field)
 
 
 # --------------------------------------------------------------------------

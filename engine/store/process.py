@@ -23,7 +23,7 @@ import subprocess
 from ..errors import UserError
 from .credentials import Credentials
 from .names import shown
-from .refreshing import RefreshingCredentials, parse_expiration
+from .refreshing import RefreshingCredentials, credentials_in
 
 PROCESS_TIMEOUT = 60.0     # seconds: a credential helper may ask a remote service, not hang forever
 MAX_OUTPUT = 64 * 1024     # bytes of standard output read
@@ -74,19 +74,4 @@ class ProcessCredentials(RefreshingCredentials):
             raise UserError(f"{what} printed JSON that is not an object")
         if doc.get("Version") != 1 or isinstance(doc.get("Version"), bool):
             raise UserError(f"{what} printed credentials that are not Version 1")
-        missing = [k for k in ("AccessKeyId", "SecretAccessKey") if not doc.get(k)]
-        if missing:
-            raise UserError(f"{what} printed no {' or '.join(missing)}")
-        for name in ("AccessKeyId", "SecretAccessKey"):
-            if not isinstance(doc[name], str):
-                raise UserError(f"{what} printed an {name} that is not a string")
-        token = doc.get("SessionToken")
-        if token is not None and not isinstance(token, str):
-            raise UserError(f"{what} printed a SessionToken that is not a string")
-        expires = None
-        if doc.get("Expiration") is not None:
-            try:
-                expires = parse_expiration(doc["Expiration"])
-            except ValueError as e:
-                raise UserError(f"{what} printed an Expiration that is {e}") from None
-        return Credentials(doc["AccessKeyId"], doc["SecretAccessKey"], token or None, self.source), expires
+        return credentials_in(doc, what, "printed", self.source, "SessionToken")

@@ -150,3 +150,25 @@ class RefreshingCredentials(CredentialSource):
             return credentials, float("inf"), float("inf")
         due = expires - REFRESH_BEFORE
         return credentials, expires, due if due > now else now + retry_delay(expires - now)
+
+
+def credentials_in(doc: dict, what: str, said: str, source: str,
+                   token_field: str = "Token") -> tuple[Credentials, float | None]:
+    """Credentials and expiry out of the JSON object `doc` that `what`
+    `said` ("answered", "printed"): AccessKeyId, SecretAccessKey, the
+    session token under `token_field`, an optional RFC 3339 Expiration (the
+    shapes of EC2's and ECS's metadata and of credential_process).  Raises
+    UserError naming `what`, never quoting a value."""
+    missing = [k for k in ("AccessKeyId", "SecretAccessKey") if not doc.get(k)]
+    if missing:
+        raise UserError(f"{what} {said} no {' or '.join(missing)}")
+    for name in ("AccessKeyId", "SecretAccessKey", token_field):
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise UserError(f"{what} {said} a {name} that is not a string")
+    expires = None
+    if doc.get("Expiration") is not None:
+        try:
+            expires = parse_expiration(doc["Expiration"])
+        except ValueError as e:
+            raise UserError(f"{what} {said} an Expiration that is {e}") from None
+    return Credentials(doc["AccessKeyId"], doc["SecretAccessKey"], doc.get(token_field) or None, source), expires
