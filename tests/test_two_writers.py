@@ -225,3 +225,35 @@ def test_another_pid_namespace_waits_for_the_lease_not_the_pid(bd):
     assert_file_matches(m3.file, model)
     bd.unmount(m3)
     vol.assert_clean_layout(fence_tombstones=True)
+
+
+@pytest.mark.stores("file")  # the lease logic is the store's alike; 25 s of waiting once is enough
+def test_a_deleted_lease_object_does_not_let_a_second_mount_lose_the_firsts_fsyncs(bd):
+    """The live mount's lease object deleted (by hand, a lifecycle rule):
+    a second writable mount takes the volume only after the first can
+    acknowledge nothing more, so the first's next fsync fails instead of
+    being lost, and its unmount says it lost the volume."""
+    vol = bd.create(size="16M", block_size="64K")
+    first = bd.mount(vol)
+    model = bytearray(vol.size)
+    pwrite_fsync(first.file, model, 0, os.urandom(64 * 1024))
+    for key in [k for k in vol.keys() if k.startswith("lock/")]:
+        vol.place.delete(key)
+    started = time.monotonic()
+    second = bd.mount(vol)
+    assert time.monotonic() - started >= 20, "the second mount did not wait for the first to stop acknowledging"
+    late = os.urandom(64 * 1024)
+    fd = os.open(first.file, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as failed:
+            os.pwrite(fd, late, 2 * 64 * 1024)
+            os.fsync(fd)
+        assert failed.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    assert bd.stats(first.path)["fenced"] == 1
+    proc = bd.run("unmount", first.path)
+    assert proc.returncode != 0 and "lost its volume to another writable mount" in proc.stderr, proc.stderr
+    with open(second.file, "rb") as f:
+        assert f.read(64 * 1024) == bytes(model[:64 * 1024]), "the first mount's fsynced write is gone"
+    bd.unmount(second)

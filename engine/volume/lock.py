@@ -235,8 +235,13 @@ class Lease:
         """
         store = store.unthrottled()
         leases, newest, state = cls.refuse_if_held(store, force=force)
+        # A volume that has map objects but no lease object at all lost it
+        # (deleted by hand, a lifecycle rule): its writer may still be
+        # running, so this is taken as from a live holder (it must find our
+        # lease, and we wait until it can acknowledge nothing more).
+        vanished = newest is None and min_epoch > 0
         # A predecessor that may still be running must find our lease object.
-        fences = state in ("held", "expired")
+        fences = state in ("held", "expired") or vanished
         epoch = max([min_epoch] + [h.epoch for h in leases]) + 1
         lease = cls(store, epoch, fences, volume_uuid)
         lease.predecessor, lease.predecessor_state = newest, state
@@ -262,6 +267,11 @@ class Lease:
         if state == "held":  # forced: the holder may still acknowledge writes
             log.warning("took the volume from %s with --force; waiting %.0f s until it can acknowledge "
                         "nothing more", newest.describe(), TAKEOVER_WAIT)
+            time.sleep(TAKEOVER_WAIT)
+        elif vanished:
+            log.warning("the volume has map objects (epoch %d) but no lease object: a mount may hold it "
+                        "with its lease deleted; waiting %.0f s until such a mount can acknowledge nothing "
+                        "more", min_epoch, TAKEOVER_WAIT)
             time.sleep(TAKEOVER_WAIT)
         elif newest is not None and newest.takeover_wait_left() > 0:
             # `unlock --force` fenced a live holder moments ago and was stopped
